@@ -1,0 +1,429 @@
+//! The command line: argument parsing, prompts and progress drawing. Everything else is in the
+//! library; this module only wires it to a terminal. The code goes to stdout, everything else to
+//! stderr.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+
+use crate::code::{Code, MAX_WORDS, MIN_WORDS};
+use crate::connect::{self, FindOptions};
+use crate::discovery::{self, MdnsAnnouncer, Method};
+use crate::error::{Error, Result};
+use crate::manifest::LocalTree;
+use crate::net::{Node, NodeConfig};
+use crate::receive::{self, Progress, ReceiveOptions};
+use crate::share::{self, Share, ShareEnd, ShareEvent};
+
+#[derive(Parser, Debug)]
+#[command(name = "pcp", version, about = "Peer copy: send, receive or mount files between two computers with a few words. No server in between.")]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// More log output on stderr (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Do not draw progress bars (also off when stderr is not a terminal).
+    #[arg(long, global = true)]
+    no_progress: bool,
+    /// How to find the other side: any of mdns, dht (comma-separated), or none (only
+    /// --listen/--peer addresses). The DHT is not available in this release.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "mdns,dht")]
+    discovery: Vec<Method>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Share files or folders; prints a code for the other side.
+    Send(SendArgs),
+    /// Receive what a `pcp send` shares, into a folder.
+    Receive(ReceiveArgs),
+}
+
+#[derive(Args, Debug)]
+struct SendArgs {
+    /// Files or folders to share; each becomes a top-level entry.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Number of words in the generated code.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(MIN_WORDS as i64..=MAX_WORDS as i64))]
+    words: u8,
+    /// Use this code instead of a random one (BIP39 English words, at least 3).
+    #[arg(long)]
+    code: Option<String>,
+    /// Listen address (repeatable). Default: all interfaces, TCP and QUIC, ephemeral ports.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+}
+
+#[derive(Args, Debug)]
+struct ReceiveArgs {
+    /// The code from `pcp send`. Without it, PCP_CODE is read, or you are asked.
+    code: Option<String>,
+    /// Folder to receive into.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Accept the offer without asking.
+    #[arg(long, short)]
+    yes: bool,
+    /// Replace existing files of the same names (otherwise that is an error and nothing is touched).
+    #[arg(long)]
+    overwrite: bool,
+    /// Dial this address instead of discovering the sender (repeatable); authentication is still required.
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<Multiaddr>,
+    /// Give up when no sender has authenticated within this time (e.g. 30s, 2m).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    wait: Duration,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            _ = interrupted() => Err(Error::Interrupted),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Interrupted) => {
+            eprintln!("Interrupted.");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                eprintln!("  caused by: {s}");
+                src = s.source();
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,pcp=info",
+        _ => "info,pcp=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ui = Ui {
+        progress: !cli.no_progress && std::io::stderr().is_terminal(),
+        verbose: cli.verbose,
+    };
+    let methods = cli.discovery.clone();
+    match cli.cmd {
+        Cmd::Send(a) => send(a, methods, ui).await,
+        Cmd::Receive(a) => receive(a, methods, ui).await,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Ui {
+    progress: bool,
+    verbose: u8,
+}
+
+impl Ui {
+    fn bar(&self, total: u64) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    }
+}
+
+fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+fn roots(roots: &[Vec<u8>]) -> String {
+    let names: Vec<String> = roots.iter().take(3).map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+    let more = roots.len().saturating_sub(3);
+    if more > 0 {
+        format!("{} and {more} more", names.join(", "))
+    } else {
+        names.join(", ")
+    }
+}
+
+fn default_listen() -> Vec<Multiaddr> {
+    ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1", "/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1"]
+        .iter()
+        .map(|a| a.parse().expect("valid multiaddr"))
+        .collect()
+}
+
+fn uses(methods: &[Method], m: Method) -> bool {
+    methods.contains(&m) && !methods.contains(&Method::None)
+}
+
+async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
+    let code = match &a.code {
+        Some(c) => Code::parse(c)?,
+        None => Code::generate(a.words as usize),
+    };
+    let paths = a.paths.clone();
+    let tree = tokio::task::spawn_blocking(move || LocalTree::build(&paths))
+        .await
+        .map_err(|e| Error::io("scanning the share", std::io::Error::other(e)))??;
+    for w in &tree.warnings {
+        eprintln!("warning: {w}");
+    }
+    let share = Arc::new(Share::new(tree));
+    let offer = share.offer();
+    let listen = if a.listen.is_empty() {
+        let mut l = default_listen();
+        // IPv6 may be off on this machine; fall back to IPv4 only.
+        match Node::start(NodeConfig { listen: l.clone() }).await {
+            Ok(n) => (n, l),
+            Err(_) => {
+                l.truncate(2);
+                (Node::start(NodeConfig { listen: l.clone() }).await?, l)
+            }
+        }
+    } else {
+        (Node::start(NodeConfig { listen: a.listen.clone() }).await?, a.listen.clone())
+    };
+    let (node, _) = listen;
+    let addrs = node.listen_addrs().await?;
+    println!("Code is: {}", code.phrase());
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "Sharing {} ({}, {}).",
+        roots(&offer.roots),
+        plural(offer.files, "file"),
+        HumanBytes(offer.bytes)
+    );
+    eprintln!("On the other machine run: pcp receive {}", code.phrase());
+    if ui.verbose > 0 {
+        for a in &addrs {
+            eprintln!("Listening on {a}");
+        }
+    }
+    let _mdns = if uses(&methods, Method::Mdns) {
+        Some(MdnsAnnouncer::start(node.peer_id(), &addrs, code.channel(), discovery::system_clock())?)
+    } else {
+        None
+    };
+    if uses(&methods, Method::Dht) {
+        tracing::info!("DHT announcing is not available in this release; announcing by mDNS only");
+    }
+    let (tx, mut rx) = mpsc::channel(16);
+    let serving = share::serve(&node, share.clone(), &code, tx);
+    tokio::pin!(serving);
+    let mut bar: Option<ProgressBar> = None;
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let end = loop {
+        tokio::select! {
+            r = &mut serving => break r,
+            Some(ev) = rx.recv() => match ev {
+                ShareEvent::Authenticated { connection, .. } => eprintln!("Receiver authenticated ({connection})."),
+                ShareEvent::WrongCode { attempts } => eprintln!(
+                    "warning: someone tried a wrong code ({attempts} of {} attempts); if it was not your receiver, someone may be guessing",
+                    share::MAX_FAILED_ATTEMPTS
+                ),
+                ShareEvent::Accepted { mount, .. } => {
+                    eprintln!("{}", if mount { "Receiver mounted the share." } else { "Receiver accepted; sending..." });
+                    bar = Some(ui.bar(offer.bytes));
+                }
+                ShareEvent::Declined { .. } => eprintln!("The receiver declined."),
+                ShareEvent::Finished { .. } => {}
+                ShareEvent::Lost { reason, .. } => eprintln!("warning: lost the receiver: {reason}; waiting for it to come back (Ctrl-C to stop)"),
+            },
+            _ = tick.tick() => if let Some(b) = &bar { b.set_position(share.served().min(offer.bytes)); },
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match end? {
+        ShareEnd::Finished => {
+            eprintln!(
+                "Done: the receiver has everything ({} sent in {:.1} s).",
+                HumanBytes(share.served()),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        ShareEnd::Declined => Err(Error::Declined),
+    }
+}
+
+/// The code from the argument, PCP_CODE, or a prompt (so it need not show up in `ps`).
+fn read_code(arg: Option<String>) -> Result<Code> {
+    if let Some(c) = arg.filter(|c| c != "-") {
+        return Ok(Code::parse(&c)?);
+    }
+    if let Ok(c) = std::env::var("PCP_CODE") {
+        return Ok(Code::parse(&c)?);
+    }
+    eprint!("Enter the code: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading the code", e))?;
+    Ok(Code::parse(line.trim())?)
+}
+
+fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::io(
+            "cannot ask whether to accept",
+            std::io::Error::other("standard input is not a terminal; pass --yes to accept"),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading the answer", e))?;
+    Ok(matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+async fn start_receiver_node(peers: &[Multiaddr], methods: &[Method]) -> Result<Node> {
+    let listen = if peers.is_empty() && !methods.contains(&Method::None) {
+        vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid"), "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid")]
+    } else {
+        vec![]
+    };
+    Node::start(NodeConfig { listen }).await
+}
+
+async fn find_sender(node: &Node, code: &Code, peers: Vec<Multiaddr>, methods: Vec<Method>, wait: Duration) -> Result<connect::Found> {
+    let (tx, mut rx) = mpsc::channel::<String>(8);
+    let printer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            eprintln!("{line}");
+        }
+    });
+    let opts = FindOptions {
+        peers,
+        methods,
+        wait,
+        clock: discovery::system_clock(),
+    };
+    let found = connect::find(node, code, &opts, tx).await;
+    let _ = printer.await;
+    let found = found?;
+    eprintln!("Found the sender on {}, authenticated ({}).", found.via, found.connection);
+    Ok(found)
+}
+
+async fn receive(a: ReceiveArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
+    let code = read_code(a.code)?;
+    let started = Instant::now();
+    let node = start_receiver_node(&a.peer, &methods).await?;
+    let found = find_sender(&node, &code, a.peer.clone(), methods, a.wait).await?;
+    let mut session = found.session;
+    let offer = session.offer().await?;
+    let what = format!(
+        "{} — {}, {}",
+        roots(&offer.roots),
+        plural(offer.files, "file"),
+        HumanBytes(offer.bytes)
+    );
+    if a.yes {
+        eprintln!("Offer: {what}. Accepting.");
+    } else {
+        let q = format!("Offer: {what}. Accept?");
+        if !tokio::task::spawn_blocking(move || confirm(&q))
+            .await
+            .map_err(|e| Error::io("prompt", std::io::Error::other(e)))??
+        {
+            session.decline().await?;
+            eprintln!("Declined; nothing was written.");
+            return Ok(());
+        }
+    }
+    let manifest = session.accept(false).await?;
+    let opts = ReceiveOptions {
+        out: a.out.clone(),
+        overwrite: a.overwrite,
+    };
+    receive::preflight(&manifest, &opts)?;
+    let client = session.client(4).await?;
+    let progress = Arc::new(Progress::default());
+    let bar = ui.bar(offer.bytes);
+    let (files, bytes) = manifest.totals();
+    let work = receive::receive_all(&client, &manifest, &opts, progress.clone());
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let summary = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                bar.set_position(progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                bar.set_message(format!("{}/{} files", progress.files.load(std::sync::atomic::Ordering::Relaxed), files));
+            }
+        }
+    };
+    bar.finish_and_clear();
+    let summary = summary?;
+    session.finish().await?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "Received {} ({}, {}, all verified) in {:.1} s ({}/s).",
+        roots(&offer.roots),
+        plural(files, "file"),
+        HumanBytes(bytes),
+        secs,
+        HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
+    );
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The code phrase: BIP39 words that name a channel (the first word) and carry the secret
+//! that both peers feed into SPAKE2 (the whole phrase).
+//!
+//! Only [`Code::channel`] is ever published (inside [`identifier`]); the phrase itself never
+//! leaves this process, and `Debug` does not print it.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bip39::Language;
+use rand::Rng;
+
+/// Fewest words a code may have: with 2048 words each, 3 words leave 22 secret bits after the
+/// channel word, which SPAKE2 plus the three-attempt limit keep out of reach of online guessing.
+pub const MIN_WORDS: usize = 3;
+/// Most words a code may have.
+pub const MAX_WORDS: usize = 12;
+/// Length of one discovery time slot.
+pub const SLOT: Duration = Duration::from_secs(300);
+
+/// Why a code phrase was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodeError {
+    #[error("a code has {MIN_WORDS} to {MAX_WORDS} words separated by '-' or spaces; this one has {0}")]
+    WordCount(usize),
+    #[error("'{0}' is not a word of the code list (BIP39 English); check the spelling")]
+    UnknownWord(String),
+}
+
+/// A normalised code phrase: lower-case BIP39 English words.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Code {
+    words: Vec<&'static str>,
+}
+
+impl Code {
+    /// A fresh random code of `n` words (clamped to the allowed range).
+    pub fn generate(n: usize) -> Code {
+        let list = Language::English.word_list();
+        let mut rng = rand::rngs::OsRng;
+        let n = n.clamp(MIN_WORDS, MAX_WORDS);
+        Code {
+            words: (0..n).map(|_| list[rng.gen_range(0..2048)]).collect(),
+        }
+    }
+
+    /// Parses a phrase typed by a person: words separated by `-`, `_`, spaces or tabs, in any
+    /// letter case.
+    pub fn parse(s: &str) -> Result<Code, CodeError> {
+        let parts: Vec<String> = s
+            .split(|c: char| c == '-' || c == '_' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_lowercase())
+            .collect();
+        if !(MIN_WORDS..=MAX_WORDS).contains(&parts.len()) {
+            return Err(CodeError::WordCount(parts.len()));
+        }
+        let list = Language::English.word_list();
+        let words = parts
+            .iter()
+            .map(|w| match Language::English.find_word(w) {
+                Some(i) => Ok(list[i as usize]),
+                None => Err(CodeError::UnknownWord(w.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Code { words })
+    }
+
+    /// The public channel number: the first word's index in the BIP39 list (0..2048).
+    pub fn channel(&self) -> u16 {
+        Language::English
+            .find_word(self.words[0])
+            .expect("words are validated")
+    }
+
+    /// The canonical phrase, `w1-w2-w3-w4`: what SPAKE2 is keyed with and what users see.
+    pub fn phrase(&self) -> String {
+        self.words.join("-")
+    }
+
+    pub fn words(&self) -> &[&'static str] {
+        &self.words
+    }
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Code(channel {}, {} words)", self.channel(), self.words.len())
+    }
+}
+
+/// The discovery time slot that contains `t`.
+pub fn slot_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / SLOT.as_secs()
+}
+
+/// The identifier published for discovery: `/pcp/{slot}/{channel}`.
+pub fn identifier(slot: u64, channel: u16) -> String {
+    format!("/pcp/{slot}/{channel}")
+}
+
+/// Time until the slot after the one containing `t` begins.
+pub fn until_next_slot(t: SystemTime) -> Duration {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let next = (slot_of(t) + 1) * SLOT.as_secs();
+    Duration::from_secs(next).saturating_sub(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_any_separator_and_case() {
+        let a = Code::parse("Bubble-ENEMY result  increase").unwrap();
+        assert_eq!(a.phrase(), "bubble-enemy-result-increase");
+        assert_eq!(a.channel(), Language::English.find_word("bubble").unwrap());
+        let b = Code::parse(" bubble_enemy\tresult-increase ").unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn refuses_bad_codes() {
+        assert_eq!(Code::parse("bubble-enemy"), Err(CodeError::WordCount(2)));
+        assert_eq!(Code::parse(""), Err(CodeError::WordCount(0)));
+        assert_eq!(
+            Code::parse("bubble-enemy-resultt"),
+            Err(CodeError::UnknownWord("resultt".into()))
+        );
+        let long = vec!["zoo"; 13].join("-");
+        assert_eq!(Code::parse(&long), Err(CodeError::WordCount(13)));
+    }
+
+    #[test]
+    fn generated_codes_parse_back() {
+        for n in MIN_WORDS..=MAX_WORDS {
+            let c = Code::generate(n);
+            assert_eq!(c.words().len(), n);
+            assert_eq!(Code::parse(&c.phrase()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_words() {
+        let c = Code::parse("bubble-enemy-result-increase").unwrap();
+        assert!(!format!("{c:?}").contains("enemy"));
+    }
+
+    #[test]
+    fn slots() {
+        let t = UNIX_EPOCH + Duration::from_secs(600 + 299);
+        assert_eq!(slot_of(t), 2);
+        assert_eq!(until_next_slot(t), Duration::from_secs(1));
+        assert_eq!(identifier(2, 7), "/pcp/2/7");
+    }
+}

@@ -1,0 +1,130 @@
+//! From a code to an authenticated session: gather candidate senders (given addresses or
+//! discovery), dial them, and run the handshake; the first sender that authenticates wins.
+
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+
+use crate::code::Code;
+use crate::discovery::{Candidate, Clock, MdnsBrowser, Method};
+use crate::error::{Error, Result};
+use crate::fetch::Session;
+use crate::net::Node;
+
+/// How to look for the sender.
+#[derive(Clone)]
+pub struct FindOptions {
+    /// Dial these instead of discovering (authentication is still required).
+    pub peers: Vec<Multiaddr>,
+    pub methods: Vec<Method>,
+    /// Give up after this long without an authenticated sender.
+    pub wait: Duration,
+    pub clock: Clock,
+}
+
+/// An authenticated session and how it was reached.
+pub struct Found {
+    pub session: Session,
+    /// "the local network (mDNS)", "the given address", ...
+    pub via: &'static str,
+    /// "TCP via /ip4/..." for the user.
+    pub connection: String,
+}
+
+async fn attempt(node: Node, code: Code, c: Candidate) -> Result<Found> {
+    let mut last = Error::Network("no address to dial".into());
+    for addr in &c.addrs {
+        match node.dial(addr.clone()).await {
+            Ok(peer) => {
+                if c.peer.is_some_and(|p| p != peer) {
+                    last = Error::Network(format!("{addr} is another peer"));
+                    continue;
+                }
+                let session = Session::authenticate(&node, peer, &code).await?;
+                let connection = match node.connection(peer).await {
+                    Ok(Some(info)) => format!("{}{} via {}", if info.relayed { "relayed " } else { "direct " }, info.transport(), info.remote),
+                    _ => "unknown connection".into(),
+                };
+                return Ok(Found {
+                    session,
+                    via: c.via,
+                    connection,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(%addr, "dial failed: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Finds and authenticates the sender for `code`. `status` receives lines for the user.
+pub async fn find(node: &Node, code: &Code, opts: &FindOptions, status: mpsc::Sender<String>) -> Result<Found> {
+    let (tx, mut rx) = mpsc::channel::<Candidate>(16);
+    let mut _browser = None;
+    if !opts.peers.is_empty() {
+        for a in &opts.peers {
+            let peer = a.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            let _ = tx
+                .send(Candidate {
+                    peer,
+                    addrs: vec![a.clone()],
+                    via: "the given address",
+                })
+                .await;
+        }
+        let _ = status.send(format!("Connecting to {} given address(es)...", opts.peers.len())).await;
+    } else {
+        if opts.methods.contains(&Method::Mdns) {
+            _browser = Some(MdnsBrowser::start(code.channel(), opts.clock.clone(), tx.clone())?);
+            let _ = status.send("Looking for the sender on the local network (mDNS)...".into()).await;
+        }
+        if opts.methods.contains(&Method::Dht) {
+            tracing::info!("DHT discovery is not available in this release; only mDNS is searched");
+        }
+        if _browser.is_none() {
+            return Err(Error::Network(
+                "no way to find the sender: pass --peer ADDRESS or enable --discovery mdns".into(),
+            ));
+        }
+    }
+    drop(tx);
+    let deadline = tokio::time::sleep(opts.wait);
+    tokio::pin!(deadline);
+    let mut attempts = FuturesUnordered::new();
+    let mut last_err: Option<Error> = None;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            c = rx.recv(), if open => match c {
+                Some(c) => {
+                    tracing::debug!(?c, "candidate");
+                    attempts.push(attempt(node.clone(), code.clone(), c));
+                }
+                None => open = false,
+            },
+            Some(r) = attempts.next() => match r {
+                Ok(found) => return Ok(found),
+                Err(Error::WrongCode) => return Err(Error::WrongCode),
+                Err(e) => {
+                    tracing::debug!("candidate failed: {e}");
+                    last_err = Some(e);
+                }
+            },
+            _ = &mut deadline => {
+                return Err(last_err.unwrap_or(Error::PeerNotFound(opts.wait)));
+            }
+        }
+        if !open && attempts.is_empty() {
+            return Err(last_err.unwrap_or(Error::PeerNotFound(opts.wait)));
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Typed errors with messages a user can act on. The binary prints them once, at the top,
+//! with their causes.
+
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Code(#[from] crate::code::CodeError),
+
+    #[error(
+        "the code did not match: the other side used a different code. Check it for typos; \
+         if you typed it correctly, someone may be guessing it"
+    )]
+    WrongCode,
+
+    #[error(
+        "stopped sharing after {0} failed attempts with a wrong code: someone may be guessing it. \
+         Start a new share to get a new code"
+    )]
+    TooManyAttempts(u32),
+
+    #[error("no sender found for this code within {0:?}: check the code and that `pcp send` is still running")]
+    PeerNotFound(std::time::Duration),
+
+    #[error("the other side speaks an incompatible pcp protocol version: both sides need a compatible pcp release")]
+    IncompatibleVersion,
+
+    #[error("protocol violation by the other side: {0}")]
+    Protocol(String),
+
+    #[error("a frame failed authentication (tampered, replayed or reordered data): session closed")]
+    Decrypt,
+
+    #[error("frame of {0} bytes exceeds the limit of {1} bytes: session closed")]
+    FrameTooLarge(usize, usize),
+
+    #[error("the receiver declined the offer")]
+    Declined,
+
+    #[error("the sender refused: {0}")]
+    Remote(String),
+
+    #[error("invalid manifest from the sender: {0}")]
+    InvalidManifest(String),
+
+    #[error("{} already exists; pass --overwrite to replace it", .0.display())]
+    TargetExists(PathBuf),
+
+    #[error("{}: data does not match the sender's BLAKE3 hash; the file was not kept", .0.display())]
+    Integrity(PathBuf),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("network: {0}")]
+    Network(String),
+
+    #[error("connection to the other side was lost: {0}")]
+    ConnectionLost(String),
+
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(std::time::Duration, &'static str),
+
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds a human context to an `io::Result`.
+pub trait IoContext<T> {
+    fn ctx(self, f: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, f: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(f(), e))
+    }
+}

@@ -1,0 +1,334 @@
+//! The share's tree: built from local paths on the sending side, validated on the receiving
+//! side before anything touches the disk. A validated [`Manifest`] is what `receive`, copy-out
+//! and the mount all work from.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::wire::{Entry, Kind, MAX_ENTRIES, MAX_NAME, MAX_TARGET};
+
+/// What the sender needs to serve one file and to notice that it changed since the share began.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+}
+
+impl Source {
+    /// Whether `m` still describes the file the manifest was built from.
+    pub fn unchanged(&self, m: &std::fs::Metadata) -> bool {
+        m.dev() == self.dev
+            && m.ino() == self.ino
+            && m.len() == self.size
+            && (m.mtime(), m.mtime_nsec()) == self.mtime
+    }
+}
+
+/// A sender's view: the entries it offers and where each file's bytes live.
+#[derive(Debug, Default)]
+pub struct LocalTree {
+    pub entries: Vec<Entry>,
+    /// Indexed like `entries`; `Some` for files.
+    pub sources: Vec<Option<Source>>,
+    /// Things skipped while walking (special files, unreadable folders), for the user.
+    pub warnings: Vec<String>,
+}
+
+impl LocalTree {
+    /// Walks `paths` without following symlinks below them. Each path becomes a top-level entry
+    /// named after its last component.
+    pub fn build(paths: &[PathBuf]) -> Result<LocalTree> {
+        let mut t = LocalTree::default();
+        let mut top = HashSet::new();
+        for p in paths {
+            let name = match p.file_name() {
+                Some(n) => n.to_os_string(),
+                None => std::fs::canonicalize(p)
+                    .ctx(|| format!("cannot share {}", p.display()))?
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_else(|| OsString::from("root")),
+            };
+            if !top.insert(name.clone()) {
+                return Err(Error::io(
+                    format!("cannot share {}", p.display()),
+                    std::io::Error::other(format!("two paths are named {}", name.to_string_lossy())),
+                ));
+            }
+            // A path the user named is followed if it is a symlink; nothing below it is.
+            let meta = std::fs::metadata(p).ctx(|| format!("cannot share {}", p.display()))?;
+            t.add(0, &name, p, &meta)?;
+        }
+        Ok(t)
+    }
+
+    fn add(&mut self, parent: u64, name: &OsStr, path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        if self.entries.len() as u64 >= MAX_ENTRIES {
+            return Err(Error::io(
+                "cannot share",
+                std::io::Error::other(format!("more than {MAX_ENTRIES} entries")),
+            ));
+        }
+        let ft = meta.file_type();
+        let (kind, size, target) = if ft.is_file() {
+            (Kind::File, meta.len(), Vec::new())
+        } else if ft.is_dir() {
+            (Kind::Dir, 0, Vec::new())
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path).ctx(|| format!("cannot read link {}", path.display()))?;
+            (Kind::Symlink, 0, target.into_os_string().into_vec())
+        } else {
+            self.warnings
+                .push(format!("skipped special file {}", path.display()));
+            return Ok(());
+        };
+        let id = self.entries.len() as u64 + 1;
+        self.entries.push(Entry {
+            id,
+            parent,
+            name: name.as_bytes().to_vec(),
+            kind: kind as i32,
+            size,
+            mode: meta.mode() & 0o7777,
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+            target,
+        });
+        self.sources.push((kind == Kind::File).then(|| Source {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }));
+        if kind == Kind::Dir {
+            let rd = match std::fs::read_dir(path) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    self.warnings
+                        .push(format!("skipped unreadable folder {}: {e}", path.display()));
+                    return Ok(());
+                }
+            };
+            let mut children: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+            children.sort();
+            for c in children {
+                let cp = path.join(&c);
+                match std::fs::symlink_metadata(&cp) {
+                    Ok(m) => self.add(id, &c, &cp, &m)?,
+                    Err(e) => self.warnings.push(format!("skipped {}: {e}", cp.display())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn totals(&self) -> (u64, u64) {
+        let files = self.sources.iter().flatten().count() as u64;
+        let bytes = self.sources.iter().flatten().map(|s| s.size).sum();
+        (files, bytes)
+    }
+}
+
+/// A manifest that passed [`Manifest::validate`]: every name is a single safe path component,
+/// every parent is an earlier directory, no folder holds two entries of one name.
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    entries: Vec<Entry>,
+    /// Children of each directory (index 0 is the share root), in manifest order.
+    children: Vec<Vec<u64>>,
+}
+
+fn bad(msg: String) -> Error {
+    Error::InvalidManifest(msg)
+}
+
+/// Checks one name: a single path component that cannot climb out of its folder.
+pub fn check_name(name: &[u8]) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name == b"." || name == b".." {
+        return Err(format!("name {:?} is not allowed", String::from_utf8_lossy(name)));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(format!("name {:?} contains '/' or NUL", String::from_utf8_lossy(name)));
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("a name is {} bytes long (limit {MAX_NAME})", name.len()));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    pub fn validate(entries: Vec<Entry>) -> Result<Manifest> {
+        if entries.len() as u64 > MAX_ENTRIES {
+            return Err(bad(format!("{} entries (limit {MAX_ENTRIES})", entries.len())));
+        }
+        let mut children: Vec<Vec<u64>> = vec![Vec::new(); entries.len() + 1];
+        let mut seen: HashSet<(u64, &[u8])> = HashSet::with_capacity(entries.len());
+        let mut total: u64 = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let id = i as u64 + 1;
+            if e.id != id {
+                return Err(bad(format!("entry {id} carries id {}", e.id)));
+            }
+            let kind = Kind::try_from(e.kind).map_err(|_| bad(format!("entry {id} has unknown kind {}", e.kind)))?;
+            if kind == Kind::Unknown {
+                return Err(bad(format!("entry {id} has no kind")));
+            }
+            check_name(&e.name).map_err(|m| bad(format!("entry {id}: {m}")))?;
+            if e.parent >= id {
+                return Err(bad(format!("entry {id} comes before its parent {}", e.parent)));
+            }
+            if e.parent != 0 && entries[e.parent as usize - 1].kind != Kind::Dir as i32 {
+                return Err(bad(format!("entry {id}'s parent {} is not a folder", e.parent)));
+            }
+            if !seen.insert((e.parent, &e.name)) {
+                return Err(bad(format!(
+                    "two entries named {:?} in one folder",
+                    String::from_utf8_lossy(&e.name)
+                )));
+            }
+            if e.mode & !0o7777 != 0 {
+                return Err(bad(format!("entry {id} has mode bits {:o}", e.mode)));
+            }
+            if e.mtime_nsec >= 1_000_000_000 {
+                return Err(bad(format!("entry {id} has an invalid mtime")));
+            }
+            match kind {
+                Kind::File => {
+                    total = total
+                        .checked_add(e.size)
+                        .ok_or_else(|| bad("total size overflows".into()))?;
+                }
+                Kind::Symlink => {
+                    if e.target.is_empty() || e.target.len() > MAX_TARGET || e.target.contains(&0) {
+                        return Err(bad(format!("entry {id} has an invalid symlink target")));
+                    }
+                }
+                _ => {}
+            }
+            if kind != Kind::File && e.size != 0 {
+                return Err(bad(format!("entry {id} is not a file but has a size")));
+            }
+            children[e.parent as usize].push(id);
+        }
+        Ok(Manifest { entries, children })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entry by id (1..=len).
+    pub fn get(&self, id: u64) -> Option<&Entry> {
+        id.checked_sub(1).and_then(|i| self.entries.get(i as usize))
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Ids of the entries in directory `id` (0 for the share root).
+    pub fn children(&self, id: u64) -> &[u64] {
+        self.children.get(id as usize).map(|v| &v[..]).unwrap_or(&[])
+    }
+
+    pub fn kind(&self, id: u64) -> Kind {
+        self.get(id)
+            .and_then(|e| Kind::try_from(e.kind).ok())
+            .unwrap_or(Kind::Unknown)
+    }
+
+    /// The entry's path relative to the share root.
+    pub fn rel_path(&self, id: u64) -> PathBuf {
+        let mut parts = Vec::new();
+        let mut cur = id;
+        while let Some(e) = self.get(cur) {
+            parts.push(OsStr::from_bytes(&e.name));
+            cur = e.parent;
+        }
+        parts.iter().rev().collect()
+    }
+
+    pub fn totals(&self) -> (u64, u64) {
+        let files = self.entries.iter().filter(|e| e.kind == Kind::File as i32);
+        let (mut n, mut b) = (0, 0);
+        for f in files {
+            n += 1;
+            b += f.size;
+        }
+        (n, b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(id: u64, parent: u64, name: &[u8], kind: Kind) -> Entry {
+        Entry {
+            id,
+            parent,
+            name: name.to_vec(),
+            kind: kind as i32,
+            size: 0,
+            mode: 0o644,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            target: if kind == Kind::Symlink { b"x".to_vec() } else { vec![] },
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_tree() {
+        let m = Manifest::validate(vec![
+            e(1, 0, b"d", Kind::Dir),
+            e(2, 1, b"f", Kind::File),
+            e(3, 1, b"l", Kind::Symlink),
+        ])
+        .unwrap();
+        assert_eq!(m.children(0), &[1]);
+        assert_eq!(m.children(1), &[2, 3]);
+        assert_eq!(m.rel_path(2), PathBuf::from("d/f"));
+    }
+
+    #[test]
+    fn rejects_escapes_and_collisions() {
+        let cases: Vec<Vec<Entry>> = vec![
+            vec![e(1, 0, b"..", Kind::File)],
+            vec![e(1, 0, b".", Kind::Dir)],
+            vec![e(1, 0, b"", Kind::File)],
+            vec![e(1, 0, b"a/b", Kind::File)],
+            vec![e(1, 0, b"/etc", Kind::File)],
+            vec![e(1, 0, b"a\0b", Kind::File)],
+            vec![e(1, 0, &[b'a'; 256], Kind::File)],
+            vec![e(1, 0, b"a", Kind::File), e(2, 0, b"a", Kind::Dir)],
+            vec![e(1, 0, b"a", Kind::File), e(2, 1, b"b", Kind::File)],
+            vec![e(1, 2, b"a", Kind::File), e(2, 0, b"b", Kind::Dir)],
+            vec![e(2, 0, b"a", Kind::File)],
+            vec![Entry { kind: 9, ..e(1, 0, b"a", Kind::File) }],
+            vec![Entry { mode: 0o100644, ..e(1, 0, b"a", Kind::File) }],
+            vec![Entry { size: 5, ..e(1, 0, b"a", Kind::Dir) }],
+            vec![Entry { target: vec![], ..e(1, 0, b"a", Kind::Symlink) }],
+        ];
+        for (i, c) in cases.into_iter().enumerate() {
+            assert!(
+                matches!(Manifest::validate(c), Err(Error::InvalidManifest(_))),
+                "case {i} was accepted"
+            );
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Copying a validated manifest to disk: files are written under `--out` only, through a
+//! temporary name in the same folder, checked against the sender's BLAKE3 hash and only then
+//! renamed into place with their permission bits and mtime. `pcp receive` and the mount's
+//! copy-out share this code.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::Client;
+use crate::manifest::Manifest;
+use crate::wire::{Entry, Kind, MAX_READ};
+
+/// Bytes per read request.
+pub const CHUNK: u32 = MAX_READ;
+/// Files downloaded at once.
+const PARALLEL_FILES: usize = 64;
+/// Read requests in flight over the whole transfer (bounds memory: at most this many chunks).
+const INFLIGHT_CHUNKS: usize = 24;
+/// Read requests in flight for one file.
+const PER_FILE_CHUNKS: usize = 8;
+
+/// Counters a UI can poll while a transfer runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes: AtomicU64,
+    pub files: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    pub out: PathBuf,
+    pub overwrite: bool,
+}
+
+/// What a finished receive did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// Where entry `id` goes under `out`.
+fn target(out: &Path, m: &Manifest, id: u64) -> PathBuf {
+    out.join(m.rel_path(id))
+}
+
+fn part_name(e: &Entry) -> std::ffi::OsString {
+    format!(".pcp-{}.part", e.id).into()
+}
+
+fn set_mtime(path: &Path, e: &Entry, nofollow: bool) -> Result<()> {
+    let ts = libc::timespec {
+        tv_sec: e.mtime_sec as libc::time_t,
+        tv_nsec: e.mtime_nsec as libc::c_long,
+    };
+    let times = [ts, ts];
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::io("bad path", std::io::Error::other("NUL in path")))?;
+    let flags = if nofollow { libc::AT_SYMLINK_NOFOLLOW } else { 0 };
+    // SAFETY: c is a valid NUL-terminated path and times points at two timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), flags) };
+    if r != 0 {
+        return Err(Error::io(
+            format!("cannot set the time of {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn set_file_times(f: &File, e: &Entry) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ts = libc::timespec {
+        tv_sec: e.mtime_sec as libc::time_t,
+        tv_nsec: e.mtime_nsec as libc::c_long,
+    };
+    let times = [ts, ts];
+    // SAFETY: the fd is open for the duration of the call; times points at two timespecs.
+    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Refuses to start when a top-level entry already exists (unless `overwrite`), so nothing is
+/// touched on a mistake.
+pub fn preflight(m: &Manifest, opts: &ReceiveOptions) -> Result<()> {
+    if !opts.overwrite {
+        for &id in m.children(0) {
+            let t = target(&opts.out, m, id);
+            if t.symlink_metadata().is_ok() {
+                return Err(Error::TargetExists(t));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes whatever is at `path` when it is in the way of an entry of another kind.
+fn clear_for(path: &Path, want_dir: bool) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(md) if md.is_dir() && want_dir => Ok(()),
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path).ctx(|| format!("cannot replace {}", path.display())),
+        Ok(_) => fs::remove_file(path).ctx(|| format!("cannot replace {}", path.display())),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Downloads everything in `m` into `opts.out`.
+pub async fn receive_all(client: &Client, m: &Manifest, opts: &ReceiveOptions, progress: Arc<Progress>) -> Result<Summary> {
+    preflight(m, opts)?;
+    fs::create_dir_all(&opts.out).ctx(|| format!("cannot create {}", opts.out.display()))?;
+    let mut summary = Summary::default();
+    // Folders first (parents precede children in a manifest), writable until the end.
+    for e in m.entries() {
+        let path = target(&opts.out, m, e.id);
+        match m.kind(e.id) {
+            Kind::Dir => {
+                if opts.overwrite {
+                    clear_for(&path, true)?;
+                }
+                if !path.is_dir() {
+                    fs::create_dir(&path).ctx(|| format!("cannot create {}", path.display()))?;
+                }
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700 | e.mode))
+                    .ctx(|| format!("cannot set permissions of {}", path.display()))?;
+                summary.dirs += 1;
+            }
+            Kind::Symlink => {
+                if opts.overwrite {
+                    clear_for(&path, false)?;
+                }
+                std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &path)
+                    .ctx(|| format!("cannot create symlink {}", path.display()))?;
+                set_mtime(&path, e, true)?;
+                summary.symlinks += 1;
+            }
+            _ => {}
+        }
+    }
+    let window = Arc::new(Semaphore::new(INFLIGHT_CHUNKS));
+    let files = m.entries().iter().filter(|e| e.kind == Kind::File as i32);
+    let mut downloads = futures::stream::iter(files.map(|e| {
+        let path = target(&opts.out, m, e.id);
+        let client = client.clone();
+        let window = window.clone();
+        let progress = progress.clone();
+        let overwrite = opts.overwrite;
+        async move { download(&client, e, &path, overwrite, &window, &progress).await }
+    }))
+    .buffer_unordered(PARALLEL_FILES);
+    while let Some(r) = downloads.next().await {
+        summary.bytes += r?;
+        summary.files += 1;
+    }
+    drop(downloads);
+    // Folder modes and times last, deepest first, since writing inside changes a folder's mtime.
+    for e in m.entries().iter().rev().filter(|e| e.kind == Kind::Dir as i32) {
+        let path = target(&opts.out, m, e.id);
+        fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))
+            .ctx(|| format!("cannot set permissions of {}", path.display()))?;
+        set_mtime(&path, e, false)?;
+    }
+    Ok(summary)
+}
+
+/// Downloads one file to its temporary name, verifies it and moves it into place.
+async fn download(client: &Client, e: &Entry, path: &Path, overwrite: bool, window: &Arc<Semaphore>, progress: &Progress) -> Result<u64> {
+    let dir = path.parent().expect("targets are below out").to_path_buf();
+    let part = dir.join(part_name(e));
+    let f = {
+        let part = part.clone();
+        tokio::task::spawn_blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&part)
+                .ctx(|| format!("cannot create {}", part.display()))
+        })
+        .await
+        .map_err(|e| Error::io("writer task", std::io::Error::other(e)))??
+    };
+    let f = Arc::new(f);
+    let size = e.size;
+    let whole_in_one = size <= CHUNK as u64;
+    // Large files: ask for the hash at once, so the sender computes it while serving.
+    let hash_req = (!whole_in_one).then(|| {
+        let client = client.clone();
+        let id = e.id;
+        tokio::spawn(async move { client.hash(id).await })
+    });
+    let mut hasher = blake3::Hasher::new();
+    let mut got_hash = None;
+    let mut next_off = 0u64;
+    let mut pending = FuturesOrdered::new();
+    let mut written = 0u64;
+    loop {
+        while pending.len() < PER_FILE_CHUNKS && next_off < size {
+            let len = (size - next_off).min(CHUNK as u64) as u32;
+            let off = next_off;
+            let client = client.clone();
+            let permit = window.clone().acquire_owned().await.expect("never closed");
+            let id = e.id;
+            pending.push_back(async move {
+                let r = client.read(id, off, len).await;
+                drop(permit);
+                r.map(|(d, h)| (off, len, d, h))
+            });
+            next_off += len as u64;
+        }
+        let Some(r) = pending.next().await else { break };
+        let (off, len, data, h) = r?;
+        if data.len() != len as usize {
+            return Err(Error::InvalidManifest(format!(
+                "{}: the sender sent {} bytes at offset {off} where the manifest promised {len}",
+                path.display(),
+                data.len()
+            )));
+        }
+        if h.is_some() {
+            got_hash = h;
+        }
+        let f = f.clone();
+        let part2 = part.clone();
+        let data2 = data.clone();
+        let write = tokio::task::spawn_blocking(move || f.write_all_at(&data2, off).ctx(|| format!("cannot write {}", part2.display())));
+        hasher.update(&data);
+        write.await.map_err(|e| Error::io("writer task", std::io::Error::other(e)))??;
+        written += data.len() as u64;
+        progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    }
+    let want = match (got_hash, hash_req) {
+        // An empty file's content is fully given by the manifest.
+        _ if size == 0 => *blake3::hash(b"").as_bytes(),
+        (Some(h), _) => h,
+        (None, Some(task)) => task
+            .await
+            .map_err(|e| Error::io("hash task", std::io::Error::other(e)))??,
+        (None, None) => client.hash(e.id).await?,
+    };
+    let ok = *hasher.finalize().as_bytes() == want;
+    let entry = e.clone();
+    let final_path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        if !ok {
+            let _ = fs::remove_file(&part);
+            return Err(Error::Integrity(final_path));
+        }
+        f.set_permissions(fs::Permissions::from_mode(entry.mode))
+            .ctx(|| format!("cannot set permissions of {}", part.display()))?;
+        set_file_times(&f, &entry).ctx(|| format!("cannot set the time of {}", part.display()))?;
+        if overwrite {
+            if let Ok(md) = final_path.symlink_metadata() {
+                if md.is_dir() {
+                    fs::remove_dir_all(&final_path).ctx(|| format!("cannot replace {}", final_path.display()))?;
+                }
+            }
+        } else if final_path.symlink_metadata().is_ok() {
+            let _ = fs::remove_file(&part);
+            return Err(Error::TargetExists(final_path));
+        }
+        fs::rename(&part, &final_path).ctx(|| format!("cannot move {} into place", final_path.display()))
+    })
+    .await
+    .map_err(|e| Error::io("writer task", std::io::Error::other(e)))??;
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok(written)
+}

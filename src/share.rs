@@ -1,0 +1,507 @@
+//! The sharing side: accepts streams, authenticates receivers, sends the offer and manifest, and
+//! answers (id, offset, length) reads and hash requests with positioned reads from a bounded set
+//! of open files. Hashes are computed on demand (or for free when a read covers a whole file)
+//! and kept, so a huge share starts serving at once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use libp2p::{PeerId, Stream};
+use lru::LruCache;
+use tokio::sync::{mpsc, OnceCell};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use crate::code::Code;
+use crate::crypto::{self, HandshakeParams, SecureReader, SecureWriter, SessionKeys};
+use crate::error::{Error, Result};
+use crate::manifest::LocalTree;
+use crate::net::{Node, STREAM_PROTOCOL};
+use crate::wire::{
+    envelope::Msg, opening, request, ErrorCode, Failure, Kind, ManifestChunk, Offer, Ready, Request,
+    Response, Role, MANIFEST_BATCH, MAX_READ,
+};
+
+/// Failed handshakes after which the share stops, so online guessing stays hopeless.
+pub const MAX_FAILED_ATTEMPTS: u32 = 3;
+/// Requests one data stream may have in progress; beyond it the sender stops reading requests.
+const MAX_INFLIGHT_PER_STREAM: usize = 8;
+/// Data streams one session may open.
+pub const MAX_STREAMS: u32 = 16;
+const OPEN_FILES: usize = 64;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type HashCell = Arc<OnceCell<[u8; 32]>>;
+
+/// The files being shared and the state needed to serve them.
+pub struct Share {
+    tree: LocalTree,
+    open: Mutex<LruCache<u64, Arc<File>>>,
+    hashes: Mutex<HashMap<u64, HashCell>>,
+    served: AtomicU64,
+}
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+impl Share {
+    pub fn new(tree: LocalTree) -> Share {
+        Share {
+            tree,
+            open: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
+            hashes: Mutex::new(HashMap::new()),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    pub fn tree(&self) -> &LocalTree {
+        &self.tree
+    }
+
+    /// File bytes sent so far, over all sessions.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    pub fn offer(&self) -> Offer {
+        let (files, bytes) = self.tree.totals();
+        Offer {
+            entries: self.tree.entries.len() as u64,
+            files,
+            bytes,
+            roots: self
+                .tree
+                .entries
+                .iter()
+                .filter(|e| e.parent == 0)
+                .map(|e| {
+                    let mut n = e.name.clone();
+                    if e.kind == Kind::Dir as i32 {
+                        n.push(b'/');
+                    }
+                    n
+                })
+                .collect(),
+        }
+    }
+
+    fn source(&self, id: u64) -> std::result::Result<&crate::manifest::Source, Failure> {
+        id.checked_sub(1)
+            .and_then(|i| self.tree.sources.get(i as usize))
+            .and_then(|s| s.as_ref())
+            .ok_or_else(|| fail(ErrorCode::NoSuchFile, format!("no file with id {id}")))
+    }
+
+    /// An open handle to file `id`, checked against the manifest so a changed file is refused.
+    fn file(&self, id: u64) -> std::result::Result<Arc<File>, Failure> {
+        let src = self.source(id)?;
+        if let Some(f) = self.open.lock().expect("lock").get(&id) {
+            return Ok(f.clone());
+        }
+        let f = File::open(&src.path).map_err(|e| fail(ErrorCode::Io, format!("cannot open: {e}")))?;
+        let f = Arc::new(f);
+        self.open.lock().expect("lock").put(id, f.clone());
+        Ok(f)
+    }
+
+    fn check_unchanged(&self, id: u64, f: &File) -> std::result::Result<(), Failure> {
+        let src = self.source(id)?;
+        let m = f
+            .metadata()
+            .map_err(|e| fail(ErrorCode::Io, format!("cannot stat: {e}")))?;
+        if !src.unchanged(&m) {
+            self.open.lock().expect("lock").pop(&id);
+            tracing::warn!(path = %src.path.display(), "file changed since the share started; refusing to serve it");
+            return Err(fail(ErrorCode::Changed, "file changed on the sender since the share started"));
+        }
+        Ok(())
+    }
+
+    /// Positioned read of up to `len` bytes at `offset` (blocking: call from a blocking thread).
+    /// A read covering the whole file also yields its hash.
+    pub fn read(&self, id: u64, offset: u64, len: u32) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), Failure> {
+        let src = self.source(id)?;
+        if len > MAX_READ {
+            return Err(fail(ErrorCode::BadRange, format!("length {len} exceeds {MAX_READ}")));
+        }
+        if offset > src.size {
+            return Err(fail(ErrorCode::BadRange, format!("offset {offset} is past the end")));
+        }
+        let want = (src.size - offset).min(len as u64) as usize;
+        let f = self.file(id)?;
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(ErrorCode::Io, format!("read failed: {e}"))),
+            }
+        }
+        // Checked after reading, so bytes of a file that changed meanwhile are never sent.
+        self.check_unchanged(id, &f)?;
+        if got < want {
+            return Err(fail(ErrorCode::Changed, "file shrank on the sender"));
+        }
+        self.served.fetch_add(got as u64, Ordering::Relaxed);
+        let hash = (offset == 0 && want as u64 == src.size).then(|| {
+            let h: [u8; 32] = blake3::hash(&buf).into();
+            let _ = self.cell(id).set(h);
+            h
+        });
+        Ok((buf, hash))
+    }
+
+    fn cell(&self, id: u64) -> HashCell {
+        self.hashes.lock().expect("lock").entry(id).or_default().clone()
+    }
+
+    /// BLAKE3 of file `id`, computed once on first demand.
+    pub async fn hash(self: &Arc<Self>, id: u64) -> std::result::Result<[u8; 32], Failure> {
+        self.source(id)?;
+        let cell = self.cell(id);
+        let me = self.clone();
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || me.hash_blocking(id))
+                .await
+                .map_err(|e| fail(ErrorCode::Io, e.to_string()))?
+        })
+        .await
+        .copied()
+    }
+
+    fn hash_blocking(&self, id: u64) -> std::result::Result<[u8; 32], Failure> {
+        let f = self.file(id)?;
+        self.check_unchanged(id, &f)?;
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        loop {
+            let n = f
+                .read_at(&mut buf, off)
+                .map_err(|e| fail(ErrorCode::Io, format!("read failed: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        self.check_unchanged(id, &f)?;
+        if off != self.source(id)?.size {
+            return Err(fail(ErrorCode::Changed, "file size changed on the sender"));
+        }
+        Ok(h.finalize().into())
+    }
+
+    async fn answer(self: Arc<Self>, req: Request) -> Response {
+        let mut resp = Response {
+            id: req.id,
+            ..Default::default()
+        };
+        let result = match req.op {
+            Some(request::Op::Read(r)) => {
+                let me = self.clone();
+                match tokio::task::spawn_blocking(move || me.read(r.file, r.offset, r.len)).await {
+                    Ok(Ok((data, hash))) => {
+                        resp.data = data.into();
+                        resp.hash = hash.map(|h| h.to_vec()).unwrap_or_default();
+                        Ok(())
+                    }
+                    Ok(Err(f)) => Err(f),
+                    Err(e) => Err(fail(ErrorCode::Io, e.to_string())),
+                }
+            }
+            Some(request::Op::Hash(h)) => self.hash(h.file).await.map(|h| resp.hash = h.to_vec()),
+            None => Err(fail(ErrorCode::Unspecified, "unknown request")),
+        };
+        if let Err(f) = result {
+            resp.error = Some(f);
+        }
+        resp
+    }
+}
+
+/// What the sharing side reports while it runs.
+#[derive(Debug, Clone)]
+pub enum ShareEvent {
+    /// A receiver proved it holds the code.
+    Authenticated { peer: PeerId, connection: String },
+    /// Someone tried a wrong code.
+    WrongCode { attempts: u32 },
+    Accepted { peer: PeerId, mount: bool },
+    Declined { peer: PeerId },
+    /// A receiver said it has everything.
+    Finished { peer: PeerId },
+    /// A receiver's control stream ended without it saying it was done.
+    Lost { peer: PeerId, reason: String },
+}
+
+/// How a share ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareEnd {
+    Finished,
+    Declined,
+}
+
+enum Outcome {
+    WrongCode,
+    Authenticated,
+    Finished(bool),
+    Lost,
+    Other,
+}
+
+struct Sessions {
+    by_id: Mutex<HashMap<[u8; 16], (PeerId, SessionKeys)>>,
+}
+
+/// Serves `share` under `code` until a receiver has finished (or declined). Cancel-safe: dropping
+/// the future stops serving.
+pub async fn serve(node: &Node, share: Arc<Share>, code: &Code, events: mpsc::Sender<ShareEvent>) -> Result<ShareEnd> {
+    let mut incoming = node
+        .control()
+        .accept(STREAM_PROTOCOL)
+        .map_err(|e| Error::Network(e.to_string()))?;
+    let sessions = Arc::new(Sessions {
+        by_id: Mutex::new(HashMap::new()),
+    });
+    let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(64);
+    let phrase: Arc<str> = code.phrase().into();
+    let mut failures = 0u32;
+    let mut active = 0u32;
+    loop {
+        tokio::select! {
+            s = incoming.next() => {
+                let Some((peer, stream)) = s else { return Err(Error::Network("stopped accepting streams".into())) };
+                let ctx = StreamCtx {
+                    node: node.clone(),
+                    share: share.clone(),
+                    sessions: sessions.clone(),
+                    phrase: phrase.clone(),
+                    events: events.clone(),
+                    outcomes: done_tx.clone(),
+                };
+                let done = done_tx.clone();
+                // Hand off at once: libp2p-stream buffers only one pending inbound stream.
+                tokio::spawn(async move {
+                    let outcome = match ctx.handle(peer, stream).await {
+                        Ok(o) => o,
+                        Err(Error::WrongCode) => Outcome::WrongCode,
+                        Err(e) => {
+                            tracing::debug!(%peer, "stream ended: {e}");
+                            Outcome::Other
+                        }
+                    };
+                    let _ = done.send(outcome).await;
+                });
+            }
+            Some(o) = done_rx.recv() => match o {
+                Outcome::WrongCode => {
+                    failures += 1;
+                    let _ = events.send(ShareEvent::WrongCode { attempts: failures }).await;
+                    if failures >= MAX_FAILED_ATTEMPTS {
+                        return Err(Error::TooManyAttempts(failures));
+                    }
+                }
+                Outcome::Authenticated => active += 1,
+                Outcome::Finished(accepted) => {
+                    active = active.saturating_sub(1);
+                    if active == 0 {
+                        return Ok(if accepted { ShareEnd::Finished } else { ShareEnd::Declined });
+                    }
+                }
+                Outcome::Lost => {
+                    active = active.saturating_sub(1);
+                }
+                Outcome::Other => {}
+            }
+        }
+    }
+}
+
+struct StreamCtx {
+    node: Node,
+    share: Arc<Share>,
+    sessions: Arc<Sessions>,
+    phrase: Arc<str>,
+    events: mpsc::Sender<ShareEvent>,
+    outcomes: mpsc::Sender<Outcome>,
+}
+
+impl StreamCtx {
+    async fn handle(self, peer: PeerId, stream: Stream) -> Result<Outcome> {
+        let mut io = stream.compat();
+        let opening = tokio::time::timeout(HANDSHAKE_TIMEOUT, crypto::read_opening(&mut io))
+            .await
+            .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the opening frame"))??;
+        match opening {
+            opening::Kind::Hello(hello) => {
+                let params = HandshakeParams::with_code(&self.phrase, Role::Sender, self.node.peer_id(), peer);
+                let keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, crypto::handshake(&mut io, params, Some(hello)))
+                    .await
+                    .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))??;
+                self.sessions
+                    .by_id
+                    .lock()
+                    .expect("lock")
+                    .insert(keys.session_id(), (peer, keys.clone()));
+                let connection = match self.node.connection(peer).await {
+                    Ok(Some(c)) => format!("{} via {}", c.transport(), c.remote),
+                    _ => "unknown connection".into(),
+                };
+                // Counted as active before the control stream runs, so the serve loop cannot
+                // finish while this session is still starting.
+                let _ = self.outcomes.send(Outcome::Authenticated).await;
+                let _ = self.events.send(ShareEvent::Authenticated { peer, connection }).await;
+                let outcome = self.control(peer, keys.clone(), io).await;
+                self.sessions.by_id.lock().expect("lock").remove(&keys.session_id());
+                match outcome {
+                    Ok(accepted) => {
+                        let ev = if accepted {
+                            ShareEvent::Finished { peer }
+                        } else {
+                            ShareEvent::Declined { peer }
+                        };
+                        let _ = self.events.send(ev).await;
+                        Ok(Outcome::Finished(accepted))
+                    }
+                    Err(e) => {
+                        let _ = self
+                            .events
+                            .send(ShareEvent::Lost {
+                                peer,
+                                reason: e.to_string(),
+                            })
+                            .await;
+                        Ok(Outcome::Lost)
+                    }
+                }
+            }
+            opening::Kind::Join(join) => {
+                let session: [u8; 16] = join
+                    .session
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Protocol("bad session id".into()))?;
+                if join.index == 0 || join.index > MAX_STREAMS {
+                    return Err(Error::Protocol(format!("bad stream index {}", join.index)));
+                }
+                let keys = match self.sessions.by_id.lock().expect("lock").get(&session) {
+                    Some((p, k)) if *p == peer => k.clone(),
+                    _ => return Err(Error::Protocol("join for an unknown session".into())),
+                };
+                self.data(keys, join.index, io).await?;
+                Ok(Outcome::Other)
+            }
+        }
+    }
+
+    /// Runs the control stream of an authenticated session. Returns whether the offer was
+    /// accepted and the receiver finished.
+    async fn control(&self, peer: PeerId, keys: SessionKeys, io: tokio_util::compat::Compat<Stream>) -> Result<bool> {
+        let (sealer, opener) = keys.stream(0);
+        let (r, w) = tokio::io::split(io);
+        let mut reader = SecureReader::new(r, opener);
+        let mut writer = SecureWriter::new(w, sealer);
+        writer.send_now(Msg::Offer(self.share.offer())).await?;
+        let accept = match reader.expect("the answer to the offer").await? {
+            Msg::Accept(a) => a,
+            Msg::Decline(_) => return Ok(false),
+            other => return Err(Error::Protocol(format!("expected accept, got {other:?}"))),
+        };
+        let _ = self.events.send(ShareEvent::Accepted { peer, mount: accept.mount }).await;
+        let entries = &self.share.tree.entries;
+        let mut chunks = entries.chunks(MANIFEST_BATCH).peekable();
+        if chunks.peek().is_none() {
+            writer
+                .send(Msg::Manifest(ManifestChunk {
+                    entries: vec![],
+                    last: true,
+                }))
+                .await?;
+        }
+        while let Some(c) = chunks.next() {
+            let last = chunks.peek().is_none();
+            writer
+                .send(Msg::Manifest(ManifestChunk {
+                    entries: c.to_vec(),
+                    last,
+                }))
+                .await?;
+        }
+        writer.flush().await?;
+        loop {
+            match reader.expect("the receiver to finish").await? {
+                Msg::Done(_) => {
+                    writer.close().await;
+                    return Ok(true);
+                }
+                Msg::Abort(a) => return Err(Error::Remote(a.reason)),
+                other => return Err(Error::Protocol(format!("unexpected message {other:?}"))),
+            }
+        }
+    }
+
+    /// Serves one data stream: requests in, responses out, at most
+    /// [`MAX_INFLIGHT_PER_STREAM`] in progress.
+    async fn data(&self, keys: SessionKeys, index: u32, io: tokio_util::compat::Compat<Stream>) -> Result<()> {
+        let (sealer, opener) = keys.stream(index);
+        let (r, w) = tokio::io::split(io);
+        let mut reader = SecureReader::new(r, opener);
+        let mut writer = SecureWriter::new(w, sealer);
+        writer.send_now(Msg::Ready(Ready {})).await?;
+        // A separate reader task, since a frame read is not cancel-safe inside select!.
+        let (tx, mut rx) = mpsc::channel::<Request>(MAX_INFLIGHT_PER_STREAM);
+        let reader_task = tokio::spawn(async move {
+            loop {
+                match reader.recv().await {
+                    Ok(Some(Msg::Request(req))) => {
+                        if tx.send(req).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Ok(Some(other)) => return Err(Error::Protocol(format!("unexpected message on a data stream: {other:?}"))),
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let mut inflight = FuturesUnordered::new();
+        let mut open = true;
+        let result = loop {
+            tokio::select! {
+                req = rx.recv(), if open && inflight.len() < MAX_INFLIGHT_PER_STREAM => match req {
+                    Some(req) => inflight.push(self.share.clone().answer(req)),
+                    None => open = false,
+                },
+                Some(resp) = inflight.next() => {
+                    if let Err(e) = writer.send(Msg::Response(resp)).await {
+                        break Err(e);
+                    }
+                    if inflight.is_empty() {
+                        if let Err(e) = writer.flush().await {
+                            break Err(e);
+                        }
+                    }
+                }
+                else => break Ok(()),
+            }
+            if !open && inflight.is_empty() {
+                break Ok(());
+            }
+        };
+        reader_task.abort();
+        writer.close().await;
+        result
+    }
+}
