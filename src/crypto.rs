@@ -171,6 +171,9 @@ pub struct HandshakeParams<'a> {
     pub role: Role,
     pub sender: PeerId,
     pub receiver: PeerId,
+    /// Fixed SPAKE2 randomness, for the golden handshake test only.
+    #[cfg(test)]
+    pub seed: Option<[u8; 32]>,
 }
 
 impl<'a> HandshakeParams<'a> {
@@ -180,6 +183,8 @@ impl<'a> HandshakeParams<'a> {
             role,
             sender,
             receiver,
+            #[cfg(test)]
+            seed: None,
         }
     }
 }
@@ -192,7 +197,17 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     peer_hello: Option<Hello>,
 ) -> Result<SessionKeys> {
     let id = identity(&p.sender, &p.receiver);
-    let (spake, my_msg) = Spake2::<Ed25519Group>::start_symmetric(&Password::new(p.password), &Identity::new(&id));
+    let (password, ident) = (Password::new(p.password), Identity::new(&id));
+    #[cfg(test)]
+    let (spake, my_msg) = match p.seed {
+        Some(seed) => {
+            use rand::SeedableRng;
+            Spake2::<Ed25519Group>::start_symmetric_with_rng(&password, &ident, rand::rngs::StdRng::from_seed(seed))
+        }
+        None => Spake2::<Ed25519Group>::start_symmetric(&password, &ident),
+    };
+    #[cfg(not(test))]
+    let (spake, my_msg) = Spake2::<Ed25519Group>::start_symmetric(&password, &ident);
     let hello = Hello {
         version: wire::VERSION,
         role: p.role as i32,
@@ -206,6 +221,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
         (_, Some(peer)) => {
             write_frame(io, &hello.encode_to_vec()).await?;
+            io.flush().await.map_err(lost)?;
             peer
         }
         (_, None) => return Err(Error::Protocol("sender handshake without the peer's hello".into())),
@@ -224,12 +240,26 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let t = transcript(&id, smsg, rmsg);
     let keys = SessionKeys::derive(p.role, &key, &t);
     let mine = keys.confirm_mac(p.role, &t);
-    write_frame(io, &Confirm { mac: mine }.encode_to_vec()).await?;
-    io.flush().await.map_err(lost)?;
-    let theirs: Confirm = read_plain(io).await?;
     let want = keys.confirm_mac(want_role, &t);
-    if !constant_time_eq(&theirs.mac, &want) {
-        return Err(Error::WrongCode);
+    // The receiver confirms first. The sender checks that before it says anything keyed, so a
+    // guesser who hangs up early learns nothing, and every wrong guess is seen and counted.
+    if p.role == Role::Receiver {
+        write_frame(io, &Confirm { mac: mine }.encode_to_vec()).await?;
+        io.flush().await.map_err(lost)?;
+        let theirs: Confirm = read_plain(io).await?;
+        if !constant_time_eq(&theirs.mac, &want) {
+            return Err(Error::WrongCode);
+        }
+    } else {
+        let theirs: Confirm = read_plain(io).await?;
+        let ok = constant_time_eq(&theirs.mac, &want);
+        // An empty MAC tells the receiver its code was wrong.
+        let reply = if ok { mine } else { Vec::new() };
+        write_frame(io, &Confirm { mac: reply }.encode_to_vec()).await?;
+        io.flush().await.map_err(lost)?;
+        if !ok {
+            return Err(Error::WrongCode);
+        }
     }
     Ok(keys)
 }
@@ -478,6 +508,44 @@ mod tests {
                 .to_peer_id()
         };
         assert_eq!(hex(&identity(&fixed(1), &fixed(2))), get("identity_1_2"));
+    }
+
+    fn vector(name: &str) -> String {
+        include_str!("../proto/vectors.txt")
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no vector {name}"))
+            .trim()
+            .to_string()
+    }
+
+    /// The whole handshake with fixed peers and fixed SPAKE2 randomness: pins the SPAKE2
+    /// messages (hence the identity binding and password) and the key schedule after it.
+    #[tokio::test]
+    async fn golden_handshake() {
+        let fixed = |b: u8| {
+            libp2p::identity::Keypair::ed25519_from_bytes([b; 32])
+                .unwrap()
+                .public()
+                .to_peer_id()
+        };
+        let (s, r) = (fixed(1), fixed(2));
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let sender = async move {
+            let wire::opening::Kind::Hello(h) = read_opening(&mut a).await.unwrap() else { panic!() };
+            assert_eq!(hex(&h.spake), vector("spake_receiver_seed2"));
+            let mut p = HandshakeParams::with_code("a-b-c", Role::Sender, s, r);
+            p.seed = Some([1; 32]);
+            handshake(&mut a, p, Some(h)).await.unwrap()
+        };
+        let receiver = async move {
+            let mut p = HandshakeParams::with_code("a-b-c", Role::Receiver, s, r);
+            p.seed = Some([2; 32]);
+            handshake(&mut b, p, None).await.unwrap()
+        };
+        let (ks, kr) = tokio::join!(sender, receiver);
+        assert_eq!(hex(&ks.session_id()), vector("handshake_session_id"));
+        assert_eq!(ks.session_id(), kr.session_id());
     }
 
     #[tokio::test]

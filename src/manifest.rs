@@ -76,6 +76,11 @@ impl LocalTree {
                 std::io::Error::other(format!("more than {MAX_ENTRIES} entries")),
             ));
         }
+        if is_temp_name(name.as_bytes()) {
+            self.warnings
+                .push(format!("skipped {} (an unfinished pcp download)", path.display()));
+            return Ok(());
+        }
         let ft = meta.file_type();
         let (kind, size, target) = if ft.is_file() {
             (Kind::File, meta.len(), Vec::new())
@@ -164,7 +169,17 @@ pub fn check_name(name: &[u8]) -> std::result::Result<(), String> {
     if name.len() > MAX_NAME {
         return Err(format!("a name is {} bytes long (limit {MAX_NAME})", name.len()));
     }
+    if is_temp_name(name) {
+        return Err(format!("name {:?} is reserved for pcp's temporary files", String::from_utf8_lossy(name)));
+    }
     Ok(())
+}
+
+/// Whether `name` has the form `.pcp-<digits>.part` that receivers use for files in progress.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.strip_prefix(b".pcp-")
+        .and_then(|r| r.strip_suffix(b".part"))
+        .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
 }
 
 impl Manifest {
@@ -209,10 +224,8 @@ impl Manifest {
                         .checked_add(e.size)
                         .ok_or_else(|| bad("total size overflows".into()))?;
                 }
-                Kind::Symlink => {
-                    if e.target.is_empty() || e.target.len() > MAX_TARGET || e.target.contains(&0) {
-                        return Err(bad(format!("entry {id} has an invalid symlink target")));
-                    }
+                Kind::Symlink if e.target.is_empty() || e.target.len() > MAX_TARGET || e.target.contains(&0) => {
+                    return Err(bad(format!("entry {id} has an invalid symlink target")));
                 }
                 _ => {}
             }
@@ -315,6 +328,7 @@ mod tests {
             vec![e(1, 0, b"/etc", Kind::File)],
             vec![e(1, 0, b"a\0b", Kind::File)],
             vec![e(1, 0, &[b'a'; 256], Kind::File)],
+            vec![e(1, 0, b".pcp-1.part", Kind::Symlink)],
             vec![e(1, 0, b"a", Kind::File), e(2, 0, b"a", Kind::Dir)],
             vec![e(1, 0, b"a", Kind::File), e(2, 1, b"b", Kind::File)],
             vec![e(1, 2, b"a", Kind::File), e(2, 0, b"b", Kind::Dir)],

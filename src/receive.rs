@@ -55,6 +55,7 @@ fn target(out: &Path, m: &Manifest, id: u64) -> PathBuf {
     out.join(m.rel_path(id))
 }
 
+/// The temporary name a file is written under (reserved: see `manifest::is_temp_name`).
 fn part_name(e: &Entry) -> std::ffi::OsString {
     format!(".pcp-{}.part", e.id).into()
 }
@@ -182,13 +183,26 @@ async fn download(client: &Client, e: &Entry, path: &Path, overwrite: bool, wind
     let f = {
         let part = part.clone();
         tokio::task::spawn_blocking(move || {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&part)
-                .ctx(|| format!("cannot create {}", part.display()))
+            // Never follow a symlink or reuse something already at the temporary name; only a
+            // regular file (our own leftover) is replaced.
+            let open = || {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&part)
+            };
+            match open() {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && part.symlink_metadata().is_ok_and(|m| m.is_file()) =>
+                {
+                    fs::remove_file(&part).ctx(|| format!("cannot replace {}", part.display()))?;
+                    open()
+                }
+                r => r,
+            }
+            .ctx(|| format!("cannot create {}", part.display()))
         })
         .await
         .map_err(|e| Error::io("writer task", std::io::Error::other(e)))??

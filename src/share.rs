@@ -3,7 +3,7 @@
 //! of open files. Hashes are computed on demand (or for free when a read covers a whole file)
 //! and kept, so a huge share starts serving at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +14,10 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::{PeerId, Stream};
 use lru::LruCache;
+use prost::Message;
 use tokio::sync::{mpsc, OnceCell};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::code::Code;
 use crate::crypto::{self, HandshakeParams, SecureReader, SecureWriter, SessionKeys};
@@ -24,7 +26,7 @@ use crate::manifest::LocalTree;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::wire::{
     envelope::Msg, opening, request, ErrorCode, Failure, Kind, ManifestChunk, Offer, Ready, Request,
-    Response, Role, MANIFEST_BATCH, MAX_READ,
+    Response, Role, MANIFEST_BATCH_BYTES, MAX_READ,
 };
 
 /// Failed handshakes after which the share stops, so online guessing stays hopeless.
@@ -261,8 +263,17 @@ enum Outcome {
     Other,
 }
 
+struct SessionState {
+    peer: PeerId,
+    keys: SessionKeys,
+    /// Cancelled when the control stream ends: every data stream of the session stops with it.
+    ended: CancellationToken,
+    /// Stream indices already joined; each index's keys and nonces serve one stream only.
+    joined: HashSet<u32>,
+}
+
 struct Sessions {
-    by_id: Mutex<HashMap<[u8; 16], (PeerId, SessionKeys)>>,
+    by_id: Mutex<HashMap<[u8; 16], SessionState>>,
 }
 
 /// Serves `share` under `code` until a receiver has finished (or declined). Cancel-safe: dropping
@@ -350,11 +361,16 @@ impl StreamCtx {
                 let keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, crypto::handshake(&mut io, params, Some(hello)))
                     .await
                     .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))??;
-                self.sessions
-                    .by_id
-                    .lock()
-                    .expect("lock")
-                    .insert(keys.session_id(), (peer, keys.clone()));
+                let ended = CancellationToken::new();
+                self.sessions.by_id.lock().expect("lock").insert(
+                    keys.session_id(),
+                    SessionState {
+                        peer,
+                        keys: keys.clone(),
+                        ended: ended.clone(),
+                        joined: HashSet::new(),
+                    },
+                );
                 let connection = match self.node.connection(peer).await {
                     Ok(Some(c)) => format!("{} via {}", c.transport(), c.remote),
                     _ => "unknown connection".into(),
@@ -365,6 +381,7 @@ impl StreamCtx {
                 let _ = self.events.send(ShareEvent::Authenticated { peer, connection }).await;
                 let outcome = self.control(peer, keys.clone(), io).await;
                 self.sessions.by_id.lock().expect("lock").remove(&keys.session_id());
+                ended.cancel();
                 match outcome {
                     Ok(accepted) => {
                         let ev = if accepted {
@@ -396,11 +413,19 @@ impl StreamCtx {
                 if join.index == 0 || join.index > MAX_STREAMS {
                     return Err(Error::Protocol(format!("bad stream index {}", join.index)));
                 }
-                let keys = match self.sessions.by_id.lock().expect("lock").get(&session) {
-                    Some((p, k)) if *p == peer => k.clone(),
-                    _ => return Err(Error::Protocol("join for an unknown session".into())),
+                let joined = {
+                    let mut map = self.sessions.by_id.lock().expect("lock");
+                    map.get_mut(&session)
+                        .filter(|st| st.peer == peer)
+                        .and_then(|st| st.joined.insert(join.index).then(|| (st.keys.clone(), st.ended.clone())))
                 };
-                self.data(keys, join.index, io).await?;
+                let Some((keys, ended)) = joined else {
+                    return Err(Error::Protocol("join for an unknown session or a used stream index".into()));
+                };
+                tokio::select! {
+                    r = self.data(keys, join.index, io) => r?,
+                    _ = ended.cancelled() => {}
+                }
                 Ok(Outcome::Other)
             }
         }
@@ -420,9 +445,25 @@ impl StreamCtx {
             other => return Err(Error::Protocol(format!("expected accept, got {other:?}"))),
         };
         let _ = self.events.send(ShareEvent::Accepted { peer, mount: accept.mount }).await;
+        // Batches bounded by encoded size, so long names and link targets never overflow a frame.
         let entries = &self.share.tree.entries;
-        let mut chunks = entries.chunks(MANIFEST_BATCH).peekable();
-        if chunks.peek().is_none() {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for (i, e) in entries.iter().enumerate() {
+            batch.push(e.clone());
+            size += e.encoded_len() + 4;
+            let last = i + 1 == entries.len();
+            if last || size >= MANIFEST_BATCH_BYTES {
+                writer
+                    .send(Msg::Manifest(ManifestChunk {
+                        entries: std::mem::take(&mut batch),
+                        last,
+                    }))
+                    .await?;
+                size = 0;
+            }
+        }
+        if entries.is_empty() {
             writer
                 .send(Msg::Manifest(ManifestChunk {
                     entries: vec![],
@@ -430,25 +471,14 @@ impl StreamCtx {
                 }))
                 .await?;
         }
-        while let Some(c) = chunks.next() {
-            let last = chunks.peek().is_none();
-            writer
-                .send(Msg::Manifest(ManifestChunk {
-                    entries: c.to_vec(),
-                    last,
-                }))
-                .await?;
-        }
         writer.flush().await?;
-        loop {
-            match reader.expect("the receiver to finish").await? {
-                Msg::Done(_) => {
-                    writer.close().await;
-                    return Ok(true);
-                }
-                Msg::Abort(a) => return Err(Error::Remote(a.reason)),
-                other => return Err(Error::Protocol(format!("unexpected message {other:?}"))),
+        match reader.expect("the receiver to finish").await? {
+            Msg::Done(_) => {
+                writer.close().await;
+                Ok(true)
             }
+            Msg::Abort(a) => Err(Error::Remote(a.reason)),
+            other => Err(Error::Protocol(format!("unexpected message {other:?}"))),
         }
     }
 
@@ -462,7 +492,7 @@ impl StreamCtx {
         writer.send_now(Msg::Ready(Ready {})).await?;
         // A separate reader task, since a frame read is not cancel-safe inside select!.
         let (tx, mut rx) = mpsc::channel::<Request>(MAX_INFLIGHT_PER_STREAM);
-        let reader_task = tokio::spawn(async move {
+        let reader_task = AbortOnDrop(tokio::spawn(async move {
             loop {
                 match reader.recv().await {
                     Ok(Some(Msg::Request(req))) => {
@@ -475,7 +505,7 @@ impl StreamCtx {
                     Err(e) => return Err(e),
                 }
             }
-        });
+        }));
         let mut inflight = FuturesUnordered::new();
         let mut open = true;
         let result = loop {
@@ -500,8 +530,17 @@ impl StreamCtx {
                 break Ok(());
             }
         };
-        reader_task.abort();
+        drop(reader_task);
         writer.close().await;
         result
+    }
+}
+
+/// Stops a task when its handle goes away (also when the owning future is cancelled).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

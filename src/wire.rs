@@ -20,8 +20,9 @@ pub const MAX_READ: u32 = 1 << 20;
 pub const MAX_FRAME: usize = MAX_READ as usize + 4096;
 /// Most entries a manifest may have.
 pub const MAX_ENTRIES: u64 = 4_000_000;
-/// Most entries the sender puts in one manifest frame.
-pub const MANIFEST_BATCH: usize = 2048;
+/// The sender closes a manifest frame once its entries reach this many encoded bytes; one entry
+/// is at most ~4.4 KiB, so a frame stays far below [`MAX_FRAME`].
+pub const MANIFEST_BATCH_BYTES: usize = 256 * 1024;
 /// Longest name of one entry (Linux NAME_MAX).
 pub const MAX_NAME: usize = 255;
 /// Longest symlink target.

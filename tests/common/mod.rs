@@ -1,0 +1,95 @@
+//! Helpers shared by the integration tests: real libp2p nodes on loopback, real files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use pcp::code::Code;
+use pcp::fetch::Session;
+use pcp::manifest::LocalTree;
+use pcp::net::{Node, NodeConfig};
+use pcp::share::{self, Share, ShareEnd, ShareEvent};
+use tokio::sync::mpsc;
+
+pub fn loopback() -> Vec<Multiaddr> {
+    vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]
+}
+
+pub struct Sender {
+    pub node: Node,
+    pub addr: Multiaddr,
+    pub task: tokio::task::JoinHandle<pcp::Result<ShareEnd>>,
+    pub events: mpsc::Receiver<ShareEvent>,
+}
+
+/// Starts a real sender for `paths` on loopback.
+pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
+    let tree = LocalTree::build(paths).unwrap();
+    let share = Arc::new(Share::new(tree));
+    let node = Node::start(NodeConfig { listen: loopback() }).await.unwrap();
+    let addr = node.listen_addrs().await.unwrap()[0].clone();
+    let (tx, events) = mpsc::channel(64);
+    let (n, c) = (node.clone(), code.clone());
+    let task = tokio::spawn(async move { share::serve(&n, share, &c, tx).await });
+    Sender { node, addr, task, events }
+}
+
+/// A receiver node that dials `addr` and authenticates with `code`.
+pub async fn connect(addr: &Multiaddr, code: &Code) -> pcp::Result<Session> {
+    let node = Node::start(NodeConfig::default()).await?;
+    let peer = node.dial(addr.clone()).await?;
+    Session::authenticate(&node, peer, code).await
+}
+
+/// Everything observable about a tree: kind, mode bits, mtime, content or link target.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    let rel = p.strip_prefix(root).unwrap().to_path_buf();
+    let mode = md.permissions().mode() & 0o7777;
+    let desc = if md.file_type().is_symlink() {
+        format!("link -> {:?} mtime {}.{}", std::fs::read_link(p).unwrap(), md.mtime(), md.mtime_nsec())
+    } else if md.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for n in &names {
+            walk(root, n, out);
+        }
+        format!("dir {mode:o} mtime {}.{}", md.mtime(), md.mtime_nsec())
+    } else {
+        let h = blake3::hash(&std::fs::read(p).unwrap());
+        format!("file {mode:o} {} bytes {h} mtime {}.{}", md.len(), md.mtime(), md.mtime_nsec())
+    };
+    out.insert(rel, desc);
+}
+
+/// Random bytes, deterministic per seed.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("did not finish in time")
+}
+
+/// Logs to the test's captured output when RUST_LOG is set.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
