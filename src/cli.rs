@@ -23,7 +23,11 @@ use crate::receive::{self, Progress, ReceiveOptions};
 use crate::share::{self, Share, ShareEnd, ShareEvent};
 
 #[derive(Parser, Debug)]
-#[command(name = "pcp", version, about = "Peer copy: send, receive or mount files between two computers with a few words. No server in between.")]
+#[command(
+    name = "pcp",
+    version,
+    about = "Peer copy: send, receive or mount files between two computers with a few words. No server in between."
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,6 +49,60 @@ enum Cmd {
     Send(SendArgs),
     /// Receive what a `pcp send` shares, into a folder.
     Receive(ReceiveArgs),
+    /// Mount what a `pcp send` shares as a read-only folder; bytes are fetched on demand.
+    Mount(MountArgs),
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    /// The code from `pcp send`; `-` reads PCP_CODE or asks.
+    code: String,
+    /// An empty folder to mount on.
+    mountpoint: PathBuf,
+    /// Dial this address instead of discovering the sender (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<Multiaddr>,
+    /// In-memory cache of file data (e.g. 256M, 1G).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    cache_size: u64,
+    /// Also download the whole tree into DIR in the background, verified, while mounted.
+    #[arg(long, value_name = "DIR")]
+    copy_out: Option<PathBuf>,
+    /// How long a read may wait on the network before it fails with EIO (e.g. 5s, 2m).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Let other local users read the mount.
+    #[arg(long)]
+    allow_other: bool,
+    /// Give up when no sender has authenticated within this time.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    wait: Duration,
+}
+
+/// Parses sizes like `256M`, `1G`, `4096`, `512k` (binary units).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = s[i..].to_ascii_lowercase();
+            let m = match unit.trim_end_matches("ib").trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], m)
+        }
+        None => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 #[derive(Args, Debug)]
@@ -88,14 +146,22 @@ struct ReceiveArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
+    // `mount` handles Ctrl-C itself (it unmounts and exits 0); the others stop at once.
+    let handles_signals = matches!(cli.cmd, Cmd::Mount(_));
     let result = rt.block_on(async {
+        if handles_signals {
+            return run(cli).await;
+        }
         tokio::select! {
             r = run(cli) => r,
             _ = interrupted() => Err(Error::Interrupted),
@@ -152,6 +218,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Send(a) => send(a, methods, ui).await,
         Cmd::Receive(a) => receive(a, methods, ui).await,
+        Cmd::Mount(a) => mount(a, methods, ui).await,
     }
 }
 
@@ -188,7 +255,11 @@ fn plural(n: u64, one: &str) -> String {
 }
 
 fn roots(roots: &[Vec<u8>]) -> String {
-    let names: Vec<String> = roots.iter().take(3).map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+    let names: Vec<String> = roots
+        .iter()
+        .take(3)
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
     let more = roots.len().saturating_sub(3);
     if more > 0 {
         format!("{} and {more} more", names.join(", "))
@@ -198,10 +269,15 @@ fn roots(roots: &[Vec<u8>]) -> String {
 }
 
 fn default_listen() -> Vec<Multiaddr> {
-    ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1", "/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1"]
-        .iter()
-        .map(|a| a.parse().expect("valid multiaddr"))
-        .collect()
+    [
+        "/ip4/0.0.0.0/tcp/0",
+        "/ip4/0.0.0.0/udp/0/quic-v1",
+        "/ip6/::/tcp/0",
+        "/ip6/::/udp/0/quic-v1",
+    ]
+    .iter()
+    .map(|a| a.parse().expect("valid multiaddr"))
+    .collect()
 }
 
 fn uses(methods: &[Method], m: Method) -> bool {
@@ -233,7 +309,13 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
             }
         }
     } else {
-        (Node::start(NodeConfig { listen: a.listen.clone() }).await?, a.listen.clone())
+        (
+            Node::start(NodeConfig {
+                listen: a.listen.clone(),
+            })
+            .await?,
+            a.listen.clone(),
+        )
     };
     let (node, _) = listen;
     let addrs = node.listen_addrs().await?;
@@ -252,7 +334,12 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
         }
     }
     let _mdns = if uses(&methods, Method::Mdns) {
-        Some(MdnsAnnouncer::start(node.peer_id(), &addrs, code.channel(), discovery::system_clock())?)
+        Some(MdnsAnnouncer::start(
+            node.peer_id(),
+            &addrs,
+            code.channel(),
+            discovery::system_clock(),
+        )?)
     } else {
         None
     };
@@ -270,6 +357,7 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
             r = &mut serving => break r,
             Some(ev) = rx.recv() => match ev {
                 ShareEvent::Authenticated { connection, .. } => eprintln!("Receiver authenticated ({connection})."),
+                ShareEvent::Resumed { connection, .. } => eprintln!("Receiver reconnected ({connection})."),
                 ShareEvent::WrongCode { attempts } => eprintln!(
                     "warning: someone tried a wrong code ({attempts} of {} attempts); if it was not your receiver, someone may be guessing",
                     share::MAX_FAILED_ATTEMPTS
@@ -338,14 +426,23 @@ fn confirm(question: &str) -> Result<bool> {
 
 async fn start_receiver_node(peers: &[Multiaddr], methods: &[Method]) -> Result<Node> {
     let listen = if peers.is_empty() && !methods.contains(&Method::None) {
-        vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid"), "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid")]
+        vec![
+            "/ip4/0.0.0.0/tcp/0".parse().expect("valid"),
+            "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid"),
+        ]
     } else {
         vec![]
     };
     Node::start(NodeConfig { listen }).await
 }
 
-async fn find_sender(node: &Node, code: &Code, peers: Vec<Multiaddr>, methods: Vec<Method>, wait: Duration) -> Result<connect::Found> {
+async fn find_sender(
+    node: &Node,
+    code: &Code,
+    peers: Vec<Multiaddr>,
+    methods: Vec<Method>,
+    wait: Duration,
+) -> Result<connect::Found> {
     let (tx, mut rx) = mpsc::channel::<String>(8);
     let printer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
@@ -361,7 +458,10 @@ async fn find_sender(node: &Node, code: &Code, peers: Vec<Multiaddr>, methods: V
     let found = connect::find(node, code, &opts, tx).await;
     let _ = printer.await;
     let found = found?;
-    eprintln!("Found the sender on {}, authenticated ({}).", found.via, found.connection);
+    eprintln!(
+        "Found the sender on {}, authenticated ({}).",
+        found.via, found.connection
+    );
     Ok(found)
 }
 
@@ -426,4 +526,129 @@ async fn receive(a: ReceiveArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
         HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
     );
     Ok(())
+}
+
+async fn mount(a: MountArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
+    use crate::fs::MountFs;
+    use crate::fuse::{self, MountOptions};
+    use crate::remote::{Remote, RemoteEvent};
+
+    // Refuse a bad mountpoint before looking for anyone.
+    if fuse::is_stale(&a.mountpoint) {
+        return Err(Error::io(
+            format!(
+                "{} is a stale mount left by a pcp that died",
+                a.mountpoint.display()
+            ),
+            std::io::Error::other(format!(
+                "clear it with: fusermount3 -uz {0}  (or: umount -l {0})",
+                a.mountpoint.display()
+            )),
+        ));
+    }
+    if !a.mountpoint.is_dir() {
+        return Err(Error::io(
+            format!("cannot mount on {}", a.mountpoint.display()),
+            std::io::Error::other("not an existing folder"),
+        ));
+    }
+    let code = read_code(Some(a.code))?;
+    let node = start_receiver_node(&a.peer, &methods).await?;
+    let found = find_sender(&node, &code, a.peer.clone(), methods, a.wait).await?;
+    let mut session = found.session;
+    let offer = session.offer().await?;
+    let manifest = Arc::new(session.accept(true).await?);
+    let (tx, mut events) = mpsc::channel(16);
+    let remote = Remote::new(node, session, found.addrs, a.timeout, tx).await?;
+    let fs = MountFs::new(manifest.clone(), remote.clone(), a.cache_size, a.timeout);
+    let opts = MountOptions {
+        allow_other: a.allow_other,
+    };
+    let mounted = fuse::mount(
+        fs.clone(),
+        &a.mountpoint,
+        &opts,
+        tokio::runtime::Handle::current(),
+    )?;
+    eprintln!(
+        "Mounted {} ({}, {}) read-only at {}. Ctrl-C to unmount.",
+        roots(&offer.roots),
+        plural(offer.files, "file"),
+        HumanBytes(offer.bytes),
+        a.mountpoint.display()
+    );
+    let copy = a.copy_out.clone().map(|out| {
+        let progress = Arc::new(Progress::default());
+        let bar = ui.bar(offer.bytes);
+        let opts = ReceiveOptions {
+            out,
+            overwrite: false,
+        };
+        let src = fs.clone();
+        let m = manifest.clone();
+        let p = progress.clone();
+        let task =
+            tokio::spawn(
+                async move { receive::receive_all(&CacheSource(src), &m, &opts, p).await },
+            );
+        (task, progress, bar)
+    });
+    let mut copy = copy;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let outcome = loop {
+        tokio::select! {
+            _ = interrupted() => break Ok(()),
+            Some(ev) = events.recv() => match ev {
+                RemoteEvent::Lost(why) => eprintln!("warning: lost the sender ({why}); reconnecting; reads fail with EIO after {:?} meanwhile", a.timeout),
+                RemoteEvent::Reconnected => eprintln!("Reconnected to the sender."),
+                RemoteEvent::Ended(why) => eprintln!("warning: the sender stopped sharing ({why}); reads now fail with EIO. Ctrl-C to unmount."),
+            },
+            _ = tick.tick() => {
+                if !mounted.is_alive() {
+                    eprintln!("{} was unmounted.", a.mountpoint.display());
+                    break Ok(());
+                }
+                if let Some((task, progress, bar)) = &mut copy {
+                    bar.set_position(progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                    if task.is_finished() {
+                        bar.finish_and_clear();
+                        let r = task.await.map_err(|e| Error::io("copy-out", std::io::Error::other(e)))?;
+                        match r {
+                            Ok(s) => eprintln!("Copy-out finished: {} ({}, all verified).", plural(s.files, "file"), HumanBytes(s.bytes)),
+                            Err(e) => eprintln!("warning: copy-out failed: {e}"),
+                        }
+                        copy = None;
+                    }
+                }
+            }
+        }
+    };
+    remote.finish();
+    let detached = mounted.unmount();
+    if detached {
+        eprintln!("The mount was busy: detached it; it disappears when the last program using it closes it.");
+    } else {
+        eprintln!("Unmounted {}.", a.mountpoint.display());
+    }
+    // Give the sender a moment to hear that we are done.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    outcome
+}
+
+/// Copy-out reads through the mount's cache and request pipeline.
+#[derive(Clone)]
+struct CacheSource(Arc<crate::fs::MountFs<Arc<crate::remote::Remote>>>);
+
+impl receive::FileSource for CacheSource {
+    async fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<(bytes::Bytes, Option<[u8; 32]>)> {
+        self.0.read_file(file, offset, len).await
+    }
+    async fn hash(&self, file: u64) -> Result<[u8; 32]> {
+        receive::FileSource::hash(self.0.source(), file).await
+    }
 }

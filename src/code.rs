@@ -21,7 +21,9 @@ pub const SLOT: Duration = Duration::from_secs(300);
 /// Why a code phrase was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodeError {
-    #[error("a code has {MIN_WORDS} to {MAX_WORDS} words separated by '-' or spaces; this one has {0}")]
+    #[error(
+        "a code has {MIN_WORDS} to {MAX_WORDS} words separated by '-' or spaces; this one has {0}"
+    )]
     WordCount(usize),
     #[error("'{0}' is not a word of the code list (BIP39 English); check the spelling")]
     UnknownWord(String),
@@ -85,7 +87,12 @@ impl Code {
 
 impl fmt::Debug for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Code(channel {}, {} words)", self.channel(), self.words.len())
+        write!(
+            f,
+            "Code(channel {}, {} words)",
+            self.channel(),
+            self.words.len()
+        )
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Found {
     pub via: &'static str,
     /// "TCP via /ip4/..." for the user.
     pub connection: String,
+    /// Addresses the sender was reached at, for reconnecting.
+    pub addrs: Vec<Multiaddr>,
 }
 
 async fn attempt(node: Node, code: Code, c: Candidate) -> Result<Found> {
@@ -45,13 +47,21 @@ async fn attempt(node: Node, code: Code, c: Candidate) -> Result<Found> {
                 }
                 let session = Session::authenticate(&node, peer, &code).await?;
                 let connection = match node.connection(peer).await {
-                    Ok(Some(info)) => format!("{}{} via {}", if info.relayed { "relayed " } else { "direct " }, info.transport(), info.remote),
+                    Ok(Some(info)) => format!(
+                        "{}{} via {}",
+                        if info.relayed { "relayed " } else { "direct " },
+                        info.transport(),
+                        info.remote
+                    ),
                     _ => "unknown connection".into(),
                 };
+                let mut addrs = vec![addr.clone()];
+                addrs.extend(c.addrs.iter().filter(|a| *a != addr).cloned());
                 return Ok(Found {
                     session,
                     via: c.via,
                     connection,
+                    addrs,
                 });
             }
             Err(e) => {
@@ -64,7 +74,12 @@ async fn attempt(node: Node, code: Code, c: Candidate) -> Result<Found> {
 }
 
 /// Finds and authenticates the sender for `code`. `status` receives lines for the user.
-pub async fn find(node: &Node, code: &Code, opts: &FindOptions, status: mpsc::Sender<String>) -> Result<Found> {
+pub async fn find(
+    node: &Node,
+    code: &Code,
+    opts: &FindOptions,
+    status: mpsc::Sender<String>,
+) -> Result<Found> {
     let (tx, mut rx) = mpsc::channel::<Candidate>(16);
     let mut _browser = None;
     if !opts.peers.is_empty() {
@@ -81,11 +96,22 @@ pub async fn find(node: &Node, code: &Code, opts: &FindOptions, status: mpsc::Se
                 })
                 .await;
         }
-        let _ = status.send(format!("Connecting to {} given address(es)...", opts.peers.len())).await;
+        let _ = status
+            .send(format!(
+                "Connecting to {} given address(es)...",
+                opts.peers.len()
+            ))
+            .await;
     } else {
         if opts.methods.contains(&Method::Mdns) {
-            _browser = Some(MdnsBrowser::start(code.channel(), opts.clock.clone(), tx.clone())?);
-            let _ = status.send("Looking for the sender on the local network (mDNS)...".into()).await;
+            _browser = Some(MdnsBrowser::start(
+                code.channel(),
+                opts.clock.clone(),
+                tx.clone(),
+            )?);
+            let _ = status
+                .send("Looking for the sender on the local network (mDNS)...".into())
+                .await;
         }
         if opts.methods.contains(&Method::Dht) {
             tracing::info!("DHT discovery is not available in this release; only mDNS is searched");

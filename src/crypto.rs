@@ -37,7 +37,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<O
             return if got == 0 {
                 Ok(None)
             } else {
-                Err(Error::ConnectionLost("stream ended inside a frame header".into()))
+                Err(Error::ConnectionLost(
+                    "stream ended inside a frame header".into(),
+                ))
             };
         }
         got += n;
@@ -56,9 +58,9 @@ fn lost(e: std::io::Error) -> Error {
 }
 
 async fn read_plain<R: AsyncRead + Unpin, M: Message + Default>(r: &mut R) -> Result<M> {
-    let buf = read_frame(r, MAX_HANDSHAKE_FRAME)
-        .await?
-        .ok_or_else(|| Error::ConnectionLost("peer closed the stream during the handshake".into()))?;
+    let buf = read_frame(r, MAX_HANDSHAKE_FRAME).await?.ok_or_else(|| {
+        Error::ConnectionLost("peer closed the stream during the handshake".into())
+    })?;
     M::decode(&buf[..]).map_err(|e| Error::Protocol(format!("bad handshake message: {e}")))
 }
 
@@ -70,7 +72,10 @@ pub async fn read_opening<R: AsyncRead + Unpin>(r: &mut R) -> Result<wire::openi
         .ok_or_else(|| Error::Protocol("empty opening frame".into()))
 }
 
-pub async fn write_opening<W: AsyncWrite + Unpin>(w: &mut W, kind: wire::opening::Kind) -> Result<()> {
+pub async fn write_opening<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: wire::opening::Kind,
+) -> Result<()> {
     let msg = wire::Opening { kind: Some(kind) };
     write_frame(w, &msg.encode_to_vec()).await?;
     w.flush().await.map_err(lost)
@@ -96,7 +101,12 @@ pub struct SessionKeys {
 
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SessionKeys({:?}, id {})", self.role, hex(&self.session_id()))
+        write!(
+            f,
+            "SessionKeys({:?}, id {})",
+            self.role,
+            hex(&self.session_id())
+        )
     }
 }
 
@@ -133,7 +143,11 @@ impl SessionKeys {
     }
 
     fn confirm_mac(&self, of: Role, transcript: &[u8; 32]) -> Vec<u8> {
-        let who = if of == Role::Sender { "sender" } else { "receiver" };
+        let who = if of == Role::Sender {
+            "sender"
+        } else {
+            "receiver"
+        };
         let key = self.expand(&format!("pcp/1 confirm {who}"));
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
         mac.update(transcript);
@@ -202,7 +216,11 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let (spake, my_msg) = match p.seed {
         Some(seed) => {
             use rand::SeedableRng;
-            Spake2::<Ed25519Group>::start_symmetric_with_rng(&password, &ident, rand::rngs::StdRng::from_seed(seed))
+            Spake2::<Ed25519Group>::start_symmetric_with_rng(
+                &password,
+                &ident,
+                rand::rngs::StdRng::from_seed(seed),
+            )
         }
         None => Spake2::<Ed25519Group>::start_symmetric(&password, &ident),
     };
@@ -224,26 +242,54 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             io.flush().await.map_err(lost)?;
             peer
         }
-        (_, None) => return Err(Error::Protocol("sender handshake without the peer's hello".into())),
+        (_, None) => {
+            return Err(Error::Protocol(
+                "sender handshake without the peer's hello".into(),
+            ))
+        }
     };
     if peer.version != wire::VERSION {
         return Err(Error::IncompatibleVersion);
     }
-    let want_role = if p.role == Role::Sender { Role::Receiver } else { Role::Sender };
+    let want_role = if p.role == Role::Sender {
+        Role::Receiver
+    } else {
+        Role::Sender
+    };
     if peer.role != want_role as i32 {
         return Err(Error::Protocol("peer claims the wrong role".into()));
     }
     let key = spake
         .finish(&peer.spake)
         .map_err(|e| Error::Protocol(format!("bad SPAKE2 message: {e:?}")))?;
-    let (smsg, rmsg) = if p.role == Role::Sender { (&my_msg, &peer.spake) } else { (&peer.spake, &my_msg) };
+    let (smsg, rmsg) = if p.role == Role::Sender {
+        (&my_msg, &peer.spake)
+    } else {
+        (&peer.spake, &my_msg)
+    };
     let t = transcript(&id, smsg, rmsg);
     let keys = SessionKeys::derive(p.role, &key, &t);
-    let mine = keys.confirm_mac(p.role, &t);
-    let want = keys.confirm_mac(want_role, &t);
-    // The receiver confirms first. The sender checks that before it says anything keyed, so a
-    // guesser who hangs up early learns nothing, and every wrong guess is seen and counted.
-    if p.role == Role::Receiver {
+    confirm(io, &keys, &t).await?;
+    Ok(keys)
+}
+
+/// Explicit key confirmation, receiver first. The sender checks the receiver's MAC before it
+/// says anything keyed, so a guesser who hangs up early learns nothing, and every wrong guess is
+/// seen and counted; an empty MAC from the sender means "wrong code".
+async fn confirm<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    keys: &SessionKeys,
+    t: &[u8; 32],
+) -> Result<()> {
+    let role = keys.role;
+    let peer_role = if role == Role::Sender {
+        Role::Receiver
+    } else {
+        Role::Sender
+    };
+    let mine = keys.confirm_mac(role, t);
+    let want = keys.confirm_mac(peer_role, t);
+    if role == Role::Receiver {
         write_frame(io, &Confirm { mac: mine }.encode_to_vec()).await?;
         io.flush().await.map_err(lost)?;
         let theirs: Confirm = read_plain(io).await?;
@@ -253,7 +299,6 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         let theirs: Confirm = read_plain(io).await?;
         let ok = constant_time_eq(&theirs.mac, &want);
-        // An empty MAC tells the receiver its code was wrong.
         let reply = if ok { mine } else { Vec::new() };
         write_frame(io, &Confirm { mac: reply }.encode_to_vec()).await?;
         io.flush().await.map_err(lost)?;
@@ -261,6 +306,87 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(Error::WrongCode);
         }
     }
+    Ok(())
+}
+
+/// What a receiver keeps to re-authenticate to the same sender after a lost connection without
+/// the code: the first session's id and its resumption secret.
+#[derive(Clone)]
+pub struct ResumeTicket {
+    pub session: [u8; 16],
+    pub secret: [u8; 32],
+}
+
+impl std::fmt::Debug for ResumeTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ResumeTicket({})", hex(&self.session))
+    }
+}
+
+impl SessionKeys {
+    pub fn ticket(&self) -> ResumeTicket {
+        ResumeTicket {
+            session: self.session_id(),
+            secret: self.resume_secret(),
+        }
+    }
+}
+
+/// A resumption handshake: fresh nonces in place of SPAKE2 messages, keys derived from the
+/// ticket's secret, then the usual confirmation. The receiver opens with `Opening{Hello}` whose
+/// `resume` field names the original session; the sender looks the ticket up by that id and
+/// passes it (with the peer's hello) in `sender_side`.
+pub async fn resume_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    role: Role,
+    sender: PeerId,
+    receiver: PeerId,
+    ticket: &ResumeTicket,
+    peer_hello: Option<Hello>,
+) -> Result<SessionKeys> {
+    let id = {
+        let mut id = identity(&sender, &receiver);
+        id.extend_from_slice(b" resume");
+        id.extend_from_slice(&ticket.session);
+        id
+    };
+    let nonce: [u8; 32] = rand::random();
+    let hello = Hello {
+        version: wire::VERSION,
+        role: role as i32,
+        spake: nonce.to_vec(),
+        resume: ticket.session.to_vec(),
+    };
+    let peer = match (role, peer_hello) {
+        (Role::Receiver, _) => {
+            write_opening(io, wire::opening::Kind::Hello(hello)).await?;
+            read_plain::<_, Hello>(io).await?
+        }
+        (_, Some(peer)) => {
+            write_frame(io, &hello.encode_to_vec()).await?;
+            io.flush().await.map_err(lost)?;
+            peer
+        }
+        (_, None) => {
+            return Err(Error::Protocol(
+                "sender handshake without the peer's hello".into(),
+            ))
+        }
+    };
+    if peer.version != wire::VERSION {
+        return Err(Error::IncompatibleVersion);
+    }
+    if peer.spake.len() != 32 {
+        return Err(Error::Protocol("bad resumption nonce".into()));
+    }
+    let (snonce, rnonce) = if role == Role::Sender {
+        (&nonce[..], &peer.spake[..])
+    } else {
+        (&peer.spake[..], &nonce[..])
+    };
+    let t = transcript(&id, snonce, rnonce);
+    let keys = SessionKeys::derive(role, &ticket.secret, &t);
+    confirm(io, &keys, &t).await?;
     Ok(keys)
 }
 
@@ -428,11 +554,23 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(4096);
         let sender = async move {
             let opening = read_opening(&mut a).await?;
-            let wire::opening::Kind::Hello(h) = opening else { panic!("not a hello") };
-            handshake(&mut a, HandshakeParams::with_code(code_s, Role::Sender, s, r), Some(h)).await
+            let wire::opening::Kind::Hello(h) = opening else {
+                panic!("not a hello")
+            };
+            handshake(
+                &mut a,
+                HandshakeParams::with_code(code_s, Role::Sender, s, r),
+                Some(h),
+            )
+            .await
         };
         let receiver = async move {
-            handshake(&mut b, HandshakeParams::with_code(code_r, Role::Receiver, s, r), None).await
+            handshake(
+                &mut b,
+                HandshakeParams::with_code(code_r, Role::Receiver, s, r),
+                None,
+            )
+            .await
         };
         tokio::join!(sender, receiver)
     }
@@ -453,6 +591,44 @@ mod tests {
         seal.seal(&mut buf).unwrap();
         let (_, mut other) = r.stream(2);
         assert!(other.open(buf).is_err());
+    }
+
+    #[tokio::test]
+    async fn resumption_needs_the_ticket() {
+        let (s, r) = run("a-b-c", "a-b-c").await;
+        let (s, r) = (s.unwrap(), r.unwrap());
+        let (sp, rp) = (PeerId::random(), PeerId::random());
+        for (good, expect_ok) in [(true, true), (false, false)] {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let st = s.ticket();
+            let mut rt = r.ticket();
+            if !good {
+                rt.secret[0] ^= 1;
+            }
+            let sender = async move {
+                let wire::opening::Kind::Hello(h) = read_opening(&mut a).await.unwrap() else {
+                    panic!()
+                };
+                assert_eq!(h.resume, st.session.to_vec());
+                resume_handshake(&mut a, Role::Sender, sp, rp, &st, Some(h)).await
+            };
+            let receiver =
+                async move { resume_handshake(&mut b, Role::Receiver, sp, rp, &rt, None).await };
+            let (x, y) = tokio::join!(sender, receiver);
+            assert_eq!(x.is_ok(), expect_ok);
+            assert_eq!(y.is_ok(), expect_ok);
+            if expect_ok {
+                let (x, y) = (x.unwrap(), y.unwrap());
+                assert_eq!(x.session_id(), y.session_id());
+                assert_ne!(
+                    x.session_id(),
+                    s.session_id(),
+                    "a resumed session has fresh keys"
+                );
+            } else {
+                assert!(matches!(x, Err(Error::WrongCode)));
+            }
+        }
     }
 
     #[tokio::test]
@@ -532,7 +708,9 @@ mod tests {
         let (s, r) = (fixed(1), fixed(2));
         let (mut a, mut b) = tokio::io::duplex(4096);
         let sender = async move {
-            let wire::opening::Kind::Hello(h) = read_opening(&mut a).await.unwrap() else { panic!() };
+            let wire::opening::Kind::Hello(h) = read_opening(&mut a).await.unwrap() else {
+                panic!()
+            };
             assert_eq!(hex(&h.spake), vector("spake_receiver_seed2"));
             let mut p = HandshakeParams::with_code("a-b-c", Role::Sender, s, r);
             p.seed = Some([1; 32]);
@@ -551,11 +729,20 @@ mod tests {
     #[tokio::test]
     async fn oversized_and_truncated_frames_are_errors() {
         let mut data: &[u8] = &[0, 0, 0x10, 0, 1, 2];
-        assert!(matches!(read_frame(&mut data, 16).await, Err(Error::FrameTooLarge(4096, 16))));
+        assert!(matches!(
+            read_frame(&mut data, 16).await,
+            Err(Error::FrameTooLarge(4096, 16))
+        ));
         let mut data: &[u8] = &[0, 0, 0, 4, 1, 2];
-        assert!(matches!(read_frame(&mut data, 16).await, Err(Error::ConnectionLost(_))));
+        assert!(matches!(
+            read_frame(&mut data, 16).await,
+            Err(Error::ConnectionLost(_))
+        ));
         let mut data: &[u8] = &[0, 0];
-        assert!(matches!(read_frame(&mut data, 16).await, Err(Error::ConnectionLost(_))));
+        assert!(matches!(
+            read_frame(&mut data, 16).await,
+            Err(Error::ConnectionLost(_))
+        ));
         let mut data: &[u8] = &[];
         assert!(read_frame(&mut data, 16).await.unwrap().is_none());
     }

@@ -81,12 +81,19 @@ fn port_of(addrs: &[Multiaddr], quic: bool) -> Option<u16> {
 }
 
 impl MdnsAnnouncer {
-    pub fn start(peer: PeerId, listen: &[Multiaddr], channel: u16, clock: Clock) -> Result<MdnsAnnouncer> {
+    pub fn start(
+        peer: PeerId,
+        listen: &[Multiaddr],
+        channel: u16,
+        clock: Clock,
+    ) -> Result<MdnsAnnouncer> {
         let daemon = ServiceDaemon::new().map_err(mdns_err)?;
         let tcp = port_of(listen, false);
         let quic = port_of(listen, true);
         let Some(main_port) = tcp.or(quic) else {
-            return Err(Error::Network("mDNS needs a TCP or QUIC listen address".into()));
+            return Err(Error::Network(
+                "mDNS needs a TCP or QUIC listen address".into(),
+            ));
         };
         let d = daemon.clone();
         let short: String = peer.to_base58().chars().rev().take(10).collect();
@@ -150,18 +157,32 @@ impl MdnsBrowser {
         let task = tokio::spawn(async move {
             let mut seen = HashSet::new();
             while let Ok(ev) = events.recv_async().await {
-                let ServiceEvent::ServiceResolved(info) = ev else { continue };
+                let ServiceEvent::ServiceResolved(info) = ev else {
+                    continue;
+                };
                 let slot = slot_of(clock());
-                let wanted = [identifier(slot, channel), identifier(slot.saturating_sub(1), channel)];
-                let Some(id) = info.get_property_val_str("id") else { continue };
+                let wanted = [
+                    identifier(slot, channel),
+                    identifier(slot.saturating_sub(1), channel),
+                ];
+                let Some(id) = info.get_property_val_str("id") else {
+                    continue;
+                };
                 if !wanted.iter().any(|w| w == id) {
                     continue;
                 }
-                let Some(peer) = info.get_property_val_str("peer").and_then(|p| p.parse::<PeerId>().ok()) else {
+                let Some(peer) = info
+                    .get_property_val_str("peer")
+                    .and_then(|p| p.parse::<PeerId>().ok())
+                else {
                     continue;
                 };
-                let tcp = info.get_property_val_str("tcp").and_then(|p| p.parse::<u16>().ok());
-                let quic = info.get_property_val_str("quic").and_then(|p| p.parse::<u16>().ok());
+                let tcp = info
+                    .get_property_val_str("tcp")
+                    .and_then(|p| p.parse::<u16>().ok());
+                let quic = info
+                    .get_property_val_str("quic")
+                    .and_then(|p| p.parse::<u16>().ok());
                 let mut addrs = Vec::new();
                 for ip in info.get_addresses().iter().map(|a| a.to_ip_addr()) {
                     let base = match ip {
@@ -169,10 +190,18 @@ impl MdnsBrowser {
                         IpAddr::V6(v6) => Multiaddr::empty().with(Protocol::Ip6(v6)),
                     };
                     if let Some(t) = tcp {
-                        addrs.push(base.clone().with(Protocol::Tcp(t)).with(Protocol::P2p(peer)));
+                        addrs.push(
+                            base.clone()
+                                .with(Protocol::Tcp(t))
+                                .with(Protocol::P2p(peer)),
+                        );
                     }
                     if let Some(q) = quic {
-                        addrs.push(base.with(Protocol::Udp(q)).with(Protocol::QuicV1).with(Protocol::P2p(peer)));
+                        addrs.push(
+                            base.with(Protocol::Udp(q))
+                                .with(Protocol::QuicV1)
+                                .with(Protocol::P2p(peer)),
+                        );
                     }
                 }
                 // TCP first (faster here), IPv4 before IPv6.
@@ -185,7 +214,15 @@ impl MdnsBrowser {
                     continue;
                 }
                 tracing::debug!(%peer, ?addrs, "found a sender by mDNS");
-                if out.send(Candidate { peer: Some(peer), addrs, via: "the local network (mDNS)" }).await.is_err() {
+                if out
+                    .send(Candidate {
+                        peer: Some(peer),
+                        addrs,
+                        via: "the local network (mDNS)",
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -32,7 +32,9 @@ pub enum Error {
     #[error("protocol violation by the other side: {0}")]
     Protocol(String),
 
-    #[error("a frame failed authentication (tampered, replayed or reordered data): session closed")]
+    #[error(
+        "a frame failed authentication (tampered, replayed or reordered data): session closed"
+    )]
     Decrypt,
 
     #[error("frame of {0} bytes exceeds the limit of {1} bytes: session closed")]

@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::wire::{
-    envelope::Msg, opening, request, Accept, Decline, Done, ErrorCode, HashRequest, Join, Offer, Read,
-    Request, Response, Role, MAX_ENTRIES,
+    envelope::Msg, opening, request, Accept, Decline, Done, ErrorCode, HashRequest, Join, Offer,
+    Read, Request, Response, Role, MAX_ENTRIES,
 };
 
 type Io = Compat<Stream>;
@@ -63,9 +63,10 @@ impl Session {
         let mut io = open_stream(node, peer).await?;
         let phrase = code.phrase();
         let params = HandshakeParams::with_code(&phrase, Role::Receiver, peer, node.peer_id());
-        let keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, crypto::handshake(&mut io, params, None))
-            .await
-            .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))??;
+        let keys =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, crypto::handshake(&mut io, params, None))
+                .await
+                .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))??;
         let (sealer, opener) = keys.stream(0);
         let (r, w) = tokio::io::split(io);
         Ok(Session {
@@ -76,6 +77,41 @@ impl Session {
             writer: SecureWriter::new(w, sealer),
             offer: None,
         })
+    }
+
+    /// Re-authenticates to the sender of an earlier session with its ticket (no code needed).
+    pub async fn resume(
+        node: &Node,
+        peer: PeerId,
+        ticket: &crypto::ResumeTicket,
+    ) -> Result<Session> {
+        let mut io = open_stream(node, peer).await?;
+        let hs =
+            crypto::resume_handshake(&mut io, Role::Receiver, peer, node.peer_id(), ticket, None);
+        let keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
+            .await
+            .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the resumption handshake"))??;
+        let (sealer, opener) = keys.stream(0);
+        let (r, w) = tokio::io::split(io);
+        Ok(Session {
+            node: node.clone(),
+            peer,
+            keys,
+            reader: SecureReader::new(r, opener),
+            writer: SecureWriter::new(w, sealer),
+            offer: None,
+        })
+    }
+
+    /// Waits until the sender ends the session (an abort, a closed stream or a lost connection)
+    /// and says why. Cancel-safe only before the first frame arrives; use it from one task.
+    pub async fn closed(&mut self) -> Error {
+        match self.reader.recv().await {
+            Ok(Some(Msg::Abort(a))) => Error::Remote(a.reason),
+            Ok(Some(other)) => Error::Protocol(format!("unexpected message {other:?}")),
+            Ok(None) => Error::ConnectionLost("the sender closed the session".into()),
+            Err(e) => e,
+        }
     }
 
     pub fn peer(&self) -> PeerId {
@@ -133,7 +169,11 @@ impl Session {
                     }
                 }
                 Msg::Abort(a) => return Err(Error::Remote(a.reason)),
-                other => return Err(Error::Protocol(format!("expected the manifest, got {other:?}"))),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "expected the manifest, got {other:?}"
+                    )))
+                }
             }
         }
         if entries.len() as u64 != offer.entries {
@@ -148,7 +188,7 @@ impl Session {
 
     /// Opens `n` data streams, one after another (each waits for the sender's ready), and
     /// returns a client that spreads requests over them.
-    pub async fn client(&self, n: u32) -> Result<Client> {
+    pub async fn client(&mut self, n: u32) -> Result<Client> {
         let inner = Arc::new(ClientInner {
             lanes: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
@@ -195,7 +235,12 @@ async fn open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32) ->
     let (r, w) = tokio::io::split(io);
     let mut reader = SecureReader::new(r, opener);
     let mut writer = SecureWriter::new(w, sealer);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.expect("the data stream to be ready")).await {
+    match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        reader.expect("the data stream to be ready"),
+    )
+    .await
+    {
         Ok(Ok(Msg::Ready(_))) => {}
         Ok(Ok(other)) => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
         Ok(Err(e)) => return Err(e),
@@ -222,7 +267,9 @@ async fn open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32) ->
     tokio::spawn(async move {
         while let Some(o) = rx.recv().await {
             if dead_w.load(Ordering::SeqCst) {
-                let _ = o.reply.send(Err(Error::ConnectionLost("data stream closed".into())));
+                let _ = o
+                    .reply
+                    .send(Err(Error::ConnectionLost("data stream closed".into())));
                 continue;
             }
             p.lock().expect("lock").insert(o.req.id, o.reply);
@@ -245,7 +292,12 @@ async fn open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32) ->
                         Some(reply) => {
                             let _ = reply.send(Ok(resp));
                         }
-                        None => break Error::Protocol(format!("response to unknown request {}", resp.id)),
+                        None => {
+                            break Error::Protocol(format!(
+                                "response to unknown request {}",
+                                resp.id
+                            ))
+                        }
                     }
                 }
                 Ok(Some(other)) => break Error::Protocol(format!("unexpected message {other:?}")),
@@ -273,7 +325,9 @@ pub struct Client {
 /// A failed request, as reported by the sender.
 fn remote_failure(f: crate::wire::Failure) -> Error {
     match ErrorCode::try_from(f.code) {
-        Ok(ErrorCode::Changed) => Error::Remote(format!("file changed on the sender: {}", f.message)),
+        Ok(ErrorCode::Changed) => {
+            Error::Remote(format!("file changed on the sender: {}", f.message))
+        }
         _ => Error::Remote(f.message),
     }
 }
@@ -309,10 +363,19 @@ impl Client {
 
     /// Reads `len` bytes of file `file` at `offset`; also returns the whole-file hash when the
     /// sender attached it (reads covering a whole file).
-    pub async fn read(&self, file: u64, offset: u64, len: u32) -> Result<(Bytes, Option<[u8; 32]>)> {
-        let resp = self.call(request::Op::Read(Read { file, offset, len })).await?;
+    pub async fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<(Bytes, Option<[u8; 32]>)> {
+        let resp = self
+            .call(request::Op::Read(Read { file, offset, len }))
+            .await?;
         if resp.data.len() > len as usize {
-            return Err(Error::Protocol("the sender returned more data than asked".into()));
+            return Err(Error::Protocol(
+                "the sender returned more data than asked".into(),
+            ));
         }
         let hash = if resp.hash.is_empty() {
             None

@@ -12,9 +12,12 @@ pub mod crypto;
 pub mod discovery;
 pub mod error;
 pub mod fetch;
+pub mod fs;
+pub mod fuse;
 pub mod manifest;
 pub mod net;
 pub mod receive;
+pub mod remote;
 pub mod share;
 pub mod wire;
 

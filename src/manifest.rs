@@ -59,7 +59,10 @@ impl LocalTree {
             if !top.insert(name.clone()) {
                 return Err(Error::io(
                     format!("cannot share {}", p.display()),
-                    std::io::Error::other(format!("two paths are named {}", name.to_string_lossy())),
+                    std::io::Error::other(format!(
+                        "two paths are named {}",
+                        name.to_string_lossy()
+                    )),
                 ));
             }
             // A path the user named is followed if it is a symlink; nothing below it is.
@@ -69,7 +72,13 @@ impl LocalTree {
         Ok(t)
     }
 
-    fn add(&mut self, parent: u64, name: &OsStr, path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    fn add(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<()> {
         if self.entries.len() as u64 >= MAX_ENTRIES {
             return Err(Error::io(
                 "cannot share",
@@ -77,8 +86,10 @@ impl LocalTree {
             ));
         }
         if is_temp_name(name.as_bytes()) {
-            self.warnings
-                .push(format!("skipped {} (an unfinished pcp download)", path.display()));
+            self.warnings.push(format!(
+                "skipped {} (an unfinished pcp download)",
+                path.display()
+            ));
             return Ok(());
         }
         let ft = meta.file_type();
@@ -87,7 +98,8 @@ impl LocalTree {
         } else if ft.is_dir() {
             (Kind::Dir, 0, Vec::new())
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(path).ctx(|| format!("cannot read link {}", path.display()))?;
+            let target =
+                std::fs::read_link(path).ctx(|| format!("cannot read link {}", path.display()))?;
             (Kind::Symlink, 0, target.into_os_string().into_vec())
         } else {
             self.warnings
@@ -161,16 +173,28 @@ pub fn check_name(name: &[u8]) -> std::result::Result<(), String> {
         return Err("empty name".into());
     }
     if name == b"." || name == b".." {
-        return Err(format!("name {:?} is not allowed", String::from_utf8_lossy(name)));
+        return Err(format!(
+            "name {:?} is not allowed",
+            String::from_utf8_lossy(name)
+        ));
     }
     if name.contains(&b'/') || name.contains(&0) {
-        return Err(format!("name {:?} contains '/' or NUL", String::from_utf8_lossy(name)));
+        return Err(format!(
+            "name {:?} contains '/' or NUL",
+            String::from_utf8_lossy(name)
+        ));
     }
     if name.len() > MAX_NAME {
-        return Err(format!("a name is {} bytes long (limit {MAX_NAME})", name.len()));
+        return Err(format!(
+            "a name is {} bytes long (limit {MAX_NAME})",
+            name.len()
+        ));
     }
     if is_temp_name(name) {
-        return Err(format!("name {:?} is reserved for pcp's temporary files", String::from_utf8_lossy(name)));
+        return Err(format!(
+            "name {:?} is reserved for pcp's temporary files",
+            String::from_utf8_lossy(name)
+        ));
     }
     Ok(())
 }
@@ -185,7 +209,10 @@ pub fn is_temp_name(name: &[u8]) -> bool {
 impl Manifest {
     pub fn validate(entries: Vec<Entry>) -> Result<Manifest> {
         if entries.len() as u64 > MAX_ENTRIES {
-            return Err(bad(format!("{} entries (limit {MAX_ENTRIES})", entries.len())));
+            return Err(bad(format!(
+                "{} entries (limit {MAX_ENTRIES})",
+                entries.len()
+            )));
         }
         let mut children: Vec<Vec<u64>> = vec![Vec::new(); entries.len() + 1];
         let mut seen: HashSet<(u64, &[u8])> = HashSet::with_capacity(entries.len());
@@ -195,16 +222,23 @@ impl Manifest {
             if e.id != id {
                 return Err(bad(format!("entry {id} carries id {}", e.id)));
             }
-            let kind = Kind::try_from(e.kind).map_err(|_| bad(format!("entry {id} has unknown kind {}", e.kind)))?;
+            let kind = Kind::try_from(e.kind)
+                .map_err(|_| bad(format!("entry {id} has unknown kind {}", e.kind)))?;
             if kind == Kind::Unknown {
                 return Err(bad(format!("entry {id} has no kind")));
             }
             check_name(&e.name).map_err(|m| bad(format!("entry {id}: {m}")))?;
             if e.parent >= id {
-                return Err(bad(format!("entry {id} comes before its parent {}", e.parent)));
+                return Err(bad(format!(
+                    "entry {id} comes before its parent {}",
+                    e.parent
+                )));
             }
             if e.parent != 0 && entries[e.parent as usize - 1].kind != Kind::Dir as i32 {
-                return Err(bad(format!("entry {id}'s parent {} is not a folder", e.parent)));
+                return Err(bad(format!(
+                    "entry {id}'s parent {} is not a folder",
+                    e.parent
+                )));
             }
             if !seen.insert((e.parent, &e.name)) {
                 return Err(bad(format!(
@@ -224,7 +258,11 @@ impl Manifest {
                         .checked_add(e.size)
                         .ok_or_else(|| bad("total size overflows".into()))?;
                 }
-                Kind::Symlink if e.target.is_empty() || e.target.len() > MAX_TARGET || e.target.contains(&0) => {
+                Kind::Symlink
+                    if e.target.is_empty()
+                        || e.target.len() > MAX_TARGET
+                        || e.target.contains(&0) =>
+                {
                     return Err(bad(format!("entry {id} has an invalid symlink target")));
                 }
                 _ => {}
@@ -256,7 +294,10 @@ impl Manifest {
 
     /// Ids of the entries in directory `id` (0 for the share root).
     pub fn children(&self, id: u64) -> &[u64] {
-        self.children.get(id as usize).map(|v| &v[..]).unwrap_or(&[])
+        self.children
+            .get(id as usize)
+            .map(|v| &v[..])
+            .unwrap_or(&[])
     }
 
     pub fn kind(&self, id: u64) -> Kind {
@@ -301,7 +342,11 @@ mod tests {
             mode: 0o644,
             mtime_sec: 0,
             mtime_nsec: 0,
-            target: if kind == Kind::Symlink { b"x".to_vec() } else { vec![] },
+            target: if kind == Kind::Symlink {
+                b"x".to_vec()
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -333,10 +378,22 @@ mod tests {
             vec![e(1, 0, b"a", Kind::File), e(2, 1, b"b", Kind::File)],
             vec![e(1, 2, b"a", Kind::File), e(2, 0, b"b", Kind::Dir)],
             vec![e(2, 0, b"a", Kind::File)],
-            vec![Entry { kind: 9, ..e(1, 0, b"a", Kind::File) }],
-            vec![Entry { mode: 0o100644, ..e(1, 0, b"a", Kind::File) }],
-            vec![Entry { size: 5, ..e(1, 0, b"a", Kind::Dir) }],
-            vec![Entry { target: vec![], ..e(1, 0, b"a", Kind::Symlink) }],
+            vec![Entry {
+                kind: 9,
+                ..e(1, 0, b"a", Kind::File)
+            }],
+            vec![Entry {
+                mode: 0o100644,
+                ..e(1, 0, b"a", Kind::File)
+            }],
+            vec![Entry {
+                size: 5,
+                ..e(1, 0, b"a", Kind::Dir)
+            }],
+            vec![Entry {
+                target: vec![],
+                ..e(1, 0, b"a", Kind::Symlink)
+            }],
         ];
         for (i, c) in cases.into_iter().enumerate() {
             assert!(

@@ -11,7 +11,9 @@ use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{
+    identify, identity, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
@@ -63,6 +65,10 @@ enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Option<ConnectionInfo>>,
     },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A cheap handle to the node's swarm task. Dropping every handle stops the task.
@@ -81,7 +87,11 @@ impl Node {
         let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .map_err(|e| net(&e))?
             .with_quic()
             .with_dns()
@@ -92,7 +102,9 @@ impl Node {
                     "/pcp/id/1".into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                ),
             })
             .map_err(|e| net(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
@@ -112,9 +124,10 @@ impl Node {
                 Ok(SwarmEvent::NewListenAddr { listener_id, .. }) => {
                     listening.insert(listener_id);
                 }
-                Ok(SwarmEvent::ListenerError { error, .. }) | Ok(SwarmEvent::ListenerClosed { reason: Err(error), .. }) => {
-                    return Err(Error::Network(format!("listener failed: {error}")))
-                }
+                Ok(SwarmEvent::ListenerError { error, .. })
+                | Ok(SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                }) => return Err(Error::Network(format!("listener failed: {error}"))),
                 Ok(_) => {}
                 Err(_) => return Err(Error::Network("listeners did not start within 5 s".into())),
             }
@@ -149,7 +162,12 @@ impl Node {
     /// Dials `addr` (with or without a `/p2p/` suffix) and waits until the connection is up.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId> {
         let what = addr.to_string();
-        match tokio::time::timeout(DIAL_TIMEOUT, self.ask(|reply| Command::Dial { addr, reply })).await {
+        match tokio::time::timeout(
+            DIAL_TIMEOUT,
+            self.ask(|reply| Command::Dial { addr, reply }),
+        )
+        .await
+        {
             Ok(r) => r?,
             Err(_) => Err(Error::Network(format!("dialling {what} timed out"))),
         }
@@ -158,6 +176,11 @@ impl Node {
     /// The addresses this node listens on, as others can dial them (`/p2p/` appended).
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
         self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Closes every connection to `peer` (a dead one would otherwise keep receiving streams).
+    pub async fn disconnect(&self, peer: PeerId) -> Result<()> {
+        self.ask(|reply| Command::Disconnect { peer, reply }).await
     }
 
     pub async fn connection(&self, peer: PeerId) -> Result<Option<ConnectionInfo>> {
@@ -202,6 +225,10 @@ async fn run(mut swarm: Swarm<Behaviour>, mut cmds: mpsc::Receiver<Command>) {
                         .map(|a| a.with(Protocol::P2p(me)))
                         .collect();
                     let _ = reply.send(addrs);
+                }
+                Some(Command::Disconnect { peer, reply }) => {
+                    let _ = swarm.disconnect_peer_id(peer);
+                    let _ = reply.send(());
                 }
                 Some(Command::Connection { peer, reply }) => {
                     let info = conns.get(&peer).and_then(|v| {

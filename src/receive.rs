@@ -5,11 +5,14 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
+use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
@@ -27,6 +30,39 @@ const PARALLEL_FILES: usize = 64;
 const INFLIGHT_CHUNKS: usize = 24;
 /// Read requests in flight for one file.
 const PER_FILE_CHUNKS: usize = 8;
+
+/// Where file bytes come from: a [`Client`] directly (`pcp receive`) or the mount's cache
+/// (copy-out), so both share this one implementation.
+pub trait FileSource: Clone + Send + Sync + 'static {
+    /// `len` bytes of `file` at `offset`, and the whole-file hash if the sender attached it.
+    fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send;
+    /// The sender's BLAKE3 hash of `file`.
+    fn hash(&self, file: u64) -> impl Future<Output = Result<[u8; 32]>> + Send;
+    /// A request sent at `since` got no answer in time: the connection may be dead (a hint to
+    /// reconnect).
+    fn stalled(&self, since: std::time::Instant) {
+        let _ = since;
+    }
+}
+
+impl FileSource for Client {
+    fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send {
+        Client::read(self, file, offset, len)
+    }
+    fn hash(&self, file: u64) -> impl Future<Output = Result<[u8; 32]>> + Send {
+        Client::hash(self, file)
+    }
+}
 
 /// Counters a UI can poll while a transfer runs.
 #[derive(Debug, Default)]
@@ -68,7 +104,11 @@ fn set_mtime(path: &Path, e: &Entry, nofollow: bool) -> Result<()> {
     let times = [ts, ts];
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::io("bad path", std::io::Error::other("NUL in path")))?;
-    let flags = if nofollow { libc::AT_SYMLINK_NOFOLLOW } else { 0 };
+    let flags = if nofollow {
+        libc::AT_SYMLINK_NOFOLLOW
+    } else {
+        0
+    };
     // SAFETY: c is a valid NUL-terminated path and times points at two timespecs.
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), flags) };
     if r != 0 {
@@ -112,14 +152,21 @@ pub fn preflight(m: &Manifest, opts: &ReceiveOptions) -> Result<()> {
 fn clear_for(path: &Path, want_dir: bool) -> Result<()> {
     match path.symlink_metadata() {
         Ok(md) if md.is_dir() && want_dir => Ok(()),
-        Ok(md) if md.is_dir() => fs::remove_dir_all(path).ctx(|| format!("cannot replace {}", path.display())),
+        Ok(md) if md.is_dir() => {
+            fs::remove_dir_all(path).ctx(|| format!("cannot replace {}", path.display()))
+        }
         Ok(_) => fs::remove_file(path).ctx(|| format!("cannot replace {}", path.display())),
         Err(_) => Ok(()),
     }
 }
 
 /// Downloads everything in `m` into `opts.out`.
-pub async fn receive_all(client: &Client, m: &Manifest, opts: &ReceiveOptions, progress: Arc<Progress>) -> Result<Summary> {
+pub async fn receive_all<S: FileSource>(
+    client: &S,
+    m: &Manifest,
+    opts: &ReceiveOptions,
+    progress: Arc<Progress>,
+) -> Result<Summary> {
     preflight(m, opts)?;
     fs::create_dir_all(&opts.out).ctx(|| format!("cannot create {}", opts.out.display()))?;
     let mut summary = Summary::default();
@@ -151,14 +198,19 @@ pub async fn receive_all(client: &Client, m: &Manifest, opts: &ReceiveOptions, p
         }
     }
     let window = Arc::new(Semaphore::new(INFLIGHT_CHUNKS));
-    let files = m.entries().iter().filter(|e| e.kind == Kind::File as i32);
-    let mut downloads = futures::stream::iter(files.map(|e| {
-        let path = target(&opts.out, m, e.id);
+    // Owned work items: the download futures must not borrow the manifest (they are spawned).
+    let files: Vec<(Entry, PathBuf)> = m
+        .entries()
+        .iter()
+        .filter(|e| e.kind == Kind::File as i32)
+        .map(|e| (e.clone(), target(&opts.out, m, e.id)))
+        .collect();
+    let overwrite = opts.overwrite;
+    let mut downloads = futures::stream::iter(files.into_iter().map(|(e, path)| {
         let client = client.clone();
         let window = window.clone();
         let progress = progress.clone();
-        let overwrite = opts.overwrite;
-        async move { download(&client, e, &path, overwrite, &window, &progress).await }
+        async move { download(&client, &e, &path, overwrite, &window, &progress).await }
     }))
     .buffer_unordered(PARALLEL_FILES);
     while let Some(r) = downloads.next().await {
@@ -167,7 +219,12 @@ pub async fn receive_all(client: &Client, m: &Manifest, opts: &ReceiveOptions, p
     }
     drop(downloads);
     // Folder modes and times last, deepest first, since writing inside changes a folder's mtime.
-    for e in m.entries().iter().rev().filter(|e| e.kind == Kind::Dir as i32) {
+    for e in m
+        .entries()
+        .iter()
+        .rev()
+        .filter(|e| e.kind == Kind::Dir as i32)
+    {
         let path = target(&opts.out, m, e.id);
         fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))
             .ctx(|| format!("cannot set permissions of {}", path.display()))?;
@@ -177,7 +234,14 @@ pub async fn receive_all(client: &Client, m: &Manifest, opts: &ReceiveOptions, p
 }
 
 /// Downloads one file to its temporary name, verifies it and moves it into place.
-async fn download(client: &Client, e: &Entry, path: &Path, overwrite: bool, window: &Arc<Semaphore>, progress: &Progress) -> Result<u64> {
+async fn download<S: FileSource>(
+    client: &S,
+    e: &Entry,
+    path: &Path,
+    overwrite: bool,
+    window: &Arc<Semaphore>,
+    progress: &Progress,
+) -> Result<u64> {
     let dir = path.parent().expect("targets are below out").to_path_buf();
     let part = dir.join(part_name(e));
     let f = {
@@ -194,8 +258,9 @@ async fn download(client: &Client, e: &Entry, path: &Path, overwrite: bool, wind
                     .open(&part)
             };
             match open() {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists
-                    && part.symlink_metadata().is_ok_and(|m| m.is_file()) =>
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && part.symlink_metadata().is_ok_and(|m| m.is_file()) =>
                 {
                     fs::remove_file(&part).ctx(|| format!("cannot replace {}", part.display()))?;
                     open()
@@ -250,11 +315,18 @@ async fn download(client: &Client, e: &Entry, path: &Path, overwrite: bool, wind
         let f = f.clone();
         let part2 = part.clone();
         let data2 = data.clone();
-        let write = tokio::task::spawn_blocking(move || f.write_all_at(&data2, off).ctx(|| format!("cannot write {}", part2.display())));
+        let write = tokio::task::spawn_blocking(move || {
+            f.write_all_at(&data2, off)
+                .ctx(|| format!("cannot write {}", part2.display()))
+        });
         hasher.update(&data);
-        write.await.map_err(|e| Error::io("writer task", std::io::Error::other(e)))??;
+        write
+            .await
+            .map_err(|e| Error::io("writer task", std::io::Error::other(e)))??;
         written += data.len() as u64;
-        progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
     }
     let want = match (got_hash, hash_req) {
         // An empty file's content is fully given by the manifest.
@@ -279,14 +351,16 @@ async fn download(client: &Client, e: &Entry, path: &Path, overwrite: bool, wind
         if overwrite {
             if let Ok(md) = final_path.symlink_metadata() {
                 if md.is_dir() {
-                    fs::remove_dir_all(&final_path).ctx(|| format!("cannot replace {}", final_path.display()))?;
+                    fs::remove_dir_all(&final_path)
+                        .ctx(|| format!("cannot replace {}", final_path.display()))?;
                 }
             }
         } else if final_path.symlink_metadata().is_ok() {
             let _ = fs::remove_file(&part);
             return Err(Error::TargetExists(final_path));
         }
-        fs::rename(&part, &final_path).ctx(|| format!("cannot move {} into place", final_path.display()))
+        fs::rename(&part, &final_path)
+            .ctx(|| format!("cannot move {} into place", final_path.display()))
     })
     .await
     .map_err(|e| Error::io("writer task", std::io::Error::other(e)))??;

@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 use crate::manifest::LocalTree;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::wire::{
-    envelope::Msg, opening, request, ErrorCode, Failure, Kind, ManifestChunk, Offer, Ready, Request,
-    Response, Role, MANIFEST_BATCH_BYTES, MAX_READ,
+    envelope::Msg, opening, request, ErrorCode, Failure, Kind, ManifestChunk, Offer, Ready,
+    Request, Response, Role, MANIFEST_BATCH_BYTES, MAX_READ,
 };
 
 /// Failed handshakes after which the share stops, so online guessing stays hopeless.
@@ -109,7 +109,8 @@ impl Share {
         if let Some(f) = self.open.lock().expect("lock").get(&id) {
             return Ok(f.clone());
         }
-        let f = File::open(&src.path).map_err(|e| fail(ErrorCode::Io, format!("cannot open: {e}")))?;
+        let f =
+            File::open(&src.path).map_err(|e| fail(ErrorCode::Io, format!("cannot open: {e}")))?;
         let f = Arc::new(f);
         self.open.lock().expect("lock").put(id, f.clone());
         Ok(f)
@@ -123,20 +124,34 @@ impl Share {
         if !src.unchanged(&m) {
             self.open.lock().expect("lock").pop(&id);
             tracing::warn!(path = %src.path.display(), "file changed since the share started; refusing to serve it");
-            return Err(fail(ErrorCode::Changed, "file changed on the sender since the share started"));
+            return Err(fail(
+                ErrorCode::Changed,
+                "file changed on the sender since the share started",
+            ));
         }
         Ok(())
     }
 
     /// Positioned read of up to `len` bytes at `offset` (blocking: call from a blocking thread).
     /// A read covering the whole file also yields its hash.
-    pub fn read(&self, id: u64, offset: u64, len: u32) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), Failure> {
+    pub fn read(
+        &self,
+        id: u64,
+        offset: u64,
+        len: u32,
+    ) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), Failure> {
         let src = self.source(id)?;
         if len > MAX_READ {
-            return Err(fail(ErrorCode::BadRange, format!("length {len} exceeds {MAX_READ}")));
+            return Err(fail(
+                ErrorCode::BadRange,
+                format!("length {len} exceeds {MAX_READ}"),
+            ));
         }
         if offset > src.size {
-            return Err(fail(ErrorCode::BadRange, format!("offset {offset} is past the end")));
+            return Err(fail(
+                ErrorCode::BadRange,
+                format!("offset {offset} is past the end"),
+            ));
         }
         let want = (src.size - offset).min(len as u64) as usize;
         let f = self.file(id)?;
@@ -165,7 +180,12 @@ impl Share {
     }
 
     fn cell(&self, id: u64) -> HashCell {
-        self.hashes.lock().expect("lock").entry(id).or_default().clone()
+        self.hashes
+            .lock()
+            .expect("lock")
+            .entry(id)
+            .or_default()
+            .clone()
     }
 
     /// BLAKE3 of file `id`, computed once on first demand.
@@ -237,15 +257,35 @@ impl Share {
 #[derive(Debug, Clone)]
 pub enum ShareEvent {
     /// A receiver proved it holds the code.
-    Authenticated { peer: PeerId, connection: String },
+    Authenticated {
+        peer: PeerId,
+        connection: String,
+    },
+    /// A receiver came back after a lost connection, with its resumption ticket.
+    Resumed {
+        peer: PeerId,
+        connection: String,
+    },
     /// Someone tried a wrong code.
-    WrongCode { attempts: u32 },
-    Accepted { peer: PeerId, mount: bool },
-    Declined { peer: PeerId },
+    WrongCode {
+        attempts: u32,
+    },
+    Accepted {
+        peer: PeerId,
+        mount: bool,
+    },
+    Declined {
+        peer: PeerId,
+    },
     /// A receiver said it has everything.
-    Finished { peer: PeerId },
+    Finished {
+        peer: PeerId,
+    },
     /// A receiver's control stream ended without it saying it was done.
-    Lost { peer: PeerId, reason: String },
+    Lost {
+        peer: PeerId,
+        reason: String,
+    },
 }
 
 /// How a share ended.
@@ -274,17 +314,26 @@ struct SessionState {
 
 struct Sessions {
     by_id: Mutex<HashMap<[u8; 16], SessionState>>,
+    /// Resumption tickets by the id of the session that issued them, with the peer they
+    /// belong to; kept while that receiver may come back.
+    tickets: Mutex<HashMap<[u8; 16], (PeerId, crypto::ResumeTicket)>>,
 }
 
 /// Serves `share` under `code` until a receiver has finished (or declined). Cancel-safe: dropping
 /// the future stops serving.
-pub async fn serve(node: &Node, share: Arc<Share>, code: &Code, events: mpsc::Sender<ShareEvent>) -> Result<ShareEnd> {
+pub async fn serve(
+    node: &Node,
+    share: Arc<Share>,
+    code: &Code,
+    events: mpsc::Sender<ShareEvent>,
+) -> Result<ShareEnd> {
     let mut incoming = node
         .control()
         .accept(STREAM_PROTOCOL)
         .map_err(|e| Error::Network(e.to_string()))?;
     let sessions = Arc::new(Sessions {
         by_id: Mutex::new(HashMap::new()),
+        tickets: Mutex::new(HashMap::new()),
     });
     let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(64);
     let phrase: Arc<str> = code.phrase().into();
@@ -357,10 +406,50 @@ impl StreamCtx {
             .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the opening frame"))??;
         match opening {
             opening::Kind::Hello(hello) => {
-                let params = HandshakeParams::with_code(&self.phrase, Role::Sender, self.node.peer_id(), peer);
-                let keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, crypto::handshake(&mut io, params, Some(hello)))
+                let resumed = !hello.resume.is_empty();
+                let keys = if resumed {
+                    let ticket = {
+                        let tickets = self.sessions.tickets.lock().expect("lock");
+                        match tickets.get(hello.resume.as_slice()) {
+                            Some((p, t)) if *p == peer => t.clone(),
+                            _ => {
+                                return Err(Error::Protocol(
+                                    "resumption of an unknown session".into(),
+                                ))
+                            }
+                        }
+                    };
+                    let hs = crypto::resume_handshake(
+                        &mut io,
+                        Role::Sender,
+                        self.node.peer_id(),
+                        peer,
+                        &ticket,
+                        Some(hello),
+                    );
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
+                        .await
+                        .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))??
+                } else {
+                    let params = HandshakeParams::with_code(
+                        &self.phrase,
+                        Role::Sender,
+                        self.node.peer_id(),
+                        peer,
+                    );
+                    let keys = tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        crypto::handshake(&mut io, params, Some(hello)),
+                    )
                     .await
                     .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))??;
+                    self.sessions
+                        .tickets
+                        .lock()
+                        .expect("lock")
+                        .insert(keys.session_id(), (peer, keys.ticket()));
+                    keys
+                };
                 let ended = CancellationToken::new();
                 self.sessions.by_id.lock().expect("lock").insert(
                     keys.session_id(),
@@ -378,12 +467,27 @@ impl StreamCtx {
                 // Counted as active before the control stream runs, so the serve loop cannot
                 // finish while this session is still starting.
                 let _ = self.outcomes.send(Outcome::Authenticated).await;
-                let _ = self.events.send(ShareEvent::Authenticated { peer, connection }).await;
-                let outcome = self.control(peer, keys.clone(), io).await;
-                self.sessions.by_id.lock().expect("lock").remove(&keys.session_id());
+                let ev = if resumed {
+                    ShareEvent::Resumed { peer, connection }
+                } else {
+                    ShareEvent::Authenticated { peer, connection }
+                };
+                let _ = self.events.send(ev).await;
+                let outcome = self.control(peer, keys.clone(), io, resumed).await;
+                self.sessions
+                    .by_id
+                    .lock()
+                    .expect("lock")
+                    .remove(&keys.session_id());
                 ended.cancel();
                 match outcome {
                     Ok(accepted) => {
+                        // Finished or declined: this receiver will not come back.
+                        self.sessions
+                            .tickets
+                            .lock()
+                            .expect("lock")
+                            .retain(|_, (p, _)| *p != peer);
                         let ev = if accepted {
                             ShareEvent::Finished { peer }
                         } else {
@@ -417,10 +521,16 @@ impl StreamCtx {
                     let mut map = self.sessions.by_id.lock().expect("lock");
                     map.get_mut(&session)
                         .filter(|st| st.peer == peer)
-                        .and_then(|st| st.joined.insert(join.index).then(|| (st.keys.clone(), st.ended.clone())))
+                        .and_then(|st| {
+                            st.joined
+                                .insert(join.index)
+                                .then(|| (st.keys.clone(), st.ended.clone()))
+                        })
                 };
                 let Some((keys, ended)) = joined else {
-                    return Err(Error::Protocol("join for an unknown session or a used stream index".into()));
+                    return Err(Error::Protocol(
+                        "join for an unknown session or a used stream index".into(),
+                    ));
                 };
                 tokio::select! {
                     r = self.data(keys, join.index, io) => r?,
@@ -433,18 +543,34 @@ impl StreamCtx {
 
     /// Runs the control stream of an authenticated session. Returns whether the offer was
     /// accepted and the receiver finished.
-    async fn control(&self, peer: PeerId, keys: SessionKeys, io: tokio_util::compat::Compat<Stream>) -> Result<bool> {
+    async fn control(
+        &self,
+        peer: PeerId,
+        keys: SessionKeys,
+        io: tokio_util::compat::Compat<Stream>,
+        resumed: bool,
+    ) -> Result<bool> {
         let (sealer, opener) = keys.stream(0);
         let (r, w) = tokio::io::split(io);
         let mut reader = SecureReader::new(r, opener);
         let mut writer = SecureWriter::new(w, sealer);
+        if resumed {
+            // The receiver already has the offer and manifest.
+            return wait_done(&mut reader, &mut writer).await;
+        }
         writer.send_now(Msg::Offer(self.share.offer())).await?;
         let accept = match reader.expect("the answer to the offer").await? {
             Msg::Accept(a) => a,
             Msg::Decline(_) => return Ok(false),
             other => return Err(Error::Protocol(format!("expected accept, got {other:?}"))),
         };
-        let _ = self.events.send(ShareEvent::Accepted { peer, mount: accept.mount }).await;
+        let _ = self
+            .events
+            .send(ShareEvent::Accepted {
+                peer,
+                mount: accept.mount,
+            })
+            .await;
         // Batches bounded by encoded size, so long names and link targets never overflow a frame.
         let entries = &self.share.tree.entries;
         let mut batch = Vec::new();
@@ -472,19 +598,17 @@ impl StreamCtx {
                 .await?;
         }
         writer.flush().await?;
-        match reader.expect("the receiver to finish").await? {
-            Msg::Done(_) => {
-                writer.close().await;
-                Ok(true)
-            }
-            Msg::Abort(a) => Err(Error::Remote(a.reason)),
-            other => Err(Error::Protocol(format!("unexpected message {other:?}"))),
-        }
+        wait_done(&mut reader, &mut writer).await
     }
 
     /// Serves one data stream: requests in, responses out, at most
     /// [`MAX_INFLIGHT_PER_STREAM`] in progress.
-    async fn data(&self, keys: SessionKeys, index: u32, io: tokio_util::compat::Compat<Stream>) -> Result<()> {
+    async fn data(
+        &self,
+        keys: SessionKeys,
+        index: u32,
+        io: tokio_util::compat::Compat<Stream>,
+    ) -> Result<()> {
         let (sealer, opener) = keys.stream(index);
         let (r, w) = tokio::io::split(io);
         let mut reader = SecureReader::new(r, opener);
@@ -501,7 +625,11 @@ impl StreamCtx {
                         }
                     }
                     Ok(None) => return Ok(()),
-                    Ok(Some(other)) => return Err(Error::Protocol(format!("unexpected message on a data stream: {other:?}"))),
+                    Ok(Some(other)) => {
+                        return Err(Error::Protocol(format!(
+                            "unexpected message on a data stream: {other:?}"
+                        )))
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -533,6 +661,21 @@ impl StreamCtx {
         drop(reader_task);
         writer.close().await;
         result
+    }
+}
+
+async fn wait_done<R, W>(reader: &mut SecureReader<R>, writer: &mut SecureWriter<W>) -> Result<bool>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    match reader.expect("the receiver to finish").await? {
+        Msg::Done(_) => {
+            writer.close().await;
+            Ok(true)
+        }
+        Msg::Abort(a) => Err(Error::Remote(a.reason)),
+        other => Err(Error::Protocol(format!("unexpected message {other:?}"))),
     }
 }
 

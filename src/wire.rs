@@ -331,10 +331,7 @@ mod tests {
             ),
             (
                 "confirm",
-                hex(&Confirm {
-                    mac: vec![0x22; 2],
-                }
-                .encode_to_vec()),
+                hex(&Confirm { mac: vec![0x22; 2] }.encode_to_vec()),
             ),
             (
                 "offer",

@@ -3,81 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use common::snapshot;
-
-const PCP: &str = env!("CARGO_BIN_EXE_pcp");
-
-/// A running `pcp send`, killed on drop.
-struct Sending {
-    child: Child,
-    code: String,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Drop for Sending {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sending {
-    fn start(mut cmd: Command) -> Sending {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pcp send starts");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let code = line.strip_prefix("Code is: ").unwrap_or_else(|| panic!("no code line: {line:?}")).trim().to_string();
-        Sending { child, code, stderr }
-    }
-
-    /// The first /ip4/127.0.0.1 address the sender printed (needs -v).
-    fn loopback_addr(&self) -> String {
-        for _ in 0..50 {
-            if let Some(a) = self
-                .stderr
-                .lock()
-                .unwrap()
-                .lines()
-                .find_map(|l| l.strip_prefix("Listening on ").filter(|a| a.starts_with("/ip4/127.0.0.1/tcp")))
-            {
-                return a.to_string();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("sender printed no address: {}", self.stderr.lock().unwrap());
-    }
-
-    fn wait(&mut self, secs: u64) -> Option<i32> {
-        for _ in 0..secs * 10 {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-}
-
-fn send_loopback(path: &std::path::Path, extra: &[&str]) -> Sending {
-    let mut c = Command::new(PCP);
-    c.args(["send", "-v", "--no-progress", "--discovery", "none", "--listen", "/ip4/127.0.0.1/tcp/0"]).args(extra).arg(path);
-    Sending::start(c)
-}
+use common::{send_loopback, snapshot, Sending, PCP};
 
 #[test]
 fn receive_by_the_binary_on_loopback() {
@@ -90,7 +18,15 @@ fn receive_by_the_binary_on_loopback() {
     let addr = s.loopback_addr();
     // The code comes from PCP_CODE, in upper case with spaces: it need not appear in `ps`.
     let r = Command::new(PCP)
-        .args(["receive", "--yes", "--discovery", "none", "--peer", &addr, "--out"])
+        .args([
+            "receive",
+            "--yes",
+            "--discovery",
+            "none",
+            "--peer",
+            &addr,
+            "--out",
+        ])
         .arg(out.path())
         .env("PCP_CODE", s.code.replace('-', " ").to_uppercase())
         .output()
@@ -100,30 +36,50 @@ fn receive_by_the_binary_on_loopback() {
     assert!(err.contains("all verified"), "{err}");
     assert!(r.stdout.is_empty());
     assert_eq!(s.wait(10), Some(0), "sender: {}", s.stderr.lock().unwrap());
-    assert_eq!(snapshot(&src.path().join("d")), snapshot(&out.path().join("d")));
+    assert_eq!(
+        snapshot(&src.path().join("d")),
+        snapshot(&out.path().join("d"))
+    );
 }
 
 #[test]
 fn wrong_code_by_the_binary() {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("f"), b"x").unwrap();
-    let mut s = send_loopback(&src.path().join("f"), &["--code", "bubble-enemy-result-increase"]);
+    let mut s = send_loopback(
+        &src.path().join("f"),
+        &["--code", "bubble-enemy-result-increase"],
+    );
     let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
     for _ in 0..3 {
         let r = Command::new(PCP)
-            .args(["receive", "--yes", "--discovery", "none", "--peer", &addr, "--out"])
+            .args([
+                "receive",
+                "--yes",
+                "--discovery",
+                "none",
+                "--peer",
+                &addr,
+                "--out",
+            ])
             .arg(out.path())
             .arg("bubble-enemy-result-pencil")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(1), "{err}");
-        assert!(err.contains("the code did not match") && err.contains("someone may be guessing"), "{err}");
+        assert!(
+            err.contains("the code did not match") && err.contains("someone may be guessing"),
+            "{err}"
+        );
     }
     assert_eq!(s.wait(10), Some(1));
     let err = s.stderr.lock().unwrap().clone();
-    assert!(err.contains("failed attempts") && err.contains("Start a new share"), "{err}");
+    assert!(
+        err.contains("failed attempts") && err.contains("Start a new share"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
 
@@ -140,10 +96,23 @@ fn interrupt_exits_130() {
 
 #[test]
 fn bad_codes_are_refused_clearly() {
-    let r = Command::new(PCP).args(["receive", "--discovery", "none", "--peer", "/ip4/127.0.0.1/tcp/9", "bubble-enemy-resultt"]).output().unwrap();
+    let r = Command::new(PCP)
+        .args([
+            "receive",
+            "--discovery",
+            "none",
+            "--peer",
+            "/ip4/127.0.0.1/tcp/9",
+            "bubble-enemy-resultt",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("'resultt' is not a word"));
-    let r = Command::new(PCP).args(["send", "--code", "bubble-enemy", "/"]).output().unwrap();
+    let r = Command::new(PCP)
+        .args(["send", "--code", "bubble-enemy", "/"])
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(1));
 }
 
@@ -154,18 +123,30 @@ struct Lan {
 }
 
 fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().expect("iproute2 is installed");
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("iproute2 is installed");
     assert!(st.success(), "ip {args:?} failed (tests run as root)");
 }
 
 impl Lan {
     fn new(tag: &str) -> Lan {
         let id = std::process::id() % 100_000;
-        let lan = Lan { a: format!("pcp{tag}a{id}"), b: format!("pcp{tag}b{id}") };
+        let lan = Lan {
+            a: format!("pcp{tag}a{id}"),
+            b: format!("pcp{tag}b{id}"),
+        };
         ip(&["netns", "add", &lan.a]);
         ip(&["netns", "add", &lan.b]);
-        ip(&["link", "add", "vA", "netns", &lan.a, "type", "veth", "peer", "name", "vB", "netns", &lan.b]);
-        for (ns, dev, addr) in [(&lan.a, "vA", "10.77.0.1/24"), (&lan.b, "vB", "10.77.0.2/24")] {
+        ip(&[
+            "link", "add", "vA", "netns", &lan.a, "type", "veth", "peer", "name", "vB", "netns",
+            &lan.b,
+        ]);
+        for (ns, dev, addr) in [
+            (&lan.a, "vA", "10.77.0.1/24"),
+            (&lan.b, "vB", "10.77.0.2/24"),
+        ] {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -197,18 +178,33 @@ fn found_by_mdns_across_a_veth_lan() {
     std::fs::write(src.path().join("share/two"), b"two").unwrap();
     // Default discovery (mDNS and DHT); the namespaces have no route to anywhere else.
     let mut c = lan.exec(&lan.a);
-    c.args(["send", "--no-progress"]).arg(src.path().join("share"));
+    c.args(["send", "--no-progress"])
+        .arg(src.path().join("share"));
     let mut s = Sending::start(c);
     let r = lan
         .exec(&lan.b)
-        .args(["receive", "--yes", "--no-progress", "--wait", "30s", "--out"])
+        .args([
+            "receive",
+            "--yes",
+            "--no-progress",
+            "--wait",
+            "30s",
+            "--out",
+        ])
         .arg(out.path())
         .arg(&s.code)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(r.status.success(), "receiver: {err}\nsender: {}", s.stderr.lock().unwrap());
+    assert!(
+        r.status.success(),
+        "receiver: {err}\nsender: {}",
+        s.stderr.lock().unwrap()
+    );
     assert!(err.contains("local network (mDNS)"), "{err}");
     assert_eq!(s.wait(10), Some(0));
-    assert_eq!(snapshot(&src.path().join("share")), snapshot(&out.path().join("share")));
+    assert_eq!(
+        snapshot(&src.path().join("share")),
+        snapshot(&out.path().join("share"))
+    );
 }

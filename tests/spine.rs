@@ -13,7 +13,11 @@ use pcp::share::ShareEnd;
 
 fn set_mtime(p: &std::path::Path, secs: i64, nsec: u32) {
     let t = std::time::UNIX_EPOCH + std::time::Duration::new(secs as u64, nsec);
-    let f = std::fs::File::options().write(true).open(p).or_else(|_| std::fs::File::open(p)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(p)
+        .or_else(|_| std::fs::File::open(p))
+        .unwrap();
     f.set_modified(t).unwrap();
 }
 
@@ -25,11 +29,19 @@ fn make_tree(root: &std::path::Path) {
     std::fs::create_dir_all(d.join("empty folder")).unwrap();
     std::fs::write(d.join("big.bin"), bytes(50 << 20, 1)).unwrap();
     std::fs::write(d.join("empty.txt"), b"").unwrap();
-    std::fs::write(d.join("2024/summer trip/ünïcödé ✓/café au lait.jpg"), bytes(123_457, 2)).unwrap();
+    std::fs::write(
+        d.join("2024/summer trip/ünïcödé ✓/café au lait.jpg"),
+        bytes(123_457, 2),
+    )
+    .unwrap();
     std::fs::write(d.join("2024/exactly one chunk"), bytes(1 << 20, 3)).unwrap();
     std::fs::write(d.join("2024/one chunk plus one"), bytes((1 << 20) + 1, 4)).unwrap();
     for i in 0..50 {
-        std::fs::write(d.join(format!("2024/small {i}.txt")), format!("file {i}\n").repeat(i)).unwrap();
+        std::fs::write(
+            d.join(format!("2024/small {i}.txt")),
+            format!("file {i}\n").repeat(i),
+        )
+        .unwrap();
     }
     std::fs::write(d.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(d.join("script.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
@@ -40,7 +52,11 @@ fn make_tree(root: &std::path::Path) {
     symlink("/etc/hostname", d.join("absolute link")).unwrap();
     set_mtime(&d.join("big.bin"), 1_500_000_000, 123_456_789);
     set_mtime(&d.join("empty.txt"), 1_000_000_000, 0);
-    std::fs::set_permissions(d.join("empty folder"), std::fs::Permissions::from_mode(0o705)).unwrap();
+    std::fs::set_permissions(
+        d.join("empty folder"),
+        std::fs::Permissions::from_mode(0o705),
+    )
+    .unwrap();
     let second = root.join("notes.md");
     std::fs::write(&second, b"# notes\n").unwrap();
 }
@@ -51,25 +67,52 @@ async fn full_tree_arrives_identical() {
     let out = tempfile::tempdir().unwrap();
     make_tree(src.path());
     let code = Code::generate(4);
-    let sender = start_sender(&[src.path().join("photos"), src.path().join("notes.md")], &code).await;
+    let sender = start_sender(
+        &[src.path().join("photos"), src.path().join("notes.md")],
+        &code,
+    )
+    .await;
 
     let mut session = within(20, connect(&sender.addr, &code)).await.unwrap();
     let offer = session.offer().await.unwrap();
     assert_eq!(offer.roots, vec![b"photos/".to_vec(), b"notes.md".to_vec()]);
     let manifest = session.accept(false).await.unwrap();
     let client = session.client(4).await.unwrap();
-    let opts = ReceiveOptions { out: out.path().to_path_buf(), overwrite: false };
+    let opts = ReceiveOptions {
+        out: out.path().to_path_buf(),
+        overwrite: false,
+    };
     let progress = Arc::new(Progress::default());
-    let summary = within(120, receive::receive_all(&client, &manifest, &opts, progress.clone())).await.unwrap();
+    let summary = within(
+        120,
+        receive::receive_all(&client, &manifest, &opts, progress.clone()),
+    )
+    .await
+    .unwrap();
     session.finish().await.unwrap();
-    assert_eq!(within(10, sender.task).await.unwrap().unwrap(), ShareEnd::Finished);
+    assert_eq!(
+        within(10, sender.task).await.unwrap().unwrap(),
+        ShareEnd::Finished
+    );
 
     assert_eq!(summary.bytes, offer.bytes);
-    assert_eq!(progress.bytes.load(std::sync::atomic::Ordering::Relaxed), offer.bytes);
-    assert_eq!(snapshot(&src.path().join("photos")), snapshot(&out.path().join("photos")));
-    assert_eq!(snapshot(&src.path().join("notes.md")), snapshot(&out.path().join("notes.md")));
+    assert_eq!(
+        progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        offer.bytes
+    );
+    assert_eq!(
+        snapshot(&src.path().join("photos")),
+        snapshot(&out.path().join("photos"))
+    );
+    assert_eq!(
+        snapshot(&src.path().join("notes.md")),
+        snapshot(&out.path().join("notes.md"))
+    );
     // No temporary files left behind.
-    let leftovers: Vec<_> = snapshot(out.path()).into_keys().filter(|p| p.to_string_lossy().contains(".pcp-")).collect();
+    let leftovers: Vec<_> = snapshot(out.path())
+        .into_keys()
+        .filter(|p| p.to_string_lossy().contains(".pcp-"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // A second receive into the same folder refuses to touch anything without --overwrite.
@@ -110,7 +153,10 @@ async fn declining_stops_the_sender() {
     let mut session = within(10, connect(&sender.addr, &code)).await.unwrap();
     assert_eq!(session.offer().await.unwrap().files, 1);
     session.decline().await.unwrap();
-    assert_eq!(within(10, sender.task).await.unwrap().unwrap(), ShareEnd::Declined);
+    assert_eq!(
+        within(10, sender.task).await.unwrap().unwrap(),
+        ShareEnd::Declined
+    );
 }
 
 mod hostile {
@@ -119,7 +165,9 @@ mod hostile {
     use futures::StreamExt;
     use pcp::crypto::{self, HandshakeParams, SecureReader, SecureWriter};
     use pcp::net::{Node, NodeConfig, STREAM_PROTOCOL};
-    use pcp::wire::{envelope::Msg, opening, Entry, Kind, ManifestChunk, Offer, Ready, Response, Role};
+    use pcp::wire::{
+        envelope::Msg, opening, Entry, Kind, ManifestChunk, Offer, Ready, Response, Role,
+    };
     use tokio_util::compat::FuturesAsyncReadCompatExt;
 
     fn entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> Entry {
@@ -132,7 +180,11 @@ mod hostile {
             mode: 0o644,
             mtime_sec: 0,
             mtime_nsec: 0,
-            target: if kind == Kind::Symlink { b"/etc/passwd".to_vec() } else { vec![] },
+            target: if kind == Kind::Symlink {
+                b"/etc/passwd".to_vec()
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -141,7 +193,9 @@ mod hostile {
 
     /// Serves `entries` to whoever authenticates with `code`, answering reads with `answer`.
     async fn fake_sender(code: &Code, entries: Vec<Entry>, answer: Answer) -> libp2p::Multiaddr {
-        let node = Node::start(NodeConfig { listen: loopback() }).await.unwrap();
+        let node = Node::start(NodeConfig { listen: loopback() })
+            .await
+            .unwrap();
         let addr = node.listen_addrs().await.unwrap()[0].clone();
         let mut incoming = node.control().accept(STREAM_PROTOCOL).unwrap();
         let phrase = code.phrase();
@@ -153,21 +207,38 @@ mod hostile {
                 let mut io = stream.compat();
                 match crypto::read_opening(&mut io).await.unwrap() {
                     opening::Kind::Hello(h) => {
-                        let k = crypto::handshake(&mut io, HandshakeParams::with_code(&phrase, Role::Sender, me, peer), Some(h))
-                            .await
-                            .unwrap();
+                        let k = crypto::handshake(
+                            &mut io,
+                            HandshakeParams::with_code(&phrase, Role::Sender, me, peer),
+                            Some(h),
+                        )
+                        .await
+                        .unwrap();
                         keys = Some(k.clone());
                         let entries = entries.clone();
                         tokio::spawn(async move {
                             let (s, o) = k.stream(0);
                             let (r, w) = tokio::io::split(io);
                             let (mut r, mut w) = (SecureReader::new(r, o), SecureWriter::new(w, s));
-                            let files = entries.iter().filter(|e| e.kind == Kind::File as i32).count() as u64;
-                            w.send_now(Msg::Offer(Offer { entries: entries.len() as u64, files, bytes: 0, roots: vec![] }))
-                                .await
-                                .unwrap();
+                            let files = entries
+                                .iter()
+                                .filter(|e| e.kind == Kind::File as i32)
+                                .count() as u64;
+                            w.send_now(Msg::Offer(Offer {
+                                entries: entries.len() as u64,
+                                files,
+                                bytes: 0,
+                                roots: vec![],
+                            }))
+                            .await
+                            .unwrap();
                             let _accept = r.recv().await;
-                            w.send_now(Msg::Manifest(ManifestChunk { entries, last: true })).await.unwrap();
+                            w.send_now(Msg::Manifest(ManifestChunk {
+                                entries,
+                                last: true,
+                            }))
+                            .await
+                            .unwrap();
                             while let Ok(Some(_)) = r.recv().await {}
                         });
                     }
@@ -180,10 +251,17 @@ mod hostile {
                             w.send_now(Msg::Ready(Ready {})).await.unwrap();
                             while let Ok(Some(Msg::Request(req))) = r.recv().await {
                                 let (data, hash) = match req.op {
-                                    Some(pcp::wire::request::Op::Read(rd)) => answer(rd.offset, rd.len),
+                                    Some(pcp::wire::request::Op::Read(rd)) => {
+                                        answer(rd.offset, rd.len)
+                                    }
                                     _ => (vec![], vec![0; 32]),
                                 };
-                                let resp = Response { id: req.id, data: data.into(), hash, error: None };
+                                let resp = Response {
+                                    id: req.id,
+                                    data: data.into(),
+                                    hash,
+                                    error: None,
+                                };
                                 if w.send_now(Msg::Response(resp)).await.is_err() {
                                     break;
                                 }
@@ -213,16 +291,27 @@ mod hostile {
             let mut s = connect(&addr, &code).await?;
             let m = s.accept(false).await?;
             let client = s.client(2).await?;
-            let opts = ReceiveOptions { out: out.clone(), overwrite: false };
+            let opts = ReceiveOptions {
+                out: out.clone(),
+                overwrite: false,
+            };
             receive::receive_all(&client, &m, &opts, Arc::new(Progress::default())).await
         })
         .await;
         // Nothing was written next to --out, whatever happened inside it.
-        let beside: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let beside: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(beside, vec![std::ffi::OsString::from("out")]);
         // No file that failed verification is kept under its final name.
         for (p, d) in snapshot(&out) {
-            assert!(!d.starts_with("file") || p.to_string_lossy().contains(".pcp-") || d.contains(" 0 bytes"), "kept {p:?}: {d}");
+            assert!(
+                !d.starts_with("file")
+                    || p.to_string_lossy().contains(".pcp-")
+                    || d.contains(" 0 bytes"),
+                "kept {p:?}: {d}"
+            );
         }
         result.expect_err("a lying sender must fail the receive")
     }
@@ -234,14 +323,47 @@ mod hostile {
             ("dot", vec![entry(1, 0, b".", Kind::Dir, 0)]),
             ("empty name", vec![entry(1, 0, b"", Kind::File, 1)]),
             ("slash", vec![entry(1, 0, b"a/../../x", Kind::File, 1)]),
-            ("absolute", vec![entry(1, 0, b"/tmp/pcp-escape", Kind::File, 1)]),
+            (
+                "absolute",
+                vec![entry(1, 0, b"/tmp/pcp-escape", Kind::File, 1)],
+            ),
             ("nul", vec![entry(1, 0, b"a\0b", Kind::File, 1)]),
             ("long name", vec![entry(1, 0, &[b'n'; 300], Kind::File, 1)]),
-            ("duplicate", vec![entry(1, 0, b"a", Kind::File, 1), entry(2, 0, b"a", Kind::File, 1)]),
-            ("parent is a file", vec![entry(1, 0, b"a", Kind::File, 1), entry(2, 1, b"b", Kind::File, 1)]),
-            ("parent is a symlink", vec![entry(1, 0, b"a", Kind::Symlink, 0), entry(2, 1, b"b", Kind::File, 1)]),
-            ("forward parent", vec![entry(1, 2, b"a", Kind::File, 1), entry(2, 0, b"d", Kind::Dir, 0)]),
-            ("temp name", vec![entry(1, 0, b".pcp-2.part", Kind::Symlink, 0), entry(2, 0, b"f", Kind::File, 1)]),
+            (
+                "duplicate",
+                vec![
+                    entry(1, 0, b"a", Kind::File, 1),
+                    entry(2, 0, b"a", Kind::File, 1),
+                ],
+            ),
+            (
+                "parent is a file",
+                vec![
+                    entry(1, 0, b"a", Kind::File, 1),
+                    entry(2, 1, b"b", Kind::File, 1),
+                ],
+            ),
+            (
+                "parent is a symlink",
+                vec![
+                    entry(1, 0, b"a", Kind::Symlink, 0),
+                    entry(2, 1, b"b", Kind::File, 1),
+                ],
+            ),
+            (
+                "forward parent",
+                vec![
+                    entry(1, 2, b"a", Kind::File, 1),
+                    entry(2, 0, b"d", Kind::Dir, 0),
+                ],
+            ),
+            (
+                "temp name",
+                vec![
+                    entry(1, 0, b".pcp-2.part", Kind::Symlink, 0),
+                    entry(2, 0, b"f", Kind::File, 1),
+                ],
+            ),
         ];
         for (what, entries) in cases {
             let err = receive_from(entries, honest).await;

@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,12 +32,19 @@ pub struct Sender {
 pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
     let tree = LocalTree::build(paths).unwrap();
     let share = Arc::new(Share::new(tree));
-    let node = Node::start(NodeConfig { listen: loopback() }).await.unwrap();
+    let node = Node::start(NodeConfig { listen: loopback() })
+        .await
+        .unwrap();
     let addr = node.listen_addrs().await.unwrap()[0].clone();
     let (tx, events) = mpsc::channel(64);
     let (n, c) = (node.clone(), code.clone());
     let task = tokio::spawn(async move { share::serve(&n, share, &c, tx).await });
-    Sender { node, addr, task, events }
+    Sender {
+        node,
+        addr,
+        task,
+        events,
+    }
 }
 
 /// A receiver node that dials `addr` and authenticates with `code`.
@@ -57,9 +66,17 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
     let rel = p.strip_prefix(root).unwrap().to_path_buf();
     let mode = md.permissions().mode() & 0o7777;
     let desc = if md.file_type().is_symlink() {
-        format!("link -> {:?} mtime {}.{}", std::fs::read_link(p).unwrap(), md.mtime(), md.mtime_nsec())
+        format!(
+            "link -> {:?} mtime {}.{}",
+            std::fs::read_link(p).unwrap(),
+            md.mtime(),
+            md.mtime_nsec()
+        )
     } else if md.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for n in &names {
             walk(root, n, out);
@@ -67,7 +84,12 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
         format!("dir {mode:o} mtime {}.{}", md.mtime(), md.mtime_nsec())
     } else {
         let h = blake3::hash(&std::fs::read(p).unwrap());
-        format!("file {mode:o} {} bytes {h} mtime {}.{}", md.len(), md.mtime(), md.mtime_nsec())
+        format!(
+            "file {mode:o} {} bytes {h} mtime {}.{}",
+            md.len(),
+            md.mtime(),
+            md.mtime_nsec()
+        )
     };
     out.insert(rel, desc);
 }
@@ -92,4 +114,94 @@ pub fn logs() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+pub const PCP: &str = env!("CARGO_BIN_EXE_pcp");
+
+/// A running `pcp send`, killed on drop.
+pub struct Sending {
+    pub child: Child,
+    pub code: String,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sending {
+    pub fn start(mut cmd: Command) -> Sending {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pcp send starts");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let code = line
+            .strip_prefix("Code is: ")
+            .unwrap_or_else(|| panic!("no code line: {line:?}"))
+            .trim()
+            .to_string();
+        Sending {
+            child,
+            code,
+            stderr,
+        }
+    }
+
+    /// The first /ip4/127.0.0.1 address the sender printed (needs -v).
+    pub fn loopback_addr(&self) -> String {
+        for _ in 0..50 {
+            if let Some(a) = self.stderr.lock().unwrap().lines().find_map(|l| {
+                l.strip_prefix("Listening on ")
+                    .filter(|a| a.starts_with("/ip4/127.0.0.1/tcp"))
+            }) {
+                return a.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sender printed no address: {}", self.stderr.lock().unwrap());
+    }
+
+    pub fn wait(&mut self, secs: u64) -> Option<i32> {
+        for _ in 0..secs * 10 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+/// `pcp send` on loopback with --discovery none.
+pub fn send_loopback(path: &std::path::Path, extra: &[&str]) -> Sending {
+    let mut c = Command::new(PCP);
+    c.args([
+        "send",
+        "-v",
+        "--no-progress",
+        "--discovery",
+        "none",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ])
+    .args(extra)
+    .arg(path);
+    Sending::start(c)
 }

@@ -1,0 +1,460 @@
+//! The mount's filesystem logic, independent of FUSE so it is testable without a mount: an
+//! immutable tree from the manifest (no network for lookup, stat, readdir, readlink) and reads
+//! served from a bounded LRU cache of fixed-size blocks. Misses are fetched with (id, offset,
+//! length) requests; sequential readers get a read-ahead window that doubles while they stay
+//! sequential, random readers fetch only the blocks they touch, small files are fetched whole
+//! and reading a folder's small files one after another prefetches the next ones in batches.
+//! Every wait is bounded by the timeout; see `doc/SEMANTICS.md`.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use lru::LruCache;
+use tokio::sync::Semaphore;
+
+use crate::error::Error;
+use crate::manifest::Manifest;
+use crate::receive::FileSource;
+use crate::wire::{Entry, Kind, MAX_READ};
+
+/// Cache unit: small enough that a random 4 KiB read moves little, large enough to batch.
+pub const BLOCK: u64 = 32 * 1024;
+/// Blocks per request (1 MiB, the protocol's largest read).
+const RUN: u64 = MAX_READ as u64 / BLOCK;
+/// Files up to this size are fetched whole on first read.
+pub const SMALL_FILE: u64 = 256 * 1024;
+const RA_MIN: u64 = 512 * 1024;
+const RA_MAX: u64 = 16 * 1024 * 1024;
+/// Small files of a folder prefetched ahead of a reader going through it.
+const DIR_PREFETCH: usize = 32;
+/// Bytes of requests in flight at once (prefetch included).
+const INFLIGHT_BYTES: u64 = 48 * 1024 * 1024;
+/// Read-ahead state is kept for this many files.
+const TRACKED_FILES: usize = 1024;
+/// The root's inode number (FUSE's).
+pub const ROOT_INO: u64 = 1;
+
+type BlockResult = Result<Bytes, Arc<Error>>;
+type SharedBlock = Shared<BoxFuture<'static, BlockResult>>;
+/// One request's worth of blocks, shared by everyone waiting on any of them.
+type SharedRun = Shared<BoxFuture<'static, Result<Arc<Vec<Bytes>>, Arc<Error>>>>;
+
+/// What `stat` shows for an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub mtime: SystemTime,
+    pub nlink: u32,
+}
+
+/// Why a filesystem call failed, as an errno.
+pub type Errno = i32;
+
+#[derive(Default, Clone, Copy)]
+struct SeqState {
+    next: u64,
+    window: u64,
+}
+
+pub struct MountFs<S: FileSource> {
+    manifest: Arc<Manifest>,
+    /// Entry shown at the mountpoint (0: the share root; or the single shared folder).
+    root: u64,
+    names: HashMap<(u64, Box<[u8]>), u64>,
+    src: S,
+    cache: Mutex<LruCache<(u64, u64), Bytes>>,
+    inflight: Mutex<HashMap<(u64, u64), SharedBlock>>,
+    seq: Mutex<LruCache<u64, SeqState>>,
+    dir_prefetched: Mutex<HashMap<u64, usize>>,
+    window: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+fn eio(e: &Error) -> Errno {
+    tracing::warn!("read failed: {e}");
+    libc::EIO
+}
+
+impl<S: FileSource> MountFs<S> {
+    /// `cache_bytes` bounds the block cache.
+    pub fn new(manifest: Arc<Manifest>, src: S, cache_bytes: u64, timeout: Duration) -> Arc<Self> {
+        let roots = manifest.children(0);
+        let root = match roots {
+            [only] if manifest.kind(*only) == Kind::Dir => *only,
+            _ => 0,
+        };
+        let names = manifest
+            .entries()
+            .iter()
+            .map(|e| ((e.parent, e.name.clone().into_boxed_slice()), e.id))
+            .collect();
+        let blocks = (cache_bytes / BLOCK).max(64) as usize;
+        Arc::new(MountFs {
+            manifest,
+            root,
+            names,
+            src,
+            cache: Mutex::new(LruCache::new(blocks.try_into().expect("nonzero"))),
+            inflight: Mutex::new(HashMap::new()),
+            seq: Mutex::new(LruCache::new(TRACKED_FILES.try_into().expect("nonzero"))),
+            dir_prefetched: Mutex::new(HashMap::new()),
+            window: Arc::new(Semaphore::new((INFLIGHT_BYTES / BLOCK) as usize)),
+            timeout,
+        })
+    }
+
+    pub fn source(&self) -> &S {
+        &self.src
+    }
+
+    pub fn manifest(&self) -> &Arc<Manifest> {
+        &self.manifest
+    }
+
+    fn id_of(&self, ino: u64) -> Option<u64> {
+        match ino {
+            ROOT_INO => Some(self.root),
+            0 => None,
+            n => {
+                let id = n - 1;
+                (id != self.root && self.manifest.get(id).is_some()).then_some(id)
+            }
+        }
+    }
+
+    fn ino_of(&self, id: u64) -> u64 {
+        if id == self.root {
+            ROOT_INO
+        } else {
+            id + 1
+        }
+    }
+
+    fn entry(&self, ino: u64) -> Result<Option<&Entry>, Errno> {
+        match self.id_of(ino) {
+            None => Err(libc::ENOENT),
+            Some(id) if id == self.root && id == 0 => Ok(None),
+            Some(id) => Ok(self.manifest.get(id)),
+        }
+    }
+
+    fn attr_of(&self, id: u64) -> Attr {
+        let ino = self.ino_of(id);
+        match self.manifest.get(id) {
+            None => Attr {
+                ino,
+                kind: Kind::Dir,
+                size: 0,
+                perm: 0o555,
+                mtime: SystemTime::now(),
+                nlink: 2,
+            },
+            Some(e) => {
+                let kind = Kind::try_from(e.kind).unwrap_or(Kind::File);
+                Attr {
+                    ino,
+                    kind,
+                    size: if kind == Kind::Symlink {
+                        e.target.len() as u64
+                    } else {
+                        e.size
+                    },
+                    // Read-only: no write bits, whatever the sender had.
+                    perm: (e.mode & 0o7555) as u16,
+                    mtime: UNIX_EPOCH + Duration::new(e.mtime_sec.max(0) as u64, e.mtime_nsec),
+                    nlink: if kind == Kind::Dir { 2 } else { 1 },
+                }
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
+        self.entry(ino)?;
+        Ok(self.attr_of(self.id_of(ino).expect("checked")))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
+        let pid = self.id_of(parent).ok_or(libc::ENOENT)?;
+        if pid != 0 && self.manifest.kind(pid) != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let id = *self.names.get(&(pid, name.into())).ok_or(libc::ENOENT)?;
+        Ok(self.attr_of(id))
+    }
+
+    /// Entries of a directory from `offset` on: (ino, kind, name). Offsets count "." and "..".
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<(u64, Kind, Vec<u8>)>, Errno> {
+        let id = self.id_of(ino).ok_or(libc::ENOENT)?;
+        if id != 0 && self.manifest.kind(id) != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let parent_ino = match self.manifest.get(id) {
+            Some(e) if id != self.root => self.ino_of(e.parent),
+            _ => ROOT_INO,
+        };
+        let mut out = Vec::new();
+        let children = self.manifest.children(id);
+        for i in offset as usize..children.len() + 2 {
+            match i {
+                0 => out.push((ino, Kind::Dir, b".".to_vec())),
+                1 => out.push((parent_ino, Kind::Dir, b"..".to_vec())),
+                _ => {
+                    let c = children[i - 2];
+                    let e = self.manifest.get(c).expect("child exists");
+                    out.push((
+                        self.ino_of(c),
+                        Kind::try_from(e.kind).unwrap_or(Kind::File),
+                        e.name.clone(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        match self.entry(ino)? {
+            Some(e) if e.kind == Kind::Symlink as i32 => Ok(e.target.clone()),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// Total bytes and entries, for statfs.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.manifest.totals().1, self.manifest.len() as u64)
+    }
+
+    /// Reads up to `size` bytes at `offset`. Fails with EIO when the data cannot be had within
+    /// the timeout (sender away, file changed on the sender, ...).
+    pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
+        let e = match self.entry(ino)? {
+            Some(e) if e.kind == Kind::File as i32 => e,
+            Some(e) if e.kind == Kind::Dir as i32 => return Err(libc::EISDIR),
+            None => return Err(libc::EISDIR),
+            _ => return Err(libc::EINVAL),
+        };
+        let (id, fsize) = (e.id, e.size);
+        if offset >= fsize || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + size as u64).min(fsize);
+        let first = offset / BLOCK;
+        let last = (end - 1) / BLOCK;
+        let upto = self.readahead(id, offset, end, fsize);
+        let blocks = self.ensure(id, fsize, first..upto + 1);
+        let wanted = blocks.into_iter().take((last - first + 1) as usize);
+        let got = tokio::time::timeout(self.timeout, futures::future::join_all(wanted))
+            .await
+            .map_err(|_| {
+                tracing::warn!(
+                    "a read waited {:?} for the sender and failed with EIO",
+                    self.timeout
+                );
+                libc::EIO
+            })?;
+        if fsize <= SMALL_FILE {
+            self.prefetch_folder(e);
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, b) in got.into_iter().enumerate() {
+            let b = b.map_err(|e| eio(&e))?;
+            let bstart = (first + i as u64) * BLOCK;
+            let lo = offset.saturating_sub(bstart) as usize;
+            let hi = ((end - bstart) as usize).min(b.len());
+            if lo > hi {
+                return Err(libc::EIO);
+            }
+            out.extend_from_slice(&b[lo..hi]);
+        }
+        if out.len() as u64 != end - offset {
+            return Err(libc::EIO);
+        }
+        Ok(out.freeze())
+    }
+
+    /// A read by file id through the cache, for copy-out.
+    pub async fn read_file(
+        self: &Arc<Self>,
+        id: u64,
+        offset: u64,
+        len: u32,
+    ) -> crate::Result<(Bytes, Option<[u8; 32]>)> {
+        let data = self.read(self.ino_of(id), offset, len).await.map_err(|e| {
+            Error::io(
+                "reading through the mount cache",
+                std::io::Error::from_raw_os_error(e),
+            )
+        })?;
+        Ok((data, None))
+    }
+
+    /// Updates the file's sequential state and returns the last block worth fetching now.
+    fn readahead(&self, id: u64, offset: u64, end: u64, fsize: u64) -> u64 {
+        let nblocks = fsize.div_ceil(BLOCK);
+        if fsize <= SMALL_FILE {
+            return nblocks - 1;
+        }
+        let mut seq = self.seq.lock().expect("lock");
+        let st = seq.get_or_insert_mut(id, SeqState::default);
+        // The kernel issues read-ahead in parallel, so "sequential" allows some reordering.
+        let sequential = offset == 0 || offset.abs_diff(st.next) <= MAX_READ as u64;
+        st.window = if sequential {
+            (st.window * 2).clamp(RA_MIN, RA_MAX)
+        } else {
+            0
+        };
+        st.next = st.next.max(end);
+        if !sequential {
+            st.next = end;
+        }
+        ((end + st.window).min(fsize) - 1) / BLOCK
+    }
+
+    /// When a small file is read, fetch the next small files of its folder in the background
+    /// (what `cp -r` and file managers read next), a batch at a time.
+    fn prefetch_folder(self: &Arc<Self>, e: &Entry) {
+        let siblings = self.manifest.children(e.parent);
+        let Some(pos) = siblings.iter().position(|&c| c == e.id) else {
+            return;
+        };
+        {
+            let mut done = self.dir_prefetched.lock().expect("lock");
+            let upto = done.entry(e.parent).or_insert(0);
+            if *upto > pos + DIR_PREFETCH / 2 {
+                return;
+            }
+            *upto = pos + 1 + DIR_PREFETCH;
+        }
+        for &c in siblings.iter().skip(pos + 1).take(DIR_PREFETCH) {
+            if let Some(s) = self.manifest.get(c) {
+                if s.kind == Kind::File as i32 && s.size > 0 && s.size <= SMALL_FILE {
+                    drop(self.ensure(c, s.size, 0..s.size.div_ceil(BLOCK)));
+                }
+            }
+        }
+    }
+
+    /// Futures for blocks `range` of file `id`: cached, already in flight, or fetched now by
+    /// spawned tasks (which fill the cache even if every waiter gives up).
+    fn ensure(self: &Arc<Self>, id: u64, fsize: u64, range: Range<u64>) -> Vec<SharedBlock> {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut runs: Vec<(u64, u64, SharedBlock)> = Vec::new();
+        {
+            let mut cache = self.cache.lock().expect("lock");
+            let mut inflight = self.inflight.lock().expect("lock");
+            let mut missing: Vec<u64> = Vec::new();
+            let mut flush = |missing: &mut Vec<u64>,
+                             inflight: &mut HashMap<(u64, u64), SharedBlock>,
+                             out: &mut Vec<(u64, SharedBlock)>| {
+                if missing.is_empty() {
+                    return;
+                }
+                let start = missing[0];
+                let n = missing.len() as u64;
+                let run = self.clone().fetch_run(id, fsize, start, n);
+                for (i, b) in missing.drain(..).enumerate() {
+                    let blk = run
+                        .clone()
+                        .map(move |r| r.map(|v: Arc<Vec<Bytes>>| v[i].clone()))
+                        .boxed()
+                        .shared();
+                    inflight.insert((id, b), blk.clone());
+                    out.push((b, blk));
+                }
+                runs.push((
+                    start,
+                    n,
+                    run.map(|r| r.map(|_| Bytes::new())).boxed().shared(),
+                ));
+            };
+            let mut made: Vec<(u64, SharedBlock)> = Vec::new();
+            for b in range.clone() {
+                if let Some(data) = cache.get(&(id, b)) {
+                    flush(&mut missing, &mut inflight, &mut made);
+                    made.push((b, futures::future::ready(Ok(data.clone())).boxed().shared()));
+                } else if let Some(f) = inflight.get(&(id, b)).cloned() {
+                    flush(&mut missing, &mut inflight, &mut made);
+                    made.push((b, f));
+                } else {
+                    if missing.len() as u64 == RUN {
+                        flush(&mut missing, &mut inflight, &mut made);
+                    }
+                    missing.push(b);
+                }
+            }
+            flush(&mut missing, &mut inflight, &mut made);
+            made.sort_by_key(|(b, _)| *b);
+            out.extend(made.into_iter().map(|(_, f)| f));
+        }
+        // Start the fetches only now, after their blocks are registered as in flight.
+        for (_, _, run) in runs {
+            tokio::spawn(run);
+        }
+        out
+    }
+
+    /// One request for blocks `start..start+n`; splits the answer into the cache.
+    fn fetch_run(self: Arc<Self>, id: u64, fsize: u64, start: u64, n: u64) -> SharedRun {
+        async move {
+            let off = start * BLOCK;
+            let len = ((start + n) * BLOCK).min(fsize) - off;
+            let result = async {
+                let _permit = self
+                    .window
+                    .clone()
+                    .acquire_many_owned(n as u32)
+                    .await
+                    .map_err(|_| Error::ConnectionLost("closing".into()))?;
+                let sent = std::time::Instant::now();
+                let (data, _) =
+                    match tokio::time::timeout(self.timeout, self.src.read(id, off, len as u32))
+                        .await
+                    {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            self.src.stalled(sent);
+                            return Err(Error::Timeout(self.timeout, "the sender"));
+                        }
+                    };
+                if data.len() as u64 != len {
+                    return Err(Error::Protocol(format!(
+                        "sender returned {} bytes of {len}",
+                        data.len()
+                    )));
+                }
+                Ok((0..n)
+                    .map(|i| {
+                        let lo = (i * BLOCK) as usize;
+                        let hi = (((i + 1) * BLOCK) as usize).min(data.len());
+                        data.slice(lo..hi)
+                    })
+                    .collect::<Vec<_>>())
+            }
+            .await;
+            // Cache first, then forget the in-flight entries (one lock at a time: `ensure` takes
+            // both in the other order), so a block is never in neither place while it is good.
+            if let Ok(blocks) = &result {
+                let mut cache = self.cache.lock().expect("lock");
+                for (i, b) in blocks.iter().enumerate() {
+                    cache.put((id, start + i as u64), b.clone());
+                }
+            }
+            {
+                let mut inflight = self.inflight.lock().expect("lock");
+                for b in start..start + n {
+                    inflight.remove(&(id, b));
+                }
+            }
+            result.map(Arc::new).map_err(Arc::new)
+        }
+        .boxed()
+        .shared()
+    }
+}

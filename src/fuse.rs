@@ -1,0 +1,507 @@
+//! The FUSE adapter: each callback translates to one call of [`MountFs`] and maps the result
+//! to a reply. Metadata calls answer at once from memory; reads run on the tokio runtime and
+//! reply from there, so a slow network never blocks a FUSE thread. Every change is refused
+//! with EROFS. Nothing here panics or waits without a bound.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, SessionACL, WriteFlags,
+};
+
+use crate::error::{Error, Result};
+use crate::fs::{Attr, MountFs, BLOCK};
+use crate::receive::FileSource;
+use crate::wire::Kind;
+
+/// The tree never changes while mounted, so the kernel may cache names and attributes for long.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn errno(e: i32) -> Errno {
+    Errno::from_i32(e)
+}
+
+struct Adapter<S: FileSource> {
+    fs: Arc<MountFs<S>>,
+    rt: tokio::runtime::Handle,
+    uid: u32,
+    gid: u32,
+}
+
+impl<S: FileSource> Adapter<S> {
+    fn attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind: file_type(a.kind),
+            perm: a.perm,
+            nlink: a.nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            // Large reads from tools that size their buffers by st_blksize (cp, rsync).
+            blksize: (BLOCK * 32) as u32,
+            flags: 0,
+        }
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        _ => FileType::RegularFile,
+    }
+}
+
+impl<S: FileSource> Filesystem for Adapter<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_ASYNC_READ
+                | InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO
+                | InitFlags::FUSE_CACHE_SYMLINKS
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_MAX_PAGES,
+        );
+        let _ = config
+            .set_max_readahead(1 << 20)
+            .or_else(|max| config.set_max_readahead(max));
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.getattr(ino.0) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.read(ino.0, offset, size).await {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) if a.kind == Kind::Dir => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(ino.0, offset) {
+            Ok(list) => {
+                for (i, (cino, kind, name)) in list.into_iter().enumerate() {
+                    if reply.add(
+                        INodeNo(cino),
+                        offset + i as u64 + 1,
+                        file_type(kind),
+                        OsStr::from_bytes(&name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.fs.readdir(ino.0, offset) {
+            Ok(list) => {
+                for (i, (cino, _kind, name)) in list.into_iter().enumerate() {
+                    let Ok(a) = self.fs.getattr(cino) else {
+                        continue;
+                    };
+                    if reply.add(
+                        INodeNo(cino),
+                        offset + i as u64 + 1,
+                        OsStr::from_bytes(&name),
+                        &TTL,
+                        &self.attr(&a),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (bytes, entries) = self.fs.totals();
+        reply.statfs(bytes.div_ceil(4096), 0, 0, entries, 0, 4096, 255, 4096);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.bits() & libc::W_OK != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.getattr(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+
+    // Every change is refused: the mount is a read-only view of the sender's snapshot.
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}
+
+/// How to mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// Let other local users read the mount.
+    pub allow_other: bool,
+}
+
+/// Whether `path` is a mountpoint left behind by a FUSE process that died.
+pub fn is_stale(path: &Path) -> bool {
+    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
+/// A live mount; unmounted (lazily if busy) when dropped.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    path: PathBuf,
+}
+
+/// Mounts `fs` read-only at `path`. Its reads run on `rt`.
+pub fn mount<S: FileSource>(
+    fs: Arc<MountFs<S>>,
+    path: &Path,
+    opts: &MountOptions,
+    rt: tokio::runtime::Handle,
+) -> Result<Mounted> {
+    if is_stale(path) {
+        return Err(Error::io(
+            format!(
+                "{} is a stale mount left by a pcp (or other FUSE process) that died",
+                path.display()
+            ),
+            std::io::Error::other(format!(
+                "clear it with: fusermount3 -uz {0}  (or: umount -l {0})",
+                path.display()
+            )),
+        ));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::io(
+                format!("cannot mount on {}", path.display()),
+                std::io::Error::other("not a folder"),
+            ))
+        }
+        Err(e) => return Err(Error::io(format!("cannot mount on {}", path.display()), e)),
+    }
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let adapter = Adapter { fs, rt, uid, gid };
+    let mut config = Config::default();
+    // The filesystem name shows in /proc/mounts: never anything of the code.
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("pcp".into()),
+        MountOption::Subtype("pcp".into()),
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(4);
+    config.clone_fd = true;
+    let session = fuser::spawn_mount(adapter, path, &config)
+        .map_err(|e| Error::io(format!("cannot mount on {}", path.display()), e))?;
+    Ok(Mounted {
+        session: Some(session),
+        path: path.to_path_buf(),
+    })
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the kernel still has us mounted (false after an outside `umount`).
+    pub fn is_alive(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.guard.is_finished())
+    }
+
+    /// Unmounts; if the mount is busy it is detached lazily (it goes away when its last user
+    /// closes it). Returns whether it had to be detached.
+    pub fn unmount(mut self) -> bool {
+        self.do_unmount()
+    }
+
+    fn do_unmount(&mut self) -> bool {
+        let Some(s) = self.session.take() else {
+            return false;
+        };
+        if s.guard.is_finished() {
+            return false;
+        }
+        match s.umount_and_join() {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::debug!("unmount failed ({e}); detaching lazily");
+                let c = std::ffi::CString::new(self.path.as_os_str().as_bytes())
+                    .expect("no NUL in a path");
+                // SAFETY: c is a valid path; MNT_DETACH only detaches the mount.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                true
+            }
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.do_unmount();
+    }
+}
