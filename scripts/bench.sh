@@ -191,7 +191,7 @@ cpu_busy_sample() {
   b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat)
   local pct
   pct=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
-    printf "%.0f", d > 0 ? 100 * (y[1] - x[1]) / d : 0 }')
+    printf "%.0f", (d > 0) ? 100 * (y[1] - x[1]) / d : 0 }')
   BUSY_SAMPLES=$((BUSY_SAMPLES + 1))
   ((pct > BUSY_MAX)) && BUSY_MAX=$pct
   if ((pct > BUSY_LIMIT)); then

@@ -458,3 +458,183 @@ impl<S: FileSource> MountFs<S> {
         .shared()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The filesystem logic without FUSE or a network: a fake source that records requests.
+    use super::*;
+    use crate::wire::Entry;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Clone, Default)]
+    struct Fake {
+        files: Arc<HashMap<u64, Vec<u8>>>,
+        log: Arc<Mutex<Vec<(u64, u64, u32)>>>,
+        hangs: Arc<AtomicU64>,
+    }
+
+    impl FileSource for Fake {
+        async fn read(
+            &self,
+            file: u64,
+            offset: u64,
+            len: u32,
+        ) -> crate::Result<(Bytes, Option<[u8; 32]>)> {
+            self.log.lock().unwrap().push((file, offset, len));
+            if self.hangs.load(Ordering::SeqCst) == 1 {
+                futures::future::pending::<()>().await;
+            }
+            let d = &self.files[&file];
+            let lo = (offset as usize).min(d.len());
+            let hi = (lo + len as usize).min(d.len());
+            Ok((Bytes::copy_from_slice(&d[lo..hi]), None))
+        }
+        async fn hash(&self, file: u64) -> crate::Result<[u8; 32]> {
+            Ok(*blake3::hash(&self.files[&file]).as_bytes())
+        }
+    }
+
+    fn entry(id: u64, parent: u64, name: &str, kind: Kind, size: u64) -> Entry {
+        Entry {
+            id,
+            parent,
+            name: name.as_bytes().to_vec(),
+            kind: kind as i32,
+            size,
+            mode: 0o644,
+            mtime_sec: 1_600_000_000,
+            mtime_nsec: 5,
+            target: if kind == Kind::Symlink {
+                b"big".to_vec()
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    /// A share of one folder `d` with a big file, a symlink, and 10 small files.
+    fn setup(timeout: Duration) -> (Arc<MountFs<Fake>>, Fake, Vec<u8>) {
+        let big: Vec<u8> = (0..(8u64 << 20)).map(|i| (i * 31 % 251) as u8).collect();
+        let mut entries = vec![
+            entry(1, 0, "d", Kind::Dir, 0),
+            entry(2, 1, "big", Kind::File, big.len() as u64),
+            entry(3, 1, "link", Kind::Symlink, 0),
+        ];
+        let mut files = HashMap::from([(2, big.clone())]);
+        for i in 0..10u64 {
+            entries.push(entry(4 + i, 1, &format!("s{i}"), Kind::File, 1000 + i));
+            files.insert(4 + i, vec![i as u8; 1000 + i as usize]);
+        }
+        let m = Arc::new(Manifest::validate(entries).unwrap());
+        let fake = Fake {
+            files: Arc::new(files),
+            ..Default::default()
+        };
+        (MountFs::new(m, fake.clone(), 64 << 20, timeout), fake, big)
+    }
+
+    #[tokio::test]
+    async fn tree_needs_no_requests() {
+        let (fs, fake, _) = setup(Duration::from_secs(5));
+        // The single shared folder is the root.
+        let root = fs.getattr(ROOT_INO).unwrap();
+        assert_eq!(root.kind, Kind::Dir);
+        let big = fs.lookup(ROOT_INO, b"big").unwrap();
+        assert_eq!((big.size, big.perm, big.kind), (8 << 20, 0o444, Kind::File));
+        assert_eq!(big.mtime, UNIX_EPOCH + Duration::new(1_600_000_000, 5));
+        assert_eq!(fs.lookup(ROOT_INO, b"nope"), Err(libc::ENOENT));
+        assert_eq!(fs.lookup(big.ino, b"x"), Err(libc::ENOTDIR));
+        let link = fs.lookup(ROOT_INO, b"link").unwrap();
+        assert_eq!(fs.readlink(link.ino).unwrap(), b"big");
+        let all = fs.readdir(ROOT_INO, 0).unwrap();
+        assert_eq!(all.len(), 2 + 12);
+        assert_eq!(all[0].2, b".");
+        assert_eq!(all[1].2, b"..");
+        // Offsets resume where the kernel left off.
+        assert_eq!(fs.readdir(ROOT_INO, 5).unwrap(), all[5..].to_vec());
+        assert_eq!(fs.read(ROOT_INO, 0, 10).await, Err(libc::EISDIR));
+        assert!(fake.log.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn random_reads_fetch_only_what_they_touch() {
+        let (fs, fake, big) = setup(Duration::from_secs(5));
+        let ino = fs.lookup(ROOT_INO, b"big").unwrap().ino;
+        // Two reads far apart, neither at offset 0: one block each, no read-ahead.
+        for off in [5_000_000u64, 1_234_567] {
+            let got = fs.read(ino, off, 4096).await.unwrap();
+            assert_eq!(&got[..], &big[off as usize..off as usize + 4096]);
+        }
+        let log = fake.log.lock().unwrap().clone();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(
+            log.iter().all(|&(_, _, len)| len as u64 == BLOCK),
+            "{log:?}"
+        );
+        // A read across a block boundary is assembled from two blocks.
+        let off = 3 * BLOCK - 10;
+        assert_eq!(
+            &fs.read(ino, off, 20).await.unwrap()[..],
+            &big[off as usize..off as usize + 20]
+        );
+        // Reads past the end are short or empty.
+        let end = big.len() as u64;
+        assert_eq!(fs.read(ino, end - 5, 100).await.unwrap().len(), 5);
+        assert!(fs.read(ino, end + 5, 100).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_grow_a_read_ahead_window() {
+        let (fs, fake, big) = setup(Duration::from_secs(5));
+        let ino = fs.lookup(ROOT_INO, b"big").unwrap().ino;
+        let mut off = 0u64;
+        while off < big.len() as u64 {
+            let got = fs.read(ino, off, 128 * 1024).await.unwrap();
+            assert_eq!(&got[..], &big[off as usize..off as usize + got.len()]);
+            off += got.len() as u64;
+        }
+        let log = fake.log.lock().unwrap().clone();
+        // 8 MiB in far fewer requests than 128 KiB reads, most of them full-size.
+        assert!(log.len() < 30, "{} requests", log.len());
+        assert!(
+            log.iter().filter(|r| r.2 == MAX_READ).count() >= 4,
+            "{log:?}"
+        );
+        // Each byte fetched once.
+        let fetched: u64 = log.iter().map(|r| r.2 as u64).sum();
+        assert_eq!(fetched, big.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn small_files_come_whole_and_their_neighbours_follow() {
+        let (fs, fake, _) = setup(Duration::from_secs(5));
+        let s0 = fs.lookup(ROOT_INO, b"s0").unwrap().ino;
+        assert_eq!(&fs.read(s0, 0, 10).await.unwrap()[..], &[0u8; 10]);
+        // Give the background prefetch a moment, then read the rest from the cache.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = fake.log.lock().unwrap().len();
+        assert_eq!(before, 10, "s0 and its 9 neighbours, one request each");
+        for i in 1..10u8 {
+            let ino = fs.lookup(ROOT_INO, format!("s{i}").as_bytes()).unwrap().ino;
+            let got = fs.read(ino, 0, 4096).await.unwrap();
+            assert_eq!(got.len(), 1000 + i as usize);
+            assert!(got.iter().all(|&b| b == i));
+        }
+        assert_eq!(
+            fake.log.lock().unwrap().len(),
+            before,
+            "served from the cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_sender_gives_eio_within_the_timeout() {
+        let (fs, fake, _) = setup(Duration::from_millis(300));
+        fake.hangs.store(1, Ordering::SeqCst);
+        let ino = fs.lookup(ROOT_INO, b"big").unwrap().ino;
+        let r = tokio::time::timeout(Duration::from_secs(5), fs.read(ino, 0, 4096)).await;
+        assert_eq!(r.expect("bounded"), Err(libc::EIO));
+        // Metadata still answers.
+        assert!(fs.getattr(ino).is_ok());
+    }
+}

@@ -20,7 +20,7 @@ struct Mount {
     dir: tempfile::TempDir,
     mounted: Option<Mounted>,
     remote: Arc<Remote>,
-    fs: Arc<MountFs<Arc<Remote>>>,
+    _fs: Arc<MountFs<Arc<Remote>>>,
     _sender: Option<Sender>,
 }
 
@@ -70,7 +70,7 @@ async fn mount_addr(addr: &libp2p::Multiaddr, code: &Code, timeout: Duration) ->
         dir,
         mounted: Some(mounted),
         remote,
-        fs,
+        _fs: fs,
         _sender: None,
     }
 }
@@ -369,4 +369,318 @@ async fn sender_killed_mid_read_gives_eio_in_time_and_listing_still_works() {
     let mp = m.path();
     let names = blocking(move || std::fs::read_dir(&mp).unwrap().count()).await;
     assert_eq!(names, 5);
+}
+
+/// `pcp mount` as a user runs it; killed on drop, and its mountpoint cleared even on failure.
+struct MountProc {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl MountProc {
+    fn start(addr: &str, code: &str, extra: &[&str]) -> MountProc {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(PCP)
+            .args([
+                "mount",
+                "--no-progress",
+                "--discovery",
+                "none",
+                "--peer",
+                addr,
+            ])
+            .args(extra)
+            .arg(code)
+            .arg(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        let p = MountProc { child, dir, stderr };
+        p.wait_for("Mounted ");
+        p
+    }
+
+    fn wait_for(&self, what: &str) {
+        for _ in 0..200 {
+            if self.stderr.lock().unwrap().contains(what) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no {what:?} from pcp mount: {}",
+            self.stderr.lock().unwrap()
+        );
+    }
+
+    fn exit_code(&mut self, secs: u64) -> Option<i32> {
+        for _ in 0..secs * 20 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for MountProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if in_mounts(self.dir.path()) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn signals_unmount_cleanly_and_stop_the_sender() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut sender = send_loopback(&src.path().join("share"), &[]);
+        let addr = sender.loopback_addr();
+        let mut m = MountProc::start(&addr, &sender.code, &[]);
+        assert!(in_mounts(m.dir.path()));
+        assert_eq!(
+            std::fs::read(m.dir.path().join("sub/ünï cödé.txt")).unwrap(),
+            b"hello\n"
+        );
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(m.child.id() as i32, sig) };
+        assert_eq!(m.exit_code(20), Some(0), "{}", m.stderr.lock().unwrap());
+        assert!(
+            !in_mounts(m.dir.path()),
+            "signal {sig} left the mount behind"
+        );
+        // The sender stops when the receiver unmounts.
+        assert_eq!(
+            sender.wait(10),
+            Some(0),
+            "{}",
+            sender.stderr.lock().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_stale_mountpoint_is_named_with_the_fix() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let mut m = MountProc::start(&addr, &sender.code, &[]);
+    // A crash: the FUSE process dies without unmounting.
+    m.child.kill().unwrap();
+    m.child.wait().unwrap();
+    assert!(fuse::is_stale(m.dir.path()));
+    let r = Command::new(PCP)
+        .args([
+            "mount",
+            "--discovery",
+            "none",
+            "--peer",
+            &addr,
+            &sender.code,
+        ])
+        .arg(m.dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        err.contains("stale") && err.contains("fusermount3 -uz"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_out_downloads_everything_while_mounted() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let dest = out.path().join("copy");
+    let m = MountProc::start(&addr, &sender.code, &["--copy-out", dest.to_str().unwrap()]);
+    // The mount answers while the copy runs.
+    assert_eq!(std::fs::read_dir(m.dir.path()).unwrap().count(), 5);
+    m.wait_for("Copy-out finished");
+    assert_eq!(
+        snapshot(&src.path().join("share")),
+        snapshot(&dest.join("share"))
+    );
+}
+
+/// A network namespace holding the sender, joined to this (host) namespace by a veth pair whose
+/// host end the test can take down. Removed on drop, even when the test fails.
+struct Wire {
+    ns: String,
+    host_if: String,
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("iproute2 is installed");
+    assert!(st.success(), "ip {args:?} failed (tests run as root)");
+}
+
+impl Wire {
+    fn new() -> Wire {
+        let id = std::process::id() % 10_000;
+        let w = Wire {
+            ns: format!("pcpcut{id}"),
+            host_if: format!("pcpc{id}"),
+        };
+        ip(&["netns", "add", &w.ns]);
+        ip(&[
+            "link", "add", &w.host_if, "type", "veth", "peer", "name", "vS", "netns", &w.ns,
+        ]);
+        ip(&["addr", "add", "10.78.0.1/24", "dev", &w.host_if]);
+        ip(&["link", "set", &w.host_if, "up"]);
+        ip(&["-n", &w.ns, "addr", "add", "10.78.0.2/24", "dev", "vS"]);
+        ip(&["-n", &w.ns, "link", "set", "vS", "up"]);
+        ip(&["-n", &w.ns, "link", "set", "lo", "up"]);
+        w
+    }
+
+    fn set(&self, up: bool) {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]);
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_link_gives_eio_and_the_mount_recovers_without_the_code() {
+    let wire = Wire::new();
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &wire.ns,
+        PCP,
+        "send",
+        "-v",
+        "--no-progress",
+        "--discovery",
+        "none",
+        "--listen",
+        "/ip4/10.78.0.2/tcp/0",
+    ])
+    .arg(src.path().join("share"));
+    let sender = Sending::start(c);
+    let addr = {
+        let mut found = None;
+        for _ in 0..50 {
+            found = sender.stderr.lock().unwrap().lines().find_map(|l| {
+                l.strip_prefix("Listening on ")
+                    .filter(|a| a.starts_with("/ip4/10.78.0.2/"))
+                    .map(str::to_string)
+            });
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        found.expect("sender address")
+    };
+    let code = Code::parse(&sender.code).unwrap();
+    let timeout = Duration::from_secs(2);
+    let m = mount_addr(&addr.parse().unwrap(), &code, timeout).await;
+    let mp = m.path();
+    let big = Arc::new(std::fs::read(src.path().join("share/big.bin")).unwrap());
+
+    // A read in flight when the link goes down fails with EIO instead of hanging.
+    let mp1 = mp.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(mp1.join("big.bin")).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => std::thread::sleep(Duration::from_millis(40)),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wire.set(false);
+    let cut = Instant::now();
+    let e = within(30, reader)
+        .await
+        .unwrap()
+        .expect_err("no data while the link is down");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    eprintln!(
+        "EIO {:?} after the cut (timeout {timeout:?})",
+        cut.elapsed()
+    );
+    // Listing works from the manifest.
+    let mp2 = mp.clone();
+    assert_eq!(
+        blocking(move || std::fs::read_dir(&mp2).unwrap().count()).await,
+        5
+    );
+
+    // Link back: reads succeed again, with no code typed (resumption in the background).
+    wire.set(true);
+    let (mp3, big3) = (mp.clone(), big.clone());
+    let recovered = blocking(move || {
+        let f = std::fs::File::open(mp3.join("big.bin")).unwrap();
+        let off = 60 << 20;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut buf = vec![0u8; 100_000];
+            match f.read_at(&mut buf, off) {
+                Ok(n) => {
+                    assert_eq!(&buf[..n], &big3[off as usize..off as usize + n]);
+                    return true;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(recovered);
+    assert!(
+        sender
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("Receiver reconnected"),
+        "{}",
+        sender.stderr.lock().unwrap()
+    );
+    drop(m);
 }
