@@ -18,7 +18,8 @@
 #   BENCH_SSH_PORT=2222     first port tried for the private sshd (next free one up to +50)
 #   BENCH_TIMEOUT=600       seconds before one transfer is abandoned
 #   BENCH_DROP_CACHES=1     0 to skip dropping the page caches (the report says so)
-#   BENCH_BUSY_LIMIT=15     CPU busy % (all cores) before a transfer above which the report warns
+#   BENCH_BUSY_LIMIT=15     CPU busy % (all cores) above which the machine is not quiet
+#   BENCH_QUIET_WAIT=60     seconds to wait for a quiet machine before each timed transfer
 #   BENCH_BUILD=1           0 to skip `cargo build --release` and use the binary already there
 #   CARGO_TARGET_DIR        respected by the release build
 set -euo pipefail
@@ -173,30 +174,55 @@ drop_caches() {
 
 # Called right before each timed transfer.
 before_timed() {
+  wait_for_quiet
   drop_caches
-  cpu_busy_sample
+  record_busy
 }
 
-# Other processes on this small machine (a build, a test suite) skew every figure. Just before
-# each timed transfer, when nothing of ours runs, sample how busy the CPUs are.
+# Other processes on this small machine (a build, a test suite) skew every figure. Before each
+# timed transfer, when nothing of ours runs, wait a while for the CPUs to be quiet, then record
+# how busy they were; the report says when they were not quiet.
 BUSY_LIMIT=${BENCH_BUSY_LIMIT:-15}   # percent of all CPUs
+QUIET_WAIT=${BENCH_QUIET_WAIT:-60}   # seconds
 [[ $BUSY_LIMIT =~ ^[0-9]+$ ]] || die "BENCH_BUSY_LIMIT must be a whole number (got '$BUSY_LIMIT')"
+[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "BENCH_QUIET_WAIT must be a whole number (got '$QUIET_WAIT')"
 BUSY_MAX=0
 BUSY_COUNT=0
 BUSY_SAMPLES=0
-cpu_busy_sample() {
+
+# Percent of all CPUs busy over 0.3 s.
+cpu_busy_pct() {
+  # shellcheck disable=SC2016 # an awk program
+  local prog='/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }'
   local a b
-  a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat)
+  a=$(awk "$prog" /proc/stat)
   sleep 0.3
-  b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat)
+  b=$(awk "$prog" /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
+    printf "%.0f", (d > 0) ? 100 * (y[1] - x[1]) / d : 0 }'
+}
+
+busiest() { ps -eo pcpu=,comm= --sort=-pcpu | head -n 2 | awk '{ printf "%s %s%% ", $2, $1 }'; }
+
+wait_for_quiet() {
+  local deadline=$((SECONDS + QUIET_WAIT)) said=0
+  while (($(cpu_busy_pct) > BUSY_LIMIT)) && ((SECONDS < deadline)); do
+    if [ "$said" = 0 ]; then
+      log "CPUs busy ($(busiest)); waiting up to ${QUIET_WAIT} s for them to be quiet"
+      said=1
+    fi
+    sleep 1
+  done
+}
+
+record_busy() {
   local pct
-  pct=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2];
-    printf "%.0f", (d > 0) ? 100 * (y[1] - x[1]) / d : 0 }')
+  pct=$(cpu_busy_pct)
   BUSY_SAMPLES=$((BUSY_SAMPLES + 1))
   ((pct > BUSY_MAX)) && BUSY_MAX=$pct
   if ((pct > BUSY_LIMIT)); then
     BUSY_COUNT=$((BUSY_COUNT + 1))
-    log "warning: CPUs ${pct}% busy before a timed transfer: $(ps -eo pcpu=,comm= --sort=-pcpu | head -n 2 | awk '{ printf "%s %s%%; ", $2, $1 }')"
+    log "warning: CPUs ${pct}% busy right before a timed transfer: $(busiest)"
   fi
   return 0
 }
@@ -436,9 +462,9 @@ report() {
     echo "- **page caches NOT dropped** (BENCH_DROP_CACHES=0): source reads come from the page cache"
   fi
   if ((BUSY_COUNT > 0)); then
-    echo "- **the machine was busy**: other processes kept the CPUs over ${BUSY_LIMIT}% busy just before $BUSY_COUNT of $BUSY_SAMPLES timed transfers (max ${BUSY_MAX}%): these figures are skewed, run again on a quiet machine"
+    echo "- **the machine was busy**: other processes kept the CPUs over ${BUSY_LIMIT}% busy right before $BUSY_COUNT of $BUSY_SAMPLES timed transfers (max ${BUSY_MAX}%) despite waiting up to ${QUIET_WAIT} s: these figures are skewed, run again on a quiet machine"
   else
-    echo "- machine quiet: CPUs at most ${BUSY_MAX}% busy just before each timed transfer (checked over 0.3 s)"
+    echo "- machine quiet: CPUs at most ${BUSY_MAX}% busy right before each timed transfer (checked over 0.3 s)"
   fi
   echo "- pcp: \`pcp receive --yes --no-progress --discovery none --peer ADDR --out DIR\` (code in PCP_CODE), timed from its start to its exit, the sender already listening (\`pcp send --discovery none --listen /ip4/127.0.0.1/tcp/0\`); includes connect, SPAKE2, transfer and BLAKE3 verification"
   echo "- scp: \`scp -r\` to root@127.0.0.1 through a private sshd (default ciphers, SFTP protocol), whole command timed including the ssh handshake"

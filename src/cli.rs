@@ -157,7 +157,7 @@ pub fn main() -> ExitCode {
         }
     };
     // `mount` handles Ctrl-C itself (it unmounts and exits 0); the others stop at once.
-    let handles_signals = matches!(cli.cmd, Cmd::Mount(_));
+    let handles_signals = matches!(cli.cmd, Cmd::Mount(_) | Cmd::Send(_));
     let result = rt.block_on(async {
         if handles_signals {
             return run(cli).await;
@@ -347,7 +347,8 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
         tracing::info!("DHT announcing is not available in this release; announcing by mDNS only");
     }
     let (tx, mut rx) = mpsc::channel(16);
-    let serving = share::serve(&node, share.clone(), &code, tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = share::serve(&node, share.clone(), &code, tx, stop.clone());
     tokio::pin!(serving);
     let mut bar: Option<ProgressBar> = None;
     let started = Instant::now();
@@ -355,6 +356,12 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
     let end = loop {
         tokio::select! {
             r = &mut serving => break r,
+            _ = interrupted() => {
+                // Tell connected receivers (a mount then fails reads with EIO and says why).
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut serving).await;
+                break Err(Error::Interrupted);
+            }
             Some(ev) = rx.recv() => match ev {
                 ShareEvent::Authenticated { connection, .. } => eprintln!("Receiver authenticated ({connection})."),
                 ShareEvent::Resumed { connection, .. } => eprintln!("Receiver reconnected ({connection})."),

@@ -32,7 +32,7 @@ const RA_MAX: u64 = 16 * 1024 * 1024;
 /// Small files of a folder prefetched ahead of a reader going through it.
 const DIR_PREFETCH: usize = 32;
 /// Bytes of requests in flight at once (prefetch included).
-const INFLIGHT_BYTES: u64 = 48 * 1024 * 1024;
+const INFLIGHT_BYTES: u64 = 32 * 1024 * 1024;
 /// Read-ahead state is kept for this many files.
 const TRACKED_FILES: usize = 1024;
 /// The root's inode number (FUSE's).
@@ -433,7 +433,9 @@ impl<S: FileSource> MountFs<S> {
                     .map(|i| {
                         let lo = (i * BLOCK) as usize;
                         let hi = (((i + 1) * BLOCK) as usize).min(data.len());
-                        data.slice(lo..hi)
+                        // A copy, not a slice: a cached block must not pin its whole 1 MiB
+                        // response, or the cache would hold more memory than its size says.
+                        Bytes::copy_from_slice(&data[lo..hi])
                     })
                     .collect::<Vec<_>>())
             }

@@ -326,6 +326,7 @@ pub async fn serve(
     share: Arc<Share>,
     code: &Code,
     events: mpsc::Sender<ShareEvent>,
+    stop: CancellationToken,
 ) -> Result<ShareEnd> {
     let mut incoming = node
         .control()
@@ -341,6 +342,11 @@ pub async fn serve(
     let mut active = 0u32;
     loop {
         tokio::select! {
+            _ = stop.cancelled() => {
+                // Give the control streams a moment to tell their receivers.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                return Err(Error::Interrupted);
+            }
             s = incoming.next() => {
                 let Some((peer, stream)) = s else { return Err(Error::Network("stopped accepting streams".into())) };
                 let ctx = StreamCtx {
@@ -350,6 +356,7 @@ pub async fn serve(
                     phrase: phrase.clone(),
                     events: events.clone(),
                     outcomes: done_tx.clone(),
+                    stop: stop.clone(),
                 };
                 let done = done_tx.clone();
                 // Hand off at once: libp2p-stream buffers only one pending inbound stream.
@@ -396,6 +403,8 @@ struct StreamCtx {
     phrase: Arc<str>,
     events: mpsc::Sender<ShareEvent>,
     outcomes: mpsc::Sender<Outcome>,
+    /// Cancelled when the user stops the share: every receiver is told so.
+    stop: CancellationToken,
 }
 
 impl StreamCtx {
@@ -556,7 +565,7 @@ impl StreamCtx {
         let mut writer = SecureWriter::new(w, sealer);
         if resumed {
             // The receiver already has the offer and manifest.
-            return wait_done(&mut reader, &mut writer).await;
+            return wait_done(&mut reader, &mut writer, &self.stop).await;
         }
         writer.send_now(Msg::Offer(self.share.offer())).await?;
         let accept = match reader.expect("the answer to the offer").await? {
@@ -598,7 +607,7 @@ impl StreamCtx {
                 .await?;
         }
         writer.flush().await?;
-        wait_done(&mut reader, &mut writer).await
+        wait_done(&mut reader, &mut writer, &self.stop).await
     }
 
     /// Serves one data stream: requests in, responses out, at most
@@ -664,12 +673,26 @@ impl StreamCtx {
     }
 }
 
-async fn wait_done<R, W>(reader: &mut SecureReader<R>, writer: &mut SecureWriter<W>) -> Result<bool>
+/// Waits for the receiver's Done; if the user stops the share first, tells the receiver.
+async fn wait_done<R, W>(
+    reader: &mut SecureReader<R>,
+    writer: &mut SecureWriter<W>,
+    stop: &CancellationToken,
+) -> Result<bool>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    match reader.expect("the receiver to finish").await? {
+    let msg = tokio::select! {
+        m = reader.expect("the receiver to finish") => m?,
+        _ = stop.cancelled() => {
+            let reason = "the sender stopped sharing".to_string();
+            writer.send_now(Msg::Abort(crate::wire::Abort { reason })).await?;
+            writer.close().await;
+            return Err(Error::Interrupted);
+        }
+    };
+    match msg {
         Msg::Done(_) => {
             writer.close().await;
             Ok(true)

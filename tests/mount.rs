@@ -684,3 +684,41 @@ async fn a_cut_link_gives_eio_and_the_mount_recovers_without_the_code() {
     );
     drop(m);
 }
+
+#[test]
+fn sender_ctrl_c_turns_reads_into_eio_and_says_so() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let mut sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let m = MountProc::start(&addr, &sender.code, &["--timeout", "5s"]);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(sender.child.id() as i32, libc::SIGINT) };
+    assert_eq!(sender.wait(10), Some(130));
+    m.wait_for("the sender stopped sharing");
+    let e = std::fs::read(m.dir.path().join("big.bin")).expect_err("no sender, no data");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    assert_eq!(std::fs::read_dir(m.dir.path()).unwrap().count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_changed_on_the_sender_reads_as_eio_never_mixed() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let code = Code::generate(4);
+    let m = mount_share(&[src.path().join("share")], &code, Duration::from_secs(5)).await;
+    // Same size, new content and mtime: the sender refuses it.
+    let p = src.path().join("share/sub/mid.bin");
+    std::fs::write(&p, bytes(3_000_001, 99)).unwrap();
+    let mp = m.path();
+    let e = blocking(move || std::fs::read(mp.join("sub/mid.bin")))
+        .await
+        .expect_err("changed file");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    // Other files still read fine.
+    let mp = m.path();
+    assert_eq!(
+        blocking(move || std::fs::read(mp.join("sub/ünï cödé.txt")).unwrap()).await,
+        b"hello\n"
+    );
+}

@@ -38,7 +38,8 @@ pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
     let addr = node.listen_addrs().await.unwrap()[0].clone();
     let (tx, events) = mpsc::channel(64);
     let (n, c) = (node.clone(), code.clone());
-    let task = tokio::spawn(async move { share::serve(&n, share, &c, tx).await });
+    let task =
+        tokio::spawn(async move { share::serve(&n, share, &c, tx, Default::default()).await });
     Sender {
         node,
         addr,
