@@ -205,6 +205,7 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -353,10 +354,13 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
     let mut bar: Option<ProgressBar> = None;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let signal = interrupted();
+    tokio::pin!(signal);
+    let mut mounted = false;
     let end = loop {
         tokio::select! {
             r = &mut serving => break r,
-            _ = interrupted() => {
+            _ = &mut signal => {
                 // Tell connected receivers (a mount then fails reads with EIO and says why).
                 stop.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(1), &mut serving).await;
@@ -370,6 +374,7 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
                     share::MAX_FAILED_ATTEMPTS
                 ),
                 ShareEvent::Accepted { mount, .. } => {
+                    mounted |= mount;
                     eprintln!("{}", if mount { "Receiver mounted the share." } else { "Receiver accepted; sending..." });
                     bar = Some(ui.bar(offer.bytes));
                 }
@@ -385,8 +390,13 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
     }
     match end? {
         ShareEnd::Finished => {
+            let what = if mounted {
+                "the receiver unmounted"
+            } else {
+                "the receiver has everything"
+            };
             eprintln!(
-                "Done: the receiver has everything ({} sent in {:.1} s).",
+                "Done: {what} ({} sent in {:.1} s).",
                 HumanBytes(share.served()),
                 started.elapsed().as_secs_f64()
             );
@@ -602,9 +612,11 @@ async fn mount(a: MountArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
     });
     let mut copy = copy;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let signal = interrupted();
+    tokio::pin!(signal);
     let outcome = loop {
         tokio::select! {
-            _ = interrupted() => break Ok(()),
+            _ = &mut signal => break Ok(()),
             Some(ev) = events.recv() => match ev {
                 RemoteEvent::Lost(why) => eprintln!("warning: lost the sender ({why}); reconnecting; reads fail with EIO after {:?} meanwhile", a.timeout),
                 RemoteEvent::Reconnected => eprintln!("Reconnected to the sender."),

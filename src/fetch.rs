@@ -255,8 +255,12 @@ async fn open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32) ->
         let dead = dead.clone();
         move |why: &Error| {
             dead.store(true, Ordering::SeqCst);
+            let msg = match why {
+                Error::ConnectionLost(m) => m.clone(),
+                other => other.to_string(),
+            };
             for (_, reply) in pending.lock().expect("lock").drain() {
-                let _ = reply.send(Err(Error::ConnectionLost(why.to_string())));
+                let _ = reply.send(Err(Error::ConnectionLost(msg.clone())));
             }
         }
     };

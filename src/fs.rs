@@ -75,6 +75,8 @@ pub struct MountFs<S: FileSource> {
     dir_prefetched: Mutex<HashMap<u64, usize>>,
     window: Arc<Semaphore>,
     timeout: Duration,
+    /// Shown as the times of a root that is not a shared folder (several paths, one file).
+    mounted_at: SystemTime,
 }
 
 fn eio(e: &Error) -> Errno {
@@ -107,6 +109,7 @@ impl<S: FileSource> MountFs<S> {
             dir_prefetched: Mutex::new(HashMap::new()),
             window: Arc::new(Semaphore::new((INFLIGHT_BYTES / BLOCK) as usize)),
             timeout,
+            mounted_at: SystemTime::now(),
         })
     }
 
@@ -153,7 +156,7 @@ impl<S: FileSource> MountFs<S> {
                 kind: Kind::Dir,
                 size: 0,
                 perm: 0o555,
-                mtime: SystemTime::now(),
+                mtime: self.mounted_at,
                 nlink: 2,
             },
             Some(e) => {

@@ -86,6 +86,12 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+/// Permission bits to apply: the sender's, without setuid and setgid (a received file must not
+/// gain privileges on this machine).
+fn safe_mode(mode: u32) -> u32 {
+    mode & 0o1777
+}
+
 /// Where entry `id` goes under `out`.
 fn target(out: &Path, m: &Manifest, id: u64) -> PathBuf {
     out.join(m.rel_path(id))
@@ -181,7 +187,7 @@ pub async fn receive_all<S: FileSource>(
                 if !path.is_dir() {
                     fs::create_dir(&path).ctx(|| format!("cannot create {}", path.display()))?;
                 }
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o700 | e.mode))
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700 | safe_mode(e.mode)))
                     .ctx(|| format!("cannot set permissions of {}", path.display()))?;
                 summary.dirs += 1;
             }
@@ -226,7 +232,7 @@ pub async fn receive_all<S: FileSource>(
         .filter(|e| e.kind == Kind::Dir as i32)
     {
         let path = target(&opts.out, m, e.id);
-        fs::set_permissions(&path, fs::Permissions::from_mode(e.mode))
+        fs::set_permissions(&path, fs::Permissions::from_mode(safe_mode(e.mode)))
             .ctx(|| format!("cannot set permissions of {}", path.display()))?;
         set_mtime(&path, e, false)?;
     }
@@ -345,7 +351,7 @@ async fn download<S: FileSource>(
             let _ = fs::remove_file(&part);
             return Err(Error::Integrity(final_path));
         }
-        f.set_permissions(fs::Permissions::from_mode(entry.mode))
+        f.set_permissions(fs::Permissions::from_mode(safe_mode(entry.mode)))
             .ctx(|| format!("cannot set permissions of {}", part.display()))?;
         set_file_times(&f, &entry).ctx(|| format!("cannot set the time of {}", part.display()))?;
         if overwrite {
