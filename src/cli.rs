@@ -41,6 +41,16 @@ pub struct Cli {
     /// --listen/--peer addresses). The DHT is not available in this release.
     #[arg(long, global = true, value_delimiter = ',', default_value = "mdns,dht")]
     discovery: Vec<Method>,
+    /// DHT bootstrap peer (repeatable, or comma-separated in PCP_BOOTSTRAP); replaces the
+    /// default IPFS bootstrap peers.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MULTIADDR",
+        env = "PCP_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    bootstrap: Vec<Multiaddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,6 +61,15 @@ enum Cmd {
     Receive(ReceiveArgs),
     /// Mount what a `pcp send` shares as a read-only folder; bytes are fetched on demand.
     Mount(MountArgs),
+    /// Run a helper node: a Kademlia DHT server, a circuit relay and an AutoNAT server.
+    Node(NodeArgs),
+}
+
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// Listen address (repeatable). Default: all interfaces, TCP and QUIC, port 4001.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +96,9 @@ struct MountArgs {
     /// Give up when no sender has authenticated within this time.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     wait: Duration,
+    /// When no direct connection can be made, move data through the relay (if it allows).
+    #[arg(long)]
+    allow_relay: bool,
 }
 
 /// Parses sizes like `256M`, `1G`, `4096`, `512k` (binary units).
@@ -140,6 +162,9 @@ struct ReceiveArgs {
     /// Give up when no sender has authenticated within this time (e.g. 30s, 2m).
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     wait: Duration,
+    /// When no direct connection can be made, move data through the relay (if it allows).
+    #[arg(long)]
+    allow_relay: bool,
 }
 
 /// Entry point of the binary.
@@ -157,7 +182,7 @@ pub fn main() -> ExitCode {
         }
     };
     // `mount` handles Ctrl-C itself (it unmounts and exits 0); the others stop at once.
-    let handles_signals = matches!(cli.cmd, Cmd::Mount(_) | Cmd::Send(_));
+    let handles_signals = matches!(cli.cmd, Cmd::Mount(_) | Cmd::Send(_) | Cmd::Node(_));
     let result = rt.block_on(async {
         if handles_signals {
             return run(cli).await;
@@ -215,11 +240,50 @@ async fn run(cli: Cli) -> Result<()> {
         progress: !cli.no_progress && std::io::stderr().is_terminal(),
         verbose: cli.verbose,
     };
-    let methods = cli.discovery.clone();
+    let net = Net {
+        methods: cli.discovery.clone(),
+        bootstrap: if cli.bootstrap.is_empty() {
+            crate::net::IPFS_BOOTSTRAP
+                .iter()
+                .map(|a| a.parse().expect("valid"))
+                .collect()
+        } else {
+            cli.bootstrap.clone()
+        },
+    };
     match cli.cmd {
-        Cmd::Send(a) => send(a, methods, ui).await,
-        Cmd::Receive(a) => receive(a, methods, ui).await,
-        Cmd::Mount(a) => mount(a, methods, ui).await,
+        Cmd::Send(a) => send(a, net, ui).await,
+        Cmd::Receive(a) => receive(a, net, ui).await,
+        Cmd::Mount(a) => mount(a, net, ui).await,
+        Cmd::Node(a) => helper_node(a).await,
+    }
+}
+
+/// Discovery settings shared by the commands.
+#[derive(Clone)]
+struct Net {
+    methods: Vec<Method>,
+    bootstrap: Vec<Multiaddr>,
+}
+
+impl Net {
+    fn uses(&self, m: Method) -> bool {
+        uses(&self.methods, m)
+    }
+
+    fn config(&self, listen: Vec<Multiaddr>, sender: bool) -> NodeConfig {
+        let dht = self.uses(Method::Dht);
+        NodeConfig {
+            listen,
+            role: if dht {
+                crate::net::Role::Peer {
+                    reserve_relays: sender,
+                }
+            } else {
+                crate::net::Role::Local
+            },
+            bootstrap: if dht { self.bootstrap.clone() } else { vec![] },
+        }
     }
 }
 
@@ -285,7 +349,7 @@ fn uses(methods: &[Method], m: Method) -> bool {
     methods.contains(&m) && !methods.contains(&Method::None)
 }
 
-async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
+async fn send(a: SendArgs, net: Net, ui: Ui) -> Result<()> {
     let code = match &a.code {
         Some(c) => Code::parse(c)?,
         None => Code::generate(a.words as usize),
@@ -302,19 +366,16 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
     let listen = if a.listen.is_empty() {
         let mut l = default_listen();
         // IPv6 may be off on this machine; fall back to IPv4 only.
-        match Node::start(NodeConfig { listen: l.clone() }).await {
+        match Node::start(net.config(l.clone(), true)).await {
             Ok(n) => (n, l),
             Err(_) => {
                 l.truncate(2);
-                (Node::start(NodeConfig { listen: l.clone() }).await?, l)
+                (Node::start(net.config(l.clone(), true)).await?, l)
             }
         }
     } else {
         (
-            Node::start(NodeConfig {
-                listen: a.listen.clone(),
-            })
-            .await?,
+            Node::start(net.config(a.listen.clone(), true)).await?,
             a.listen.clone(),
         )
     };
@@ -334,7 +395,7 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
             eprintln!("Listening on {a}");
         }
     }
-    let _mdns = if uses(&methods, Method::Mdns) {
+    let _mdns = if net.uses(Method::Mdns) {
         Some(MdnsAnnouncer::start(
             node.peer_id(),
             &addrs,
@@ -344,9 +405,17 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
     } else {
         None
     };
-    if uses(&methods, Method::Dht) {
-        tracing::info!("DHT announcing is not available in this release; announcing by mDNS only");
-    }
+    let (status_tx, mut status) = mpsc::channel::<String>(16);
+    let _dht = net.uses(Method::Dht).then(|| {
+        discovery::DhtAnnouncer::start(
+            node.clone(),
+            code.channel(),
+            discovery::system_clock(),
+            status_tx.clone(),
+        )
+    });
+    let mut published = false;
+    let mut net_events = node.subscribe();
     let (tx, mut rx) = mpsc::channel(16);
     let stop = tokio_util::sync::CancellationToken::new();
     let serving = share::serve(&node, share.clone(), &code, tx, stop.clone());
@@ -382,6 +451,19 @@ async fn send(a: SendArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
                 ShareEvent::Finished { .. } => {}
                 ShareEvent::Lost { reason, .. } => eprintln!("warning: lost the receiver: {reason}; waiting for it to come back (Ctrl-C to stop)"),
             },
+            Some(line) = status.recv() => {
+                if !published || ui.verbose > 0 {
+                    eprintln!("{line}");
+                }
+                published = true;
+            }
+            Ok(ev) = net_events.recv() => {
+                if let crate::net::NetEvent::RelayReserved(a) = &ev {
+                    if ui.verbose > 0 {
+                        eprintln!("Reachable through a relay: {a}");
+                    }
+                }
+            }
             _ = tick.tick() => if let Some(b) = &bar { b.set_position(share.served().min(offer.bytes)); },
         }
     };
@@ -441,8 +523,9 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
-async fn start_receiver_node(peers: &[Multiaddr], methods: &[Method]) -> Result<Node> {
-    let listen = if peers.is_empty() && !methods.contains(&Method::None) {
+async fn start_receiver_node(peers: &[Multiaddr], net: &Net) -> Result<Node> {
+    // With discovery, listen too: hole punching needs a socket of our own.
+    let listen = if peers.is_empty() && !net.methods.contains(&Method::None) {
         vec![
             "/ip4/0.0.0.0/tcp/0".parse().expect("valid"),
             "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid"),
@@ -450,15 +533,22 @@ async fn start_receiver_node(peers: &[Multiaddr], methods: &[Method]) -> Result<
     } else {
         vec![]
     };
-    Node::start(NodeConfig { listen }).await
+    let dht = peers.is_empty();
+    let mut cfg = net.config(listen, false);
+    if !dht {
+        cfg.role = crate::net::Role::Local;
+        cfg.bootstrap.clear();
+    }
+    Node::start(cfg).await
 }
 
 async fn find_sender(
     node: &Node,
     code: &Code,
     peers: Vec<Multiaddr>,
-    methods: Vec<Method>,
+    net: &Net,
     wait: Duration,
+    allow_relay: bool,
 ) -> Result<connect::Found> {
     let (tx, mut rx) = mpsc::channel::<String>(8);
     let printer = tokio::spawn(async move {
@@ -468,9 +558,15 @@ async fn find_sender(
     });
     let opts = FindOptions {
         peers,
-        methods,
+        methods: net
+            .methods
+            .iter()
+            .copied()
+            .filter(|m| net.uses(*m))
+            .collect(),
         wait,
         clock: discovery::system_clock(),
+        allow_relay,
     };
     let found = connect::find(node, code, &opts, tx).await;
     let _ = printer.await;
@@ -482,11 +578,11 @@ async fn find_sender(
     Ok(found)
 }
 
-async fn receive(a: ReceiveArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
+async fn receive(a: ReceiveArgs, net: Net, ui: Ui) -> Result<()> {
     let code = read_code(a.code)?;
     let started = Instant::now();
-    let node = start_receiver_node(&a.peer, &methods).await?;
-    let found = find_sender(&node, &code, a.peer.clone(), methods, a.wait).await?;
+    let node = start_receiver_node(&a.peer, &net).await?;
+    let found = find_sender(&node, &code, a.peer.clone(), &net, a.wait, a.allow_relay).await?;
     let mut session = found.session;
     let offer = session.offer().await?;
     let what = format!(
@@ -545,7 +641,7 @@ async fn receive(a: ReceiveArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
     Ok(())
 }
 
-async fn mount(a: MountArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
+async fn mount(a: MountArgs, net: Net, ui: Ui) -> Result<()> {
     use crate::fs::MountFs;
     use crate::fuse::{self, MountOptions};
     use crate::remote::{Remote, RemoteEvent};
@@ -570,8 +666,8 @@ async fn mount(a: MountArgs, methods: Vec<Method>, ui: Ui) -> Result<()> {
         ));
     }
     let code = read_code(Some(a.code))?;
-    let node = start_receiver_node(&a.peer, &methods).await?;
-    let found = find_sender(&node, &code, a.peer.clone(), methods, a.wait).await?;
+    let node = start_receiver_node(&a.peer, &net).await?;
+    let found = find_sender(&node, &code, a.peer.clone(), &net, a.wait, a.allow_relay).await?;
     let mut session = found.session;
     let offer = session.offer().await?;
     let manifest = Arc::new(session.accept(true).await?);
@@ -670,4 +766,28 @@ impl receive::FileSource for CacheSource {
     async fn hash(&self, file: u64) -> Result<[u8; 32]> {
         receive::FileSource::hash(self.0.source(), file).await
     }
+}
+
+async fn helper_node(a: NodeArgs) -> Result<()> {
+    let listen = if a.listen.is_empty() {
+        ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+            .iter()
+            .map(|s| s.parse().expect("valid"))
+            .collect()
+    } else {
+        a.listen
+    };
+    let node = Node::start(NodeConfig {
+        listen,
+        role: crate::net::Role::Helper,
+        bootstrap: vec![],
+    })
+    .await?;
+    for addr in node.listen_addrs().await? {
+        println!("{addr}");
+    }
+    let _ = std::io::stdout().flush();
+    eprintln!("pcp node running: DHT server, circuit relay v2, AutoNAT v2. Ctrl-C to stop.");
+    interrupted().await;
+    Err(Error::Interrupted)
 }

@@ -9,7 +9,7 @@ use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
 use crate::code::Code;
-use crate::discovery::{Candidate, Clock, MdnsBrowser, Method};
+use crate::discovery::{Candidate, Clock, DhtBrowser, MdnsBrowser, Method};
 use crate::error::{Error, Result};
 use crate::fetch::Session;
 use crate::net::Node;
@@ -23,6 +23,8 @@ pub struct FindOptions {
     /// Give up after this long without an authenticated sender.
     pub wait: Duration,
     pub clock: Clock,
+    /// Accept a relayed connection when hole punching fails (relays cap what they carry).
+    pub allow_relay: bool,
 }
 
 /// An authenticated session and how it was reached.
@@ -36,7 +38,41 @@ pub struct Found {
     pub addrs: Vec<Multiaddr>,
 }
 
-async fn attempt(node: Node, code: Code, c: Candidate) -> Result<Found> {
+/// How long to wait for hole punching to turn a relayed connection into a direct one.
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
+
+/// Makes sure file data will not go through a relay unless allowed: waits for a direct
+/// connection (DCUtR runs by itself on a relayed one) and then drops the relayed one.
+async fn prefer_direct(node: &Node, peer: libp2p::PeerId, allow_relay: bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + HOLE_PUNCH_WAIT;
+    loop {
+        match node.connection(peer).await? {
+            Some(c) if !c.relayed => {
+                node.close_relayed(peer).await?;
+                return Ok(());
+            }
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return if allow_relay {
+                    Ok(())
+                } else {
+                    Err(Error::Network(
+                        "only a relayed connection to the sender could be made (hole punching failed); \
+                         relays cap what they carry, so pcp does not send files through them unless you pass --allow-relay"
+                            .into(),
+                    ))
+                };
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            None => {
+                return Err(Error::ConnectionLost(
+                    "the connection to the sender closed".into(),
+                ))
+            }
+        }
+    }
+}
+
+async fn attempt(node: Node, code: Code, c: Candidate, allow_relay: bool) -> Result<Found> {
     let mut last = Error::Network("no address to dial".into());
     for addr in &c.addrs {
         match node.dial(addr.clone()).await {
@@ -45,6 +81,7 @@ async fn attempt(node: Node, code: Code, c: Candidate) -> Result<Found> {
                     last = Error::Network(format!("{addr} is another peer"));
                     continue;
                 }
+                prefer_direct(&node, peer, allow_relay).await?;
                 let session = Session::authenticate(&node, peer, &code).await?;
                 let connection = match node.connection(peer).await {
                     Ok(Some(info)) => format!(
@@ -82,6 +119,7 @@ pub async fn find(
 ) -> Result<Found> {
     let (tx, mut rx) = mpsc::channel::<Candidate>(16);
     let mut _browser = None;
+    let mut _dht = None;
     if !opts.peers.is_empty() {
         for a in &opts.peers {
             let peer = a.iter().find_map(|p| match p {
@@ -114,11 +152,20 @@ pub async fn find(
                 .await;
         }
         if opts.methods.contains(&Method::Dht) {
-            tracing::info!("DHT discovery is not available in this release; only mDNS is searched");
+            _dht = Some(DhtBrowser::start(
+                node.clone(),
+                code.channel(),
+                opts.clock.clone(),
+                tx.clone(),
+                status.clone(),
+            ));
+            let _ = status
+                .send("Joining the DHT and looking for the sender there...".into())
+                .await;
         }
-        if _browser.is_none() {
+        if _browser.is_none() && _dht.is_none() {
             return Err(Error::Network(
-                "no way to find the sender: pass --peer ADDRESS or enable --discovery mdns".into(),
+                "no way to find the sender: pass --peer ADDRESS or use --discovery mdns,dht".into(),
             ));
         }
     }
@@ -133,7 +180,7 @@ pub async fn find(
             c = rx.recv(), if open => match c {
                 Some(c) => {
                     tracing::debug!(?c, "candidate");
-                    attempts.push(attempt(node.clone(), code.clone(), c));
+                    attempts.push(attempt(node.clone(), code.clone(), c, opts.allow_relay));
                 }
                 None => open = false,
             },

@@ -303,6 +303,8 @@ async fn confirm<S: AsyncRead + AsyncWrite + Unpin>(
         write_frame(io, &Confirm { mac: reply }.encode_to_vec()).await?;
         io.flush().await.map_err(lost)?;
         if !ok {
+            // Close our side cleanly so the rejection arrives before the stream goes away.
+            let _ = io.shutdown().await;
             return Err(Error::WrongCode);
         }
     }

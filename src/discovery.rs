@@ -20,8 +20,171 @@ const SERVICE: &str = "_pcp._udp.local.";
 /// Where "now" comes from.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
+/// The system clock, shifted by `PCP_CLOCK_OFFSET_SECS` (signed seconds) when set: tests use
+/// it to start a sender just before a slot boundary.
 pub fn system_clock() -> Clock {
-    Arc::new(SystemTime::now)
+    let offset: i64 = std::env::var("PCP_CLOCK_OFFSET_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Arc::new(move || {
+        let now = SystemTime::now();
+        if offset >= 0 {
+            now + Duration::from_secs(offset as u64)
+        } else {
+            now - Duration::from_secs(offset.unsigned_abs())
+        }
+    })
+}
+
+/// The DHT key of an identifier: the multihash bytes (SHA-256, code 0x12, length 32) of the
+/// CIDv1 (raw codec) of `/pcp/{slot}/{channel}`, which is how IPFS keys provider records, so
+/// any IPFS DHT implementation can store and find it.
+pub fn dht_key(identifier: &str) -> libp2p::kad::RecordKey {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(identifier.as_bytes());
+    let mut mh = vec![0x12, 0x20];
+    mh.extend_from_slice(&digest);
+    libp2p::kad::RecordKey::new(&mh)
+}
+
+/// Publishes the sender under the current slot's key on the DHT, and under each new slot's key
+/// as slots pass, until dropped.
+pub struct DhtAnnouncer {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DhtAnnouncer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DhtAnnouncer {
+    pub fn start(
+        node: crate::net::Node,
+        channel: u16,
+        clock: Clock,
+        status: mpsc::Sender<String>,
+    ) -> DhtAnnouncer {
+        let task = tokio::spawn(async move {
+            let mut previous: Option<libp2p::kad::RecordKey> = None;
+            loop {
+                let slot = slot_of(clock());
+                let key = dht_key(&identifier(slot, channel));
+                // Publishing can fail while the node is still joining: retry a few times.
+                for attempt in 0..5u64 {
+                    match node.provide(key.clone()).await {
+                        Ok(()) => {
+                            let _ = status.send("Published on the DHT.".to_string()).await;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!("DHT publication failed: {e}");
+                            tokio::time::sleep(Duration::from_secs(1 + attempt)).await;
+                        }
+                    }
+                }
+                // The previous slot's record stays: receivers look at it for one more slot.
+                if let Some(old) = previous.replace(key) {
+                    let _ = old;
+                }
+                tokio::time::sleep(until_next_slot(clock()) + Duration::from_millis(50)).await;
+            }
+        });
+        DhtAnnouncer { task }
+    }
+}
+
+/// Looks for providers of `channel` in the current and the previous slot on the DHT, feeding
+/// candidates and status lines, until dropped.
+pub struct DhtBrowser {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DhtBrowser {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DhtBrowser {
+    pub fn start(
+        node: crate::net::Node,
+        channel: u16,
+        clock: Clock,
+        out: mpsc::Sender<Candidate>,
+        status: mpsc::Sender<String>,
+    ) -> DhtBrowser {
+        use crate::net::{DhtUpdate, NetEvent};
+        let task = tokio::spawn(async move {
+            let mut events = node.subscribe();
+            let mut seen = HashSet::new();
+            let mut joined = false;
+            loop {
+                let slot = slot_of(clock());
+                let (tx, mut rx) = mpsc::channel::<(u8, DhtUpdate)>(64);
+                for (i, s) in [slot, slot.saturating_sub(1)].into_iter().enumerate() {
+                    let Ok(mut updates) =
+                        node.get_providers(dht_key(&identifier(s, channel))).await
+                    else {
+                        return;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        while let Some(u) = updates.recv().await {
+                            if tx.send((i as u8, u)).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                let mut asked = [0u32; 2];
+                let mut last_said = 0;
+                loop {
+                    tokio::select! {
+                        u = rx.recv() => match u {
+                            Some((i, DhtUpdate::Asked(n))) => {
+                                asked[i as usize] = asked[i as usize].max(n);
+                                let total = asked[0] + asked[1];
+                                if total >= last_said + 10 {
+                                    last_said = total;
+                                    let _ = status.try_send(format!("Asked {total} DHT peers..."));
+                                }
+                            }
+                            Some((_, DhtUpdate::Providers(peers))) => {
+                                for peer in peers {
+                                    if seen.insert(peer) {
+                                        let _ = status.try_send("Found a sender on the DHT, connecting...".to_string());
+                                        // Kademlia knows the addresses the record came with.
+                                        let addr = Multiaddr::empty().with(Protocol::P2p(peer));
+                                        let c = Candidate { peer: Some(peer), addrs: vec![addr], via: "the internet (DHT)" };
+                                        if out.send(c).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
+                            Some((_, DhtUpdate::Finished)) => {}
+                            None => break,
+                        },
+                        ev = events.recv() => {
+                            if let Ok(NetEvent::DhtPeers(n)) = ev {
+                                if !joined && n > 0 {
+                                    joined = true;
+                                    let _ = status.try_send(format!("Joined the DHT ({n} peers)."));
+                                }
+                            }
+                        }
+                    }
+                }
+                // Nothing (more) found: ask again shortly; the sender may publish late.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        DhtBrowser { task }
+    }
 }
 
 /// A discovery method a user can choose with `--discovery`.

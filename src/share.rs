@@ -377,6 +377,8 @@ pub async fn serve(
                     failures += 1;
                     let _ = events.send(ShareEvent::WrongCode { attempts: failures }).await;
                     if failures >= MAX_FAILED_ATTEMPTS {
+                        // Let the last rejection reach its receiver before the node goes away.
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                         return Err(Error::TooManyAttempts(failures));
                     }
                 }

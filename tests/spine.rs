@@ -193,9 +193,12 @@ mod hostile {
 
     /// Serves `entries` to whoever authenticates with `code`, answering reads with `answer`.
     async fn fake_sender(code: &Code, entries: Vec<Entry>, answer: Answer) -> libp2p::Multiaddr {
-        let node = Node::start(NodeConfig { listen: loopback() })
-            .await
-            .unwrap();
+        let node = Node::start(NodeConfig {
+            listen: loopback(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let addr = node.listen_addrs().await.unwrap()[0].clone();
         let mut incoming = node.control().accept(STREAM_PROTOCOL).unwrap();
         let phrase = code.phrase();

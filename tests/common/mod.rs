@@ -32,9 +32,12 @@ pub struct Sender {
 pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
     let tree = LocalTree::build(paths).unwrap();
     let share = Arc::new(Share::new(tree));
-    let node = Node::start(NodeConfig { listen: loopback() })
-        .await
-        .unwrap();
+    let node = Node::start(NodeConfig {
+        listen: loopback(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let addr = node.listen_addrs().await.unwrap()[0].clone();
     let (tx, events) = mpsc::channel(64);
     let (n, c) = (node.clone(), code.clone());
