@@ -1025,7 +1025,7 @@ report_mount() {
   line="- time to mount (command start to usable mount; pcp's includes the manifest), median, s:"
   for w in "${MOUNT_WORKLOADS[@]}"; do
     # shellcheck disable=SC2086
-    line+=" $w pcp $(median ${M_MOUNT_SECS["pcp $w"]:-0}) / sshfs $(median ${M_MOUNT_SECS["sshfs $w"]:-0});"
+    line+=" $w pcp $(calc "printf \"%.3f\", $(median ${M_MOUNT_SECS["pcp $w"]:-0})") / sshfs $(calc "printf \"%.3f\", $(median ${M_MOUNT_SECS["sshfs $w"]:-0})");"
   done
   echo "${line%;}"
   if [ -s "$WORK/log/mount-problems" ]; then

@@ -248,6 +248,13 @@ impl Node {
                 Err(_) => return Err(Error::Network("listeners did not start within 5 s".into())),
             }
         }
+        // A wildcard listener reports one address per interface; collect the stragglers too.
+        let settle = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let Ok(ev) = tokio::time::timeout_at(settle, swarm.select_next_some()).await {
+            if let SwarmEvent::NewListenAddr { address, .. } = ev {
+                early.push(address);
+            }
+        }
         if role != Role::Local {
             for a in &early {
                 advertise(&mut swarm, a);
