@@ -621,7 +621,7 @@ async fn receive(a: ReceiveArgs, net: Net, ui: Ui) -> Result<()> {
         tokio::select! {
             r = &mut work => break r,
             _ = tick.tick() => {
-                bar.set_position(progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                bar.set_position(progress.bytes.load(std::sync::atomic::Ordering::Relaxed) + progress.reused.load(std::sync::atomic::Ordering::Relaxed));
                 bar.set_message(format!("{}/{} files", progress.files.load(std::sync::atomic::Ordering::Relaxed), files));
             }
         }
@@ -630,12 +630,22 @@ async fn receive(a: ReceiveArgs, net: Net, ui: Ui) -> Result<()> {
     let summary = summary?;
     session.finish().await?;
     let secs = started.elapsed().as_secs_f64();
+    // What moved over the network, and what an earlier run had already left here, verified.
+    let resumed = if summary.reused > 0 {
+        format!(
+            "; {} were already here and verified",
+            HumanBytes(summary.reused)
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "Received {} ({}, {}, all verified) in {:.1} s ({}/s).",
+        "Received {} ({}, {}, all verified) in {:.1} s: {} moved ({}/s){resumed}.",
         roots(&offer.roots),
         plural(files, "file"),
         HumanBytes(bytes),
         secs,
+        HumanBytes(summary.bytes),
         HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
     );
     Ok(())
@@ -724,7 +734,7 @@ async fn mount(a: MountArgs, net: Net, ui: Ui) -> Result<()> {
                     break Ok(());
                 }
                 if let Some((task, progress, bar)) = &mut copy {
-                    bar.set_position(progress.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                    bar.set_position(progress.bytes.load(std::sync::atomic::Ordering::Relaxed) + progress.reused.load(std::sync::atomic::Ordering::Relaxed));
                     if task.is_finished() {
                         bar.finish_and_clear();
                         let r = task.await.map_err(|e| Error::io("copy-out", std::io::Error::other(e)))?;
@@ -765,6 +775,9 @@ impl receive::FileSource for CacheSource {
     }
     async fn hash(&self, file: u64) -> Result<[u8; 32]> {
         receive::FileSource::hash(self.0.source(), file).await
+    }
+    async fn range_hash(&self, file: u64, offset: u64, len: u64) -> Result<[u8; 32]> {
+        receive::FileSource::range_hash(self.0.source(), file, offset, len).await
     }
 }
 

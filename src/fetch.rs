@@ -391,7 +391,14 @@ impl Client {
 
     /// The BLAKE3 hash of file `file`.
     pub async fn hash(&self, file: u64) -> Result<[u8; 32]> {
-        let resp = self.call(request::Op::Hash(HashRequest { file })).await?;
+        self.range_hash(file, 0, 0).await
+    }
+
+    /// The BLAKE3 hash of bytes `offset..offset+len` of `file` (`len` 0: the whole file).
+    pub async fn range_hash(&self, file: u64, offset: u64, len: u64) -> Result<[u8; 32]> {
+        let resp = self
+            .call(request::Op::Hash(HashRequest { file, offset, len }))
+            .await?;
         parse_hash(&resp.hash)
     }
 

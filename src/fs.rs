@@ -497,6 +497,10 @@ mod tests {
         async fn hash(&self, file: u64) -> crate::Result<[u8; 32]> {
             Ok(*blake3::hash(&self.files[&file]).as_bytes())
         }
+        async fn range_hash(&self, file: u64, offset: u64, len: u64) -> crate::Result<[u8; 32]> {
+            let d = &self.files[&file];
+            Ok(*blake3::hash(&d[offset as usize..(offset + len) as usize]).as_bytes())
+        }
     }
 
     fn entry(id: u64, parent: u64, name: &str, kind: Kind, size: u64) -> Entry {

@@ -269,6 +269,11 @@ impl FileSource for Arc<Remote> {
             .await
     }
 
+    async fn range_hash(&self, file: u64, offset: u64, len: u64) -> Result<[u8; 32]> {
+        self.with_client(|c| async move { c.range_hash(file, offset, len).await })
+            .await
+    }
+
     fn stalled(&self, since: Instant) {
         // A silent link (cable pulled, Wi-Fi gone) shows no error, only missing answers.
         self.lost(

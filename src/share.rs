@@ -26,7 +26,7 @@ use crate::manifest::LocalTree;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::wire::{
     envelope::Msg, opening, request, ErrorCode, Failure, Kind, ManifestChunk, Offer, Ready,
-    Request, Response, Role, MANIFEST_BATCH_BYTES, MAX_READ,
+    Request, Response, Role, MANIFEST_BATCH_BYTES, MAX_RANGE_HASH, MAX_READ,
 };
 
 /// Failed handshakes after which the share stops, so online guessing stays hopeless.
@@ -225,6 +225,31 @@ impl Share {
         Ok(h.finalize().into())
     }
 
+    /// BLAKE3 of bytes `offset..offset+len` of file `id` (blocking).
+    fn range_hash(&self, id: u64, offset: u64, len: u64) -> std::result::Result<[u8; 32], Failure> {
+        let src = self.source(id)?;
+        if len > MAX_RANGE_HASH || offset.checked_add(len).is_none_or(|end| end > src.size) {
+            return Err(fail(ErrorCode::BadRange, "range out of bounds"));
+        }
+        let f = self.file(id)?;
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; (1usize << 20).min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let want = ((len - done) as usize).min(buf.len());
+            let n = f
+                .read_at(&mut buf[..want], offset + done)
+                .map_err(|e| fail(ErrorCode::Io, format!("read failed: {e}")))?;
+            if n == 0 {
+                return Err(fail(ErrorCode::Changed, "file shrank on the sender"));
+            }
+            h.update(&buf[..n]);
+            done += n as u64;
+        }
+        self.check_unchanged(id, &f)?;
+        Ok(h.finalize().into())
+    }
+
     async fn answer(self: Arc<Self>, req: Request) -> Response {
         let mut resp = Response {
             id: req.id,
@@ -243,7 +268,18 @@ impl Share {
                     Err(e) => Err(fail(ErrorCode::Io, e.to_string())),
                 }
             }
-            Some(request::Op::Hash(h)) => self.hash(h.file).await.map(|h| resp.hash = h.to_vec()),
+            Some(request::Op::Hash(h)) if h.len == 0 => {
+                self.hash(h.file).await.map(|h| resp.hash = h.to_vec())
+            }
+            Some(request::Op::Hash(h)) => {
+                let me = self.clone();
+                match tokio::task::spawn_blocking(move || me.range_hash(h.file, h.offset, h.len))
+                    .await
+                {
+                    Ok(r) => r.map(|h| resp.hash = h.to_vec()),
+                    Err(e) => Err(fail(ErrorCode::Io, e.to_string())),
+                }
+            }
             None => Err(fail(ErrorCode::Unspecified, "unknown request")),
         };
         if let Err(f) = result {

@@ -18,6 +18,8 @@ pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 pub const MAX_READ: u32 = 1 << 20;
 /// Largest plaintext of an encrypted frame: one full read plus envelope overhead.
 pub const MAX_FRAME: usize = MAX_READ as usize + 4096;
+/// Largest range a range-hash request may cover.
+pub const MAX_RANGE_HASH: u64 = 64 << 20;
 /// Most entries a manifest may have.
 pub const MAX_ENTRIES: u64 = 4_000_000;
 /// The sender closes a manifest frame once its entries reach this many encoded bytes; one entry
@@ -216,6 +218,12 @@ pub struct Read {
 pub struct HashRequest {
     #[prost(uint64, tag = "1")]
     pub file: u64,
+    /// With `len` > 0: the BLAKE3 of bytes `offset..offset+len` only (resuming receivers check
+    /// what they already have with it). `len` = 0: the whole file.
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(uint64, tag = "3")]
+    pub len: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -376,7 +384,11 @@ mod tests {
                 "hash",
                 enc(envelope::Msg::Request(Request {
                     id: 10,
-                    op: Some(request::Op::Hash(HashRequest { file: 1 })),
+                    op: Some(request::Op::Hash(HashRequest {
+                        file: 1,
+                        offset: 0,
+                        len: 0,
+                    })),
                 })),
             ),
             (
@@ -463,7 +475,7 @@ mod tests {
 
         #[test]
         fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool) {
-            let op = if hash { request::Op::Hash(HashRequest { file }) }
+            let op = if hash { request::Op::Hash(HashRequest { file, offset, len: len as u64 }) }
                      else { request::Op::Read(Read { file, offset, len }) };
             let msg = envelope::Msg::Request(Request { id, op: Some(op) });
             let mut buf = Vec::new();

@@ -115,9 +115,157 @@ async fn full_tree_arrives_identical() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // A second receive into the same folder refuses to touch anything without --overwrite.
+    // What is already there and identical passes the preflight (a rerun skips it) ...
+    receive::preflight(&manifest, &opts).unwrap();
+    // ... but a different file of another size in the way stops everything before it starts.
+    std::fs::write(out.path().join("photos/empty.txt"), b"not empty").unwrap();
     let err = receive::preflight(&manifest, &opts).unwrap_err();
     assert!(matches!(err, Error::TargetExists(_)), "{err}");
+}
+
+/// Fails every read once `budget` bytes have been served: an interrupted transfer.
+#[derive(Clone)]
+struct Cut {
+    inner: pcp::fetch::Client,
+    left: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl receive::FileSource for Cut {
+    async fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> pcp::Result<(bytes::Bytes, Option<[u8; 32]>)> {
+        if self
+            .left
+            .fetch_sub(len as i64, std::sync::atomic::Ordering::SeqCst)
+            <= 0
+        {
+            return Err(Error::ConnectionLost("cut by the test".into()));
+        }
+        self.inner.read(file, offset, len).await
+    }
+    async fn hash(&self, file: u64) -> pcp::Result<[u8; 32]> {
+        self.inner.hash(file).await
+    }
+    async fn range_hash(&self, file: u64, offset: u64, len: u64) -> pcp::Result<[u8; 32]> {
+        self.inner.range_hash(file, offset, len).await
+    }
+}
+
+fn part_of(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let h = blake3::hash(name.as_bytes());
+    let hex: String = h.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dir.join(format!(".pcp-{hex}.part"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_receive_resumes_with_a_new_share() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let d = src.path().join("data");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("big"), bytes(96 << 20, 21)).unwrap();
+    std::fs::write(d.join("mid"), bytes(20 << 20, 22)).unwrap();
+    for i in 0..20 {
+        std::fs::write(d.join(format!("small{i}")), bytes(10_000, 100 + i)).unwrap();
+    }
+    let total: u64 = 96 * (1 << 20) + 20 * (1 << 20) + 20 * 10_000;
+    let opts = ReceiveOptions {
+        out: out.path().to_path_buf(),
+        overwrite: false,
+    };
+
+    // First run: cut at about half.
+    let code = Code::generate(4);
+    let sender = start_sender(std::slice::from_ref(&d), &code).await;
+    let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
+    let m = s.accept(false).await.unwrap();
+    let cut = Cut {
+        inner: s.client(4).await.unwrap(),
+        left: Arc::new((total as i64 / 2).into()),
+    };
+    let r = within(
+        60,
+        receive::receive_all(&cut, &m, &opts, Arc::new(Progress::default())),
+    )
+    .await;
+    assert!(r.is_err(), "the cut must fail the first run");
+    sender.task.abort();
+    // Nothing incomplete under a final name; the partial data is kept for later.
+    assert!(!out.path().join("data/big").exists());
+    assert!(part_of(&out.path().join("data"), "big").exists());
+
+    // Second run: a new share of the same files (new code), into the same folder.
+    let code = Code::generate(4);
+    let sender = start_sender(std::slice::from_ref(&d), &code).await;
+    let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
+    let m = s.accept(false).await.unwrap();
+    let client = s.client(4).await.unwrap();
+    let summary = within(
+        60,
+        receive::receive_all(&client, &m, &opts, Arc::new(Progress::default())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(snapshot(&d), snapshot(&out.path().join("data")));
+    let moved = summary.bytes;
+    eprintln!(
+        "second run moved {moved} of {total} bytes ({:.0}%), reused {}",
+        moved as f64 * 100.0 / total as f64,
+        summary.reused
+    );
+    assert!(moved * 100 <= total * 55, "moved {moved} of {total}");
+    assert_eq!(moved + summary.reused, total);
+
+    // A third run finds everything complete and moves nothing.
+    let third = within(
+        60,
+        receive::receive_all(&client, &m, &opts, Arc::new(Progress::default())),
+    )
+    .await
+    .unwrap();
+    assert_eq!((third.bytes, third.reused), (0, total));
+    s.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_partial_data_is_not_trusted() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let d = src.path().join("data");
+    std::fs::create_dir(&d).unwrap();
+    let content = bytes(40 << 20, 31);
+    std::fs::write(d.join("f"), &content).unwrap();
+    // A leftover temporary file whose second 16 MiB piece is damaged.
+    std::fs::create_dir(out.path().join("data")).unwrap();
+    let mut bad = content[..(30 << 20)].to_vec();
+    bad[(20 << 20) + 5] ^= 0xff;
+    let part = part_of(&out.path().join("data"), "f");
+    std::fs::write(&part, &bad).unwrap();
+    let code = Code::generate(4);
+    let sender = start_sender(std::slice::from_ref(&d), &code).await;
+    let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
+    let m = s.accept(false).await.unwrap();
+    let client = s.client(4).await.unwrap();
+    let opts = ReceiveOptions {
+        out: out.path().to_path_buf(),
+        overwrite: false,
+    };
+    let summary = within(
+        60,
+        receive::receive_all(&client, &m, &opts, Arc::new(Progress::default())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(out.path().join("data/f")).unwrap(), content);
+    // Only the first, intact piece was kept.
+    assert_eq!(summary.reused, 16 << 20);
+    assert!(!part.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
