@@ -719,8 +719,13 @@ mkdir -p "$BENCH_DIR"
 WORK=$(mktemp -d "$BENCH_DIR/pcp-bench-reach.XXXXXX")
 LOGDIR=$WORK/logs
 mkdir -p "$LOGDIR" "$WORK/src" "$WORK/out"
+# Run a copy: a rebuild of the target folder during the benchmark must not change the binary
+# between runs.
+cp "$PCP" "$WORK/pcp"
+BINARY=$PCP
+PCP=$WORK/pcp
 printf 'reach\n' >"$WORK/src/tiny.txt"
-log "binary: $PCP; work dir: $WORK; namespaces: $TAG-*"
+log "binary: $BINARY (run from a copy, sha256 $(sha256sum "$PCP" | cut -c1-16)...); work dir: $WORK; namespaces: $TAG-*"
 
 [ "$DO_DHT" = 1 ] && bench_dht
 [ "$DO_MDNS" = 1 ] && bench_mdns
@@ -732,7 +737,7 @@ if [ "$BUILD" = 1 ]; then
     commit+=" plus uncommitted changes"
   built="built from $commit"
 else
-  built="prebuilt binary of $(date -u -r "$PCP" '+%Y-%m-%d %H:%M UTC')"
+  built="prebuilt binary of $(date -u -r "$BINARY" '+%Y-%m-%d %H:%M UTC')"
 fi
 echo
 echo "### Reach: \`pcp receive\` start to \"Found the sender on ..., authenticated\""

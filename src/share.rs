@@ -34,7 +34,7 @@ pub const MAX_FAILED_ATTEMPTS: u32 = 3;
 /// Requests one data stream may have in progress; beyond it the sender stops reading requests.
 const MAX_INFLIGHT_PER_STREAM: usize = 8;
 /// Data streams one session may open.
-pub const MAX_STREAMS: u32 = 16;
+pub const MAX_STREAMS: u32 = 8;
 const OPEN_FILES: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -298,11 +298,11 @@ async fn declining_stops_the_sender() {
     std::fs::write(src.path().join("f"), b"data").unwrap();
     let code = Code::generate(3);
     let sender = start_sender(&[src.path().join("f")], &code).await;
-    let mut session = within(10, connect(&sender.addr, &code)).await.unwrap();
+    let mut session = within(30, connect(&sender.addr, &code)).await.unwrap();
     assert_eq!(session.offer().await.unwrap().files, 1);
     session.decline().await.unwrap();
     assert_eq!(
-        within(10, sender.task).await.unwrap().unwrap(),
+        within(30, sender.task).await.unwrap().unwrap(),
         ShareEnd::Declined
     );
 }
@@ -539,5 +539,231 @@ mod hostile {
         // A large file whose separate hash answer is wrong.
         let err = receive_from(vec![entry(1, 0, b"big", Kind::File, 3 << 20)], honest).await;
         assert!(matches!(err, Error::Integrity(_)), "{err}");
+    }
+}
+
+mod hostile_receiver {
+    //! Receivers that hold the code (or only the channel) and misbehave.
+    use super::*;
+    use pcp::crypto;
+    use pcp::net::{Node, NodeConfig, STREAM_PROTOCOL};
+    use pcp::wire::{opening, Join};
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_requests_get_errors_and_others_are_unaffected() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/f"), bytes(3 << 20, 41)).unwrap();
+        let code = Code::generate(4);
+        let sender = start_sender(&[src.path().join("d")], &code).await;
+
+        let mut bad = within(20, connect(&sender.addr, &code)).await.unwrap();
+        let m = bad.accept(false).await.unwrap();
+        let file = m.entries().iter().find(|e| e.name == b"f").unwrap().id;
+        let c = bad.client(4).await.unwrap();
+        let remote = |r: pcp::Result<_>| match r {
+            Err(Error::Remote(m)) => m,
+            Err(e) => panic!("expected an error reply, got {e}"),
+            Ok(_) => panic!("expected an error reply"),
+        };
+        // Unknown ids (a directory's id too), offsets past the end, huge lengths, bad ranges.
+        assert!(remote(c.read(9999, 0, 10).await.map(|_| ())).contains("no file"));
+        assert!(remote(c.read(1, 0, 10).await.map(|_| ())).contains("no file"));
+        assert!(remote(c.read(file, (3 << 20) + 1, 10).await.map(|_| ())).contains("past the end"));
+        assert!(remote(c.read(file, 0, u32::MAX).await.map(|_| ())).contains("exceeds"));
+        assert!(
+            remote(c.range_hash(file, u64::MAX - 1, 10).await.map(|_| ()))
+                .contains("out of bounds")
+        );
+        assert!(remote(c.range_hash(file, 0, 1 << 40).await.map(|_| ())).contains("out of bounds"));
+        // Thousands of requests in flight at once: all answered, correctly.
+        let want = std::fs::read(src.path().join("d/f")).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..3000u64 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let off = (i * 997) % (3 << 20);
+                (off, c.read(file, off, 1000).await.unwrap().0)
+            }));
+        }
+        for t in tasks {
+            let (off, data) = within(60, t).await.unwrap();
+            let off = off as usize;
+            assert_eq!(&data[..], &want[off..(off + 1000).min(want.len())]);
+        }
+        // Meanwhile another receiver gets everything.
+        let out = tempfile::tempdir().unwrap();
+        let mut good = within(20, connect(&sender.addr, &code)).await.unwrap();
+        let m2 = good.accept(false).await.unwrap();
+        let gc = good.client(2).await.unwrap();
+        let opts = ReceiveOptions {
+            out: out.path().to_path_buf(),
+            overwrite: false,
+        };
+        within(
+            60,
+            receive::receive_all(&gc, &m2, &opts, Arc::new(Progress::default())),
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(out.path().join("d/f")).unwrap(), want);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_third_party_with_only_the_channel_gets_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("secret-name.txt"), b"secret bytes").unwrap();
+        let code = Code::parse("bubble-enemy-result-increase").unwrap();
+        let mut sender = start_sender(&[src.path().join("secret-name.txt")], &code).await;
+        // It knows the channel (the first word), so it tries the other words.
+        let guess = Code::parse("bubble-abandon-ability-able").unwrap();
+        let err = within(10, connect(&sender.addr, &guess))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::WrongCode), "{err}");
+        // Joining a session it does not have: the stream is closed, nothing comes back.
+        let node = Node::start(NodeConfig::default()).await.unwrap();
+        let peer = node.dial(sender.addr.clone()).await.unwrap();
+        let mut io = node
+            .control()
+            .open_stream(peer, STREAM_PROTOCOL)
+            .await
+            .unwrap()
+            .compat();
+        crypto::write_opening(
+            &mut io,
+            opening::Kind::Join(Join {
+                session: vec![7; 16],
+                index: 1,
+            }),
+        )
+        .await
+        .unwrap();
+        let got = within(10, crypto::read_frame(&mut io, 1 << 20)).await;
+        assert!(matches!(got, Ok(None) | Err(_)), "{got:?}");
+        // Its failed guess counted towards the limit of three.
+        match within(5, sender.events.recv()).await {
+            Some(pcp::share::ShareEvent::WrongCode { attempts: 1 }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+mod faults {
+    use super::*;
+
+    /// Rewrites a source file after the first read: the sender must notice.
+    #[derive(Clone)]
+    struct Meddler {
+        inner: pcp::fetch::Client,
+        path: std::path::PathBuf,
+        done: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl receive::FileSource for Meddler {
+        async fn read(
+            &self,
+            file: u64,
+            offset: u64,
+            len: u32,
+        ) -> pcp::Result<(bytes::Bytes, Option<[u8; 32]>)> {
+            let r = self.inner.read(file, offset, len).await;
+            if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let mut data = std::fs::read(&self.path).unwrap();
+                let last = data.len() - 1;
+                data[last] ^= 1;
+                std::fs::write(&self.path, data).unwrap();
+            }
+            r
+        }
+        async fn hash(&self, file: u64) -> pcp::Result<[u8; 32]> {
+            self.inner.hash(file).await
+        }
+        async fn range_hash(&self, file: u64, offset: u64, len: u64) -> pcp::Result<[u8; 32]> {
+            self.inner.range_hash(file, offset, len).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_changing_while_sent_is_never_kept_mixed() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let f = src.path().join("f");
+        std::fs::write(&f, bytes(24 << 20, 51)).unwrap();
+        let code = Code::generate(4);
+        let sender = start_sender(std::slice::from_ref(&f), &code).await;
+        let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
+        let m = s.accept(false).await.unwrap();
+        let src_ = Meddler {
+            inner: s.client(2).await.unwrap(),
+            path: f.clone(),
+            done: Default::default(),
+        };
+        let opts = ReceiveOptions {
+            out: out.path().to_path_buf(),
+            overwrite: false,
+        };
+        let err = within(
+            60,
+            receive::receive_all(&src_, &m, &opts, Arc::new(Progress::default())),
+        )
+        .await
+        .expect_err("a changed file must not be received");
+        assert!(err.to_string().contains("changed on the sender"), "{err}");
+        assert!(!out.path().join("f").exists());
+    }
+
+    /// A small tmpfs mounted for one test, unmounted even when it fails.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_a_clear_error_and_keeps_what_was_written() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/small"), b"fits").unwrap();
+        std::fs::write(src.path().join("d/big"), bytes(12 << 20, 61)).unwrap();
+        let disk = Tmpfs(tempfile::tempdir().unwrap());
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+            .arg(disk.0.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs needs root");
+        let code = Code::generate(4);
+        let sender = start_sender(&[src.path().join("d")], &code).await;
+        let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
+        let m = s.accept(false).await.unwrap();
+        let c = s.client(2).await.unwrap();
+        let opts = ReceiveOptions {
+            out: disk.0.path().to_path_buf(),
+            overwrite: false,
+        };
+        let err = within(
+            60,
+            receive::receive_all(&c, &m, &opts, Arc::new(Progress::default())),
+        )
+        .await
+        .expect_err("12 MiB cannot fit in 6 MiB");
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        // Nothing reported complete that is not; the partial data stays for a later resume.
+        assert!(!disk.0.path().join("d/big").exists());
+        assert!(std::fs::read_dir(disk.0.path().join("d"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".pcp-")));
     }
 }
