@@ -28,6 +28,10 @@
 #             3r.., receiver from the next BENCH_BOOT_PEERS after those, modulo BENCH_HELPERS), so
 #             the provider record must be routed through the DHT to be found;
 #   shared    both bootstrap from the same helpers (run r: helpers 3r..): a rendezvous.
+# `disjoint` can succeed only if the helpers really form one DHT. As of commit bfdb6a1,
+# `pcp node` ignores --bootstrap (helper_node starts its Node with `bootstrap: vec![]`), so the
+# helpers never meet (after 5 minutes each logs "Failed to trigger bootstrap: No known peers")
+# and every disjoint run fails after BENCH_WAIT.
 #
 # Network rules: everything runs inside namespaces this script creates (names pcpbench-PID-*);
 # the namespaces have no default route, so nothing can leave them. Bootstrap peers are always
@@ -594,7 +598,7 @@ record() {
   [[ $SETTLE =~ ^0*(\.0*)?$ ]] && delay="at once"
   ok=$(grep -c . "$times" || true)
   med=$(median <"$times")
-  runs=$(awk -F'\t' '{ printf "%s%s", (NR > 1 ? ", " : ""), ($1 == "" ? "fail" : $1) }' "$notes")
+  runs=$(awk -F'\037' '{ printf "%s%s", (NR > 1 ? ", " : ""), ($1 == "" ? "fail" : $1) }' "$notes")
   if [ -z "$med" ]; then
     met="no (nothing found)"
     med="—"
@@ -610,7 +614,8 @@ record() {
   fi
   RESULT_ROWS+=("| $label | $delay | $med | $ok/$RUNS | $runs | ≤ $target s | $met |")
   local i=0 line t n rd
-  while IFS=$'\t' read -r t rd n; do
+  # (Fields are separated by \x1f, not a tab: read would merge an empty first field.)
+  while IFS=$'\x1f' read -r t rd n; do
     i=$((i + 1))
     RUN_ROWS+=("| $label | $delay | $i | ${t:-fail} | $rd | $n |")
   done <"$notes"
@@ -654,7 +659,7 @@ bench_dht() {
         one_run "dht-$mode-$SETTLE" "$r" "$snd" "$rcv" "Published on the DHT." \
           --discovery dht "${sboot[@]}" "${listen[@]}" -- --discovery dht "${rboot[@]}"
         [ -n "$RUN_SECS" ] && printf '%s\n' "$RUN_SECS" >>"$times"
-        printf '%s\t%s\t%s\n' "$RUN_SECS" "$RUN_READY" \
+        printf '%s\x1f%s\x1f%s\n' "$RUN_SECS" "$RUN_READY" \
           "helpers $(helper_numbers "$first") / $(helper_numbers "$rfirst"): $RUN_NOTE" >>"$notes"
       done
       local what="both from the same helpers"
@@ -704,7 +709,7 @@ bench_mdns() {
       # The sender's first stderr line ("Sharing ...") comes right after its code: ready.
       one_run "mdns-$SETTLE" "$r" "$a" "$b" "Sharing " "${extra[@]}" "${listen[@]}" -- "${extra[@]}"
       [ -n "$RUN_SECS" ] && printf '%s\n' "$RUN_SECS" >>"$times"
-      printf '%s\t%s\t%s\n' "$RUN_SECS" "$RUN_READY" "$RUN_NOTE" >>"$notes"
+      printf '%s\x1f%s\x1f%s\n' "$RUN_SECS" "$RUN_READY" "$RUN_NOTE" >>"$notes"
     done
     record "mDNS: two namespaces on a veth pair, --discovery $LAN_DISCOVERY" "$TARGET_MDNS_SECS" \
       "$times" "$notes"

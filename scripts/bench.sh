@@ -690,8 +690,13 @@ unmount_with() {
   # sshfs can take a while to exit after a big tree (its node table); pcp should be quick.
   local wait_tenths=300
   [ "$tool" = sshfs ] && wait_tenths=900
+  local holders=""
   for ((i = 1; i <= wait_tenths; i++)); do
     kill -0 "$MNT_PID" 2>/dev/null || break
+    # A FUSE process exits only when the kernel ends its connection, which waits for every
+    # copy of the mount: a mount namespace created while it was mounted (unshare, ip netns
+    # exec, containers) keeps one. Say who, when the exit is slow.
+    ((i == 20)) && holders=$(mount_holders "$mp")
     # SEMANTICS.md: pcp can miss a signal that arrives while it is busy; "send it again".
     if [ "$tool" = pcp ] && ((i % 20 == 0)); then
       kill -TERM "$MNT_PID" 2>/dev/null
@@ -717,6 +722,9 @@ unmount_with() {
   if [ "$tool" = pcp ] && ((terms > 1 && !killed)); then
     problem "$tag: pcp mount took $secs s to exit after the first SIGTERM ($terms SIGTERMs sent, 2 s apart)"
   fi
+  if [ -n "$holders" ]; then
+    problem "$tag: 2 s after the unmount, other mount namespaces still held $tool's mount: $holders"
+  fi
   if is_mounted "$mp"; then
     problem "$tag: $tool left its mount behind after exiting; detached it"
     force_unmount "$mp"
@@ -735,6 +743,20 @@ unmount_with() {
     [ "$rc" = 0 ] || problem "$tag: pcp send exited $rc: $(tail -n 3 "$WORK/log/$tag.send.err" | tr '\n' ' ')"
     collect_warnings "$tag" "$WORK/log/$tag.send.err" "$lg.err"
   fi
+}
+
+# Processes of other mount namespaces whose mount table still has MOUNTPOINT (one per namespace).
+mount_holders() {
+  local mp=$1 f pid ns self
+  self=$(readlink /proc/self/ns/mnt)
+  for f in /proc/[0-9]*/mountinfo; do
+    pid=${f#/proc/}
+    pid=${pid%/mountinfo}
+    ns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null) || continue
+    [ "$ns" != "$self" ] || continue
+    awk -v m="$mp" '$5 == m { f = 1 } END { exit !f }' "$f" 2>/dev/null || continue
+    printf '%s %s(%s)\n' "$ns" "$(cat "/proc/$pid/comm" 2>/dev/null)" "$pid"
+  done | sort -u -k1,1 | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1 } END { if (NR) printf " (%d namespaces)", NR }' | head -c 400
 }
 
 # A workload failed: no figure from this run.

@@ -38,7 +38,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     no_progress: bool,
     /// How to find the other side: any of mdns, dht (comma-separated), or none (only
-    /// --listen/--peer addresses). The DHT is not available in this release.
+    /// --listen/--peer addresses).
     #[arg(long, global = true, value_delimiter = ',', default_value = "mdns,dht")]
     discovery: Vec<Method>,
     /// DHT bootstrap peer (repeatable, or comma-separated in PCP_BOOTSTRAP); replaces the
@@ -255,7 +255,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Send(a) => send(a, net, ui).await,
         Cmd::Receive(a) => receive(a, net, ui).await,
         Cmd::Mount(a) => mount(a, net, ui).await,
-        Cmd::Node(a) => helper_node(a).await,
+        Cmd::Node(a) => helper_node(a, net).await,
     }
 }
 
@@ -781,7 +781,7 @@ impl receive::FileSource for CacheSource {
     }
 }
 
-async fn helper_node(a: NodeArgs) -> Result<()> {
+async fn helper_node(a: NodeArgs, net: Net) -> Result<()> {
     let listen = if a.listen.is_empty() {
         ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
             .iter()
@@ -793,7 +793,12 @@ async fn helper_node(a: NodeArgs) -> Result<()> {
     let node = Node::start(NodeConfig {
         listen,
         role: crate::net::Role::Helper,
-        bootstrap: vec![],
+        // Helpers join each other (or the IPFS DHT) like everyone else.
+        bootstrap: if net.methods.contains(&Method::None) {
+            vec![]
+        } else {
+            net.bootstrap
+        },
     })
     .await?;
     for addr in node.listen_addrs().await? {

@@ -251,6 +251,8 @@ impl MdnsAnnouncer {
         clock: Clock,
     ) -> Result<MdnsAnnouncer> {
         let daemon = ServiceDaemon::new().map_err(mdns_err)?;
+        // Notice interfaces that come up after we start (a laptop joining Wi-Fi) within a second.
+        let _ = daemon.set_ip_check_interval(1);
         let tcp = port_of(listen, false);
         let quic = port_of(listen, true);
         let Some(main_port) = tcp.or(quic) else {
@@ -259,7 +261,14 @@ impl MdnsAnnouncer {
             ));
         };
         let d = daemon.clone();
-        let short: String = peer.to_base58().chars().rev().take(10).collect();
+        // Lower case: mdns-sd lower-cases names internally and would miss re-announcements.
+        let short: String = peer
+            .to_base58()
+            .chars()
+            .rev()
+            .take(10)
+            .collect::<String>()
+            .to_lowercase();
         let task = tokio::spawn(async move {
             let mut registered: Option<String> = None;
             loop {
@@ -316,6 +325,8 @@ impl Drop for MdnsBrowser {
 impl MdnsBrowser {
     pub fn start(channel: u16, clock: Clock, out: mpsc::Sender<Candidate>) -> Result<MdnsBrowser> {
         let daemon = ServiceDaemon::new().map_err(mdns_err)?;
+        // Notice interfaces that come up after we start (a laptop joining Wi-Fi) within a second.
+        let _ = daemon.set_ip_check_interval(1);
         let events = daemon.browse(SERVICE).map_err(mdns_err)?;
         let task = tokio::spawn(async move {
             let mut seen = HashSet::new();

@@ -249,7 +249,15 @@ impl Node {
             }
         }
         // A wildcard listener reports one address per interface; collect the stragglers too.
-        let settle = tokio::time::Instant::now() + Duration::from_millis(100);
+        let wildcard = cfg.listen.iter().any(|a| {
+            a.iter().any(|p| match p {
+                Protocol::Ip4(ip) => ip.is_unspecified(),
+                Protocol::Ip6(ip) => ip.is_unspecified(),
+                _ => false,
+            })
+        });
+        let settle =
+            tokio::time::Instant::now() + Duration::from_millis(if wildcard { 30 } else { 0 });
         while let Ok(ev) = tokio::time::timeout_at(settle, swarm.select_next_some()).await {
             if let SwarmEvent::NewListenAddr { address, .. } = ev {
                 early.push(address);
@@ -376,7 +384,8 @@ impl Node {
 fn advertise(swarm: &mut Swarm<Behaviour>, a: &Multiaddr) {
     let useless = a.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
-        Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+        // Link-local addresses need a scope id that a multiaddr cannot carry.
+        Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local(),
         _ => false,
     });
     if !useless {
