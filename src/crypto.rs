@@ -203,6 +203,36 @@ impl<'a> HandshakeParams<'a> {
     }
 }
 
+/// Sends our hello and gets the peer's: the receiver opens the stream with it, the sender has
+/// already read the receiver's (`peer_hello`) and answers.
+async fn exchange_hellos<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    role: Role,
+    hello: Hello,
+    peer_hello: Option<Hello>,
+) -> Result<Hello> {
+    let peer = match (role, peer_hello) {
+        (Role::Receiver, _) => {
+            write_opening(io, wire::opening::Kind::Hello(hello)).await?;
+            read_plain::<_, Hello>(io).await?
+        }
+        (_, Some(peer)) => {
+            write_frame(io, &hello.encode_to_vec()).await?;
+            io.flush().await.map_err(lost)?;
+            peer
+        }
+        (_, None) => {
+            return Err(Error::Protocol(
+                "sender handshake without the peer's hello".into(),
+            ))
+        }
+    };
+    if peer.version != wire::VERSION {
+        return Err(Error::IncompatibleVersion);
+    }
+    Ok(peer)
+}
+
 /// Runs SPAKE2 plus key confirmation. The receiver opens with `Opening{Hello}`; the sender,
 /// which has already read that opening, passes the peer's hello in `peer_hello`.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
@@ -232,25 +262,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         spake: my_msg.clone(),
         resume: vec![],
     };
-    let peer = match (p.role, peer_hello) {
-        (Role::Receiver, _) => {
-            write_opening(io, wire::opening::Kind::Hello(hello)).await?;
-            read_plain::<_, Hello>(io).await?
-        }
-        (_, Some(peer)) => {
-            write_frame(io, &hello.encode_to_vec()).await?;
-            io.flush().await.map_err(lost)?;
-            peer
-        }
-        (_, None) => {
-            return Err(Error::Protocol(
-                "sender handshake without the peer's hello".into(),
-            ))
-        }
-    };
-    if peer.version != wire::VERSION {
-        return Err(Error::IncompatibleVersion);
-    }
+    let peer = exchange_hellos(io, p.role, hello, peer_hello).await?;
     let want_role = if p.role == Role::Sender {
         Role::Receiver
     } else {
@@ -359,25 +371,7 @@ pub async fn resume_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         spake: nonce.to_vec(),
         resume: ticket.session.to_vec(),
     };
-    let peer = match (role, peer_hello) {
-        (Role::Receiver, _) => {
-            write_opening(io, wire::opening::Kind::Hello(hello)).await?;
-            read_plain::<_, Hello>(io).await?
-        }
-        (_, Some(peer)) => {
-            write_frame(io, &hello.encode_to_vec()).await?;
-            io.flush().await.map_err(lost)?;
-            peer
-        }
-        (_, None) => {
-            return Err(Error::Protocol(
-                "sender handshake without the peer's hello".into(),
-            ))
-        }
-    };
-    if peer.version != wire::VERSION {
-        return Err(Error::IncompatibleVersion);
-    }
+    let peer = exchange_hellos(io, role, hello, peer_hello).await?;
     if peer.spake.len() != 32 {
         return Err(Error::Protocol("bad resumption nonce".into()));
     }

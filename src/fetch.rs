@@ -58,6 +58,19 @@ pub struct Session {
 }
 
 impl Session {
+    fn on_control_stream(node: &Node, peer: PeerId, keys: SessionKeys, io: Io) -> Session {
+        let (sealer, opener) = keys.stream(0);
+        let (r, w) = tokio::io::split(io);
+        Session {
+            node: node.clone(),
+            peer,
+            keys,
+            reader: SecureReader::new(r, opener),
+            writer: SecureWriter::new(w, sealer),
+            offer: None,
+        }
+    }
+
     /// Opens the control stream to `peer` (already connected) and runs the handshake.
     pub async fn authenticate(node: &Node, peer: PeerId, code: &Code) -> Result<Session> {
         let mut io = open_stream(node, peer).await?;
@@ -67,16 +80,7 @@ impl Session {
             tokio::time::timeout(HANDSHAKE_TIMEOUT, crypto::handshake(&mut io, params, None))
                 .await
                 .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the handshake"))??;
-        let (sealer, opener) = keys.stream(0);
-        let (r, w) = tokio::io::split(io);
-        Ok(Session {
-            node: node.clone(),
-            peer,
-            keys,
-            reader: SecureReader::new(r, opener),
-            writer: SecureWriter::new(w, sealer),
-            offer: None,
-        })
+        Ok(Session::on_control_stream(node, peer, keys, io))
     }
 
     /// Re-authenticates to the sender of an earlier session with its ticket (no code needed).
@@ -91,16 +95,7 @@ impl Session {
         let keys = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
             .await
             .map_err(|_| Error::Timeout(HANDSHAKE_TIMEOUT, "the resumption handshake"))??;
-        let (sealer, opener) = keys.stream(0);
-        let (r, w) = tokio::io::split(io);
-        Ok(Session {
-            node: node.clone(),
-            peer,
-            keys,
-            reader: SecureReader::new(r, opener),
-            writer: SecureWriter::new(w, sealer),
-            offer: None,
-        })
+        Ok(Session::on_control_stream(node, peer, keys, io))
     }
 
     /// Waits until the sender ends the session (an abort, a closed stream or a lost connection)
