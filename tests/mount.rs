@@ -722,3 +722,55 @@ async fn a_file_changed_on_the_sender_reads_as_eio_never_mixed() {
         b"hello\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_mount_readers_and_a_receive_at_once() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let code = Code::generate(4);
+    let m = mount_share(&[src.path().join("share")], &code, Duration::from_secs(30)).await;
+    let share = src.path().join("share");
+    let names = [
+        "big.bin",
+        "sub/mid.bin",
+        "link",
+        "sub/deeper/f000",
+        "sub/deeper/f020",
+        "sub/deeper/f039",
+        "empty",
+        "sub/ünï cödé.txt",
+    ];
+    let mut readers = Vec::new();
+    for i in 0..16 {
+        let (mp, share) = (m.path(), share.clone());
+        let name = names[i % names.len()];
+        readers.push(tokio::task::spawn_blocking(move || {
+            let got = std::fs::read(mp.join(name)).unwrap();
+            assert!(
+                got == std::fs::read(share.join(name)).unwrap(),
+                "reader {i} of {name}"
+            );
+        }));
+    }
+    // A receive from the same sender at the same time.
+    let sender_addr = m._sender.as_ref().unwrap().addr.clone();
+    let out = tempfile::tempdir().unwrap();
+    let mut s = within(20, connect(&sender_addr, &code)).await.unwrap();
+    let manifest = s.accept(false).await.unwrap();
+    let client = s.client(4).await.unwrap();
+    let opts = pcp::receive::ReceiveOptions {
+        out: out.path().to_path_buf(),
+        overwrite: false,
+    };
+    let progress = Arc::new(pcp::receive::Progress::default());
+    within(
+        120,
+        pcp::receive::receive_all(&client, &manifest, &opts, progress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(snapshot(&share), snapshot(&out.path().join("share")));
+    for r in readers {
+        within(120, r).await.unwrap();
+    }
+}
