@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use libp2p::{PeerId, Stream};
+use prost::Message;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
@@ -20,7 +21,7 @@ use crate::manifest::Manifest;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::wire::{
     envelope::Msg, opening, request, Accept, Decline, Done, ErrorCode, HashRequest, Join, Offer,
-    Read, Request, Response, Role, MAX_ENTRIES,
+    Read, Request, Response, Role, MAX_ENTRIES, MAX_MANIFEST_BYTES,
 };
 
 type Io = Compat<Stream>;
@@ -149,6 +150,7 @@ impl Session {
         let offer = self.offer().await?;
         self.writer.send_now(Msg::Accept(Accept { mount })).await?;
         let mut entries = Vec::new();
+        let mut bytes = 0usize;
         loop {
             match self.reader.expect("the manifest").await? {
                 Msg::Manifest(c) => {
@@ -156,6 +158,13 @@ impl Session {
                         return Err(Error::InvalidManifest(format!(
                             "more entries than the {} offered",
                             offer.entries
+                        )));
+                    }
+                    bytes += c.entries.iter().map(|e| e.encoded_len()).sum::<usize>();
+                    if bytes > MAX_MANIFEST_BYTES {
+                        return Err(Error::InvalidManifest(format!(
+                            "the manifest is larger than {} MiB",
+                            MAX_MANIFEST_BYTES >> 20
                         )));
                     }
                     entries.extend(c.entries);

@@ -20,6 +20,9 @@ pub const MAX_READ: u32 = 1 << 20;
 pub const MAX_FRAME: usize = MAX_READ as usize + 4096;
 /// Largest range a range-hash request may cover.
 pub const MAX_RANGE_HASH: u64 = 64 << 20;
+/// Largest total size of a manifest's encoded entries a receiver accepts (bounds its memory
+/// whatever the sender claims).
+pub const MAX_MANIFEST_BYTES: usize = 256 << 20;
 /// Most entries a manifest may have.
 pub const MAX_ENTRIES: u64 = 4_000_000;
 /// The sender closes a manifest frame once its entries reach this many encoded bytes; one entry

@@ -341,6 +341,16 @@ mod hostile {
 
     /// Serves `entries` to whoever authenticates with `code`, answering reads with `answer`.
     async fn fake_sender(code: &Code, entries: Vec<Entry>, answer: Answer) -> libp2p::Multiaddr {
+        fake_sender_offering(code, entries, answer, None).await
+    }
+
+    /// Like `fake_sender`, but its offer may claim `offered` entries.
+    async fn fake_sender_offering(
+        code: &Code,
+        entries: Vec<Entry>,
+        answer: Answer,
+        offered: Option<u64>,
+    ) -> libp2p::Multiaddr {
         let node = Node::start(NodeConfig {
             listen: loopback(),
             ..Default::default()
@@ -376,7 +386,7 @@ mod hostile {
                                 .filter(|e| e.kind == Kind::File as i32)
                                 .count() as u64;
                             w.send_now(Msg::Offer(Offer {
-                                entries: entries.len() as u64,
+                                entries: offered.unwrap_or(entries.len() as u64),
                                 files,
                                 bytes: 0,
                                 roots: vec![],
@@ -520,6 +530,22 @@ mod hostile {
             let err = receive_from(entries, honest).await;
             assert!(matches!(err, Error::InvalidManifest(_)), "{what}: {err}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offer_of_ten_million_entries_is_refused_at_once() {
+        let code = Code::generate(4);
+        let addr = fake_sender_offering(
+            &code,
+            vec![entry(1, 0, b"f", Kind::File, 1)],
+            honest,
+            Some(10_000_000),
+        )
+        .await;
+        let mut s = within(20, connect(&addr, &code)).await.unwrap();
+        let err = within(10, s.accept(false)).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidManifest(_)), "{err}");
+        assert!(err.to_string().contains("10000000 entries"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
