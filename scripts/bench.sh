@@ -223,7 +223,12 @@ ensure_tools() {
   [ "$ok" = 1 ] || die "apt-get install ${missing[*]} failed"
 }
 
+BUILT_COMMIT=""
 build_pcp() {
+  # Other work may be committed while this runs: report the tree the binary was built from.
+  BUILT_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] || BUILT_COMMIT+=" (+ local changes)"
+  [ "$BUILD" = 1 ] || BUILT_COMMIT="unknown (BENCH_BUILD=0: the binary already there; tree at $BUILT_COMMIT)"
   if [ "$BUILD" = 1 ]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet) >&2 || die "cargo build --release failed"
@@ -890,10 +895,7 @@ yesno() { calc "print (($1) ? \"yes\" : \"**no**\")"; }
 
 # Bullets common to both sections.
 report_env() {
-  local commit dirty=""
-  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  [ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] || dirty=" (+ local changes)"
-  echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit$dirty, $("$PCP" --version), $(ssh -V 2>&1 | cut -d, -f1)$([ "$DO_MOUNT" = 1 ] && echo ", $(sshfs --version 2>&1 | grep -m 1 "^SSHFS version")")"
+  echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILT_COMMIT, $("$PCP" --version), $(ssh -V 2>&1 | cut -d, -f1)$([ "$DO_MOUNT" = 1 ] && echo ", $(sshfs --version 2>&1 | grep -m 1 "^SSHFS version")")"
   echo "- $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r); loopback only (127.0.0.1)"
   if [ "$CACHES_DROPPED" = 1 ]; then
     echo "- page caches dropped before every timed transfer or workload (\`sync; echo 3 > /proc/sys/vm/drop_caches\`): source reads are cold; the programs and their libraries were read back in"

@@ -486,7 +486,20 @@ impl Mounted {
         if s.guard.is_finished() {
             return false;
         }
-        match s.umount_and_join() {
+        // The join after a successful unmount can wait for as long as another mount namespace
+        // still holds a copy of the mount; never let that hold up exiting.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(s.umount_and_join());
+        });
+        let result = match rx.recv_timeout(std::time::Duration::from_secs(3)) {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!("unmounted, but the FUSE threads did not stop within 3 s");
+                Ok(())
+            }
+        };
+        match result {
             Ok(()) => false,
             Err(e) => {
                 tracing::debug!("unmount failed ({e}); detaching lazily");
