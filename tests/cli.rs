@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{send_loopback, snapshot, Sending, PCP};
+use common::{ip, send_loopback, snapshot, Sending, PCP};
 
 #[test]
 fn receive_by_the_binary_on_loopback() {
@@ -120,14 +120,6 @@ fn bad_codes_are_refused_clearly() {
 struct Lan {
     a: String,
     b: String,
-}
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip")
-        .args(args)
-        .status()
-        .expect("iproute2 is installed");
-    assert!(st.success(), "ip {args:?} failed (tests run as root)");
 }
 
 impl Lan {

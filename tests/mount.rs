@@ -535,14 +535,6 @@ struct Wire {
     host_if: String,
 }
 
-fn ip(args: &[&str]) {
-    let st = Command::new("ip")
-        .args(args)
-        .status()
-        .expect("iproute2 is installed");
-    assert!(st.success(), "ip {args:?} failed (tests run as root)");
-}
-
 impl Wire {
     fn new() -> Wire {
         let id = std::process::id() % 10_000;

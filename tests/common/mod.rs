@@ -209,3 +209,12 @@ pub fn send_loopback(path: &std::path::Path, extra: &[&str]) -> Sending {
     .arg(path);
     Sending::start(c)
 }
+
+/// Runs `ip ARGS` (iproute2), failing the test if it fails (the tests run as root).
+pub fn ip(args: &[&str]) {
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("iproute2 is installed");
+    assert!(st.success(), "ip {args:?} failed (tests run as root)");
+}
