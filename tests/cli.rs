@@ -7,6 +7,22 @@ use std::process::Command;
 
 use common::{ip, send_loopback, snapshot, Sending, PCP};
 
+/// `pcp receive --yes` dialling `addr` directly, into `out` (the code is added by the caller).
+fn receive_cmd(addr: &str, out: &std::path::Path) -> Command {
+    let mut c = Command::new(PCP);
+    c.args([
+        "receive",
+        "--yes",
+        "--discovery",
+        "none",
+        "--peer",
+        addr,
+        "--out",
+    ])
+    .arg(out);
+    c
+}
+
 #[test]
 fn receive_by_the_binary_on_loopback() {
     let src = tempfile::tempdir().unwrap();
@@ -17,17 +33,7 @@ fn receive_by_the_binary_on_loopback() {
     let mut s = send_loopback(&src.path().join("d"), &[]);
     let addr = s.loopback_addr();
     // The code comes from PCP_CODE, in upper case with spaces: it need not appear in `ps`.
-    let r = Command::new(PCP)
-        .args([
-            "receive",
-            "--yes",
-            "--discovery",
-            "none",
-            "--peer",
-            &addr,
-            "--out",
-        ])
-        .arg(out.path())
+    let r = receive_cmd(&addr, out.path())
         .env("PCP_CODE", s.code.replace('-', " ").to_uppercase())
         .output()
         .unwrap();
@@ -53,17 +59,7 @@ fn wrong_code_by_the_binary() {
     let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
     for _ in 0..3 {
-        let r = Command::new(PCP)
-            .args([
-                "receive",
-                "--yes",
-                "--discovery",
-                "none",
-                "--peer",
-                &addr,
-                "--out",
-            ])
-            .arg(out.path())
+        let r = receive_cmd(&addr, out.path())
             .arg("bubble-enemy-result-pencil")
             .output()
             .unwrap();
