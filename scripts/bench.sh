@@ -26,6 +26,9 @@
 #   BENCH_TREE_DIRS=100     mount: folders of the find/stat tree ...
 #   BENCH_TREE_FILES=1000   ... and files of 16 bytes in each
 #   BENCH_SSHFS_FIND_LIMIT=120  mount: seconds after which sshfs's find is abandoned (skipped)
+#   BENCH_CP_DST=tmpfs      mount: where `cp -r` writes: tmpfs (a private 256 MiB tmpfs, so the
+#                           local disk's file creation, ~0.2-0.5 ms per file on this VM's ext4,
+#                           does not hide the mounts' own costs) or disk (under BENCH_DIR)
 #   BENCH_MOUNT_DATA=$BENCH_DIR/mount-data  mount: its data set (~5 GiB with the defaults),
 #                           created once and KEPT for later runs (each part is remade only when
 #                           its size options change); delete it to reclaim the space
@@ -55,6 +58,7 @@ PREADS=${BENCH_PREADS:-2000}
 TREE_DIRS=${BENCH_TREE_DIRS:-100}
 TREE_FILES=${BENCH_TREE_FILES:-1000}
 SSHFS_FIND_LIMIT=${BENCH_SSHFS_FIND_LIMIT:-120}
+CP_DST=${BENCH_CP_DST:-tmpfs}
 MOUNT_DATA=${BENCH_MOUNT_DATA:-${BENCH_DIR:-/tmp/pcp-bench}/mount-data}
 
 # Targets of the "send/receive spine" issue.
@@ -87,6 +91,7 @@ for v in RUNS BIG_MIB SMALL_FILES SMALL_KIB SSH_PORT_FIRST TIMEOUT HUGE_MIB PREA
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $BENCH_DIR != *[[:space:]]* ]] || die "BENCH_DIR must not contain white space"
+[[ $CP_DST = tmpfs || $CP_DST = disk ]] || die "BENCH_CP_DST must be tmpfs or disk"
 [[ $MOUNT_DATA = /* && $MOUNT_DATA != *[[:space:]]* ]] ||
   die "BENCH_MOUNT_DATA must be an absolute path without white space (got '$MOUNT_DATA')"
 for sec in ${SECTIONS//,/ }; do
@@ -786,8 +791,16 @@ wl_seq() { # MiB/s of a cold sequential read of the big file
 wl_cp() { # seconds for cp -r of the small files out of the mount
   local tool=$1 tag=$2 mp=$3 lg=$WORK/log/$2.$1 t0 t1 rc=0 got
   local dst=$WORK/dst/cp-$tool
+  if [ "$CP_DST" = tmpfs ]; then
+    dst=$WORK/cp-tmpfs/cp-$tool
+    if ! is_mounted "$WORK/cp-tmpfs"; then
+      mkdir -p "$WORK/cp-tmpfs"
+      MOUNTS+=("$WORK/cp-tmpfs")
+      mount -t tmpfs -o size=256m,mode=0755 pcp-bench-cp "$WORK/cp-tmpfs" || die "cannot mount a tmpfs for cp -r"
+    fi
+  fi
   rm -rf "$dst"
-  mkdir -p "$WORK/dst"
+  mkdir -p "$(dirname "$dst")"
   before_timed
   t0=$EPOCHREALTIME
   timeout --foreground -k 5 "$TIMEOUT" cp -r "$mp" "$dst" >"$lg.cp" 2>&1 </dev/null &
@@ -1004,7 +1017,7 @@ report_mount() {
   echo "- every timed workload on a fresh mount, so neither tool has anything in its own cache; page caches dropped after mounting"
   echo "- pcp: \`pcp mount --no-progress --discovery none --peer ADDR - MNT\` (code in PCP_CODE; default options: 256M cache, 30s timeout) of a fresh \`pcp send --discovery none --listen /ip4/127.0.0.1/tcp/0 DIR\` sharing the one folder; unmounted with SIGTERM"
   echo "- sshfs: \`sshfs -f root@127.0.0.1:DIR MNT\`, default options, through the private sshd (ssh options only for its temporary key); unmounted with \`fusermount3 -u\`"
-  echo "- pread: one python3 thread, $(commas "$PREADS") \`os.pread\` of 4 KiB at random 4 KiB-aligned offsets (seed $PREAD_SEED, the same for both), timed inside python, bytes checked; find: \`find MNT -printf '%y %m %s %T@ %p\\n'\`, which lstat()s every entry; cp: \`cp -r MNT DST\`, copy checked with \`diff -r\`"
+  echo "- pread: one python3 thread, $(commas "$PREADS") \`os.pread\` of 4 KiB at random 4 KiB-aligned offsets (seed $PREAD_SEED, the same for both), timed inside python, bytes checked; find: \`find MNT -printf '%y %m %s %T@ %p\\n'\`, which lstat()s every entry; cp: \`cp -r MNT DST\` with DST on $([ "$CP_DST" = tmpfs ] && echo "a private tmpfs (BENCH_CP_DST=disk: on the local disk)" || echo "the local disk (BENCH_CP_DST=disk)"), copy checked with \`diff -r\`"
   echo
   echo "| workload | measure | pcp | sshfs | pcp/sshfs | target | met |"
   echo "|---|---|---|---|---|---|---|"

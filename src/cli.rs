@@ -171,10 +171,15 @@ struct ReceiveArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a pcp process drives one connection's pipeline, and disk reads, hashing and
+    // cached FUSE replies run on threads of their own. A second worker mostly adds a thread
+    // wake-up per request (measured on 2 cores with both peers: random mount reads 290 vs
+    // 220 us, mount sequential reads 257 vs 310 MB/s). TOKIO_WORKER_THREADS still overrides.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        b.worker_threads(1);
+    }
+    let rt = match b.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -749,7 +754,11 @@ async fn mount(a: MountArgs, net: Net, ui: Ui) -> Result<()> {
         }
     };
     remote.finish();
-    let detached = mounted.unmount();
+    // Off the runtime: unmounting waits (boundedly) for FUSE threads whose reads the runtime
+    // may still have to answer.
+    let detached = tokio::task::spawn_blocking(move || mounted.unmount())
+        .await
+        .unwrap_or(false);
     if detached {
         eprintln!("The mount was busy: detached it; it disappears when the last program using it closes it.");
     } else {

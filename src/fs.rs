@@ -21,8 +21,10 @@ use crate::manifest::Manifest;
 use crate::receive::FileSource;
 use crate::wire::{Entry, Kind, MAX_READ};
 
-/// Cache unit: small enough that a random 4 KiB read moves little, large enough to batch.
-pub const BLOCK: u64 = 32 * 1024;
+/// Cache unit: a page, so a random 4 KiB read moves 4 KiB; fetches batch many blocks.
+pub const BLOCK: u64 = 4096;
+/// Unit of the in-flight byte budget.
+const PERMIT: u64 = 32 * 1024;
 /// Blocks per request (1 MiB, the protocol's largest read).
 const RUN: u64 = MAX_READ as u64 / BLOCK;
 /// Files up to this size are fetched whole on first read.
@@ -38,10 +40,22 @@ const TRACKED_FILES: usize = 1024;
 /// The root's inode number (FUSE's).
 pub const ROOT_INO: u64 = 1;
 
-type BlockResult = Result<Bytes, Arc<Error>>;
-type SharedBlock = Shared<BoxFuture<'static, BlockResult>>;
 /// One request's worth of blocks, shared by everyone waiting on any of them.
 type SharedRun = Shared<BoxFuture<'static, Result<Arc<Vec<Bytes>>, Arc<Error>>>>;
+
+/// A block a read needs: cached, or to come with the run starting at the given block.
+pub enum Part {
+    Ready(Bytes),
+    Wait(u64, SharedRun),
+}
+
+/// A read started by [`MountFs::begin_read`].
+pub enum Reading {
+    /// Answered from the cache (or refused) at once.
+    Done(Result<Bytes, Errno>),
+    /// Waits for the sender (bounded by the timeout).
+    Wait(BoxFuture<'static, Result<Bytes, Errno>>),
+}
 
 /// What `stat` shows for an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +73,12 @@ pub type Errno = i32;
 
 #[derive(Default, Clone, Copy)]
 struct SeqState {
+    /// Where the reader is expected next.
     next: u64,
+    /// Read-ahead window, bytes.
     window: u64,
+    /// Blocks before this one were asked for (or cached) by read-ahead.
+    asked: u64,
 }
 
 pub struct MountFs<S: FileSource> {
@@ -70,7 +88,7 @@ pub struct MountFs<S: FileSource> {
     names: HashMap<(u64, Box<[u8]>), u64>,
     src: S,
     cache: Mutex<LruCache<(u64, u64), Bytes>>,
-    inflight: Mutex<HashMap<(u64, u64), SharedBlock>>,
+    inflight: Mutex<HashMap<(u64, u64), (u64, SharedRun)>>,
     seq: Mutex<LruCache<u64, SeqState>>,
     dir_prefetched: Mutex<HashMap<u64, usize>>,
     window: Arc<Semaphore>,
@@ -107,7 +125,7 @@ impl<S: FileSource> MountFs<S> {
             inflight: Mutex::new(HashMap::new()),
             seq: Mutex::new(LruCache::new(TRACKED_FILES.try_into().expect("nonzero"))),
             dir_prefetched: Mutex::new(HashMap::new()),
-            window: Arc::new(Semaphore::new((INFLIGHT_BYTES / BLOCK) as usize)),
+            window: Arc::new(Semaphore::new((INFLIGHT_BYTES / PERMIT) as usize)),
             timeout,
             mounted_at: SystemTime::now(),
         })
@@ -237,49 +255,65 @@ impl<S: FileSource> MountFs<S> {
     /// Reads up to `size` bytes at `offset`. Fails with EIO when the data cannot be had within
     /// the timeout (sender away, file changed on the sender, ...).
     pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
-        let e = match self.entry(ino)? {
-            Some(e) if e.kind == Kind::File as i32 => e,
-            Some(e) if e.kind == Kind::Dir as i32 => return Err(libc::EISDIR),
-            None => return Err(libc::EISDIR),
-            _ => return Err(libc::EINVAL),
+        match self.begin_read(ino, offset, size) {
+            Reading::Done(r) => r,
+            Reading::Wait(f) => f.await,
+        }
+    }
+
+    /// Starts a read: answered at once when every block it needs is cached (the caller replies
+    /// from its own thread), else a future that waits for the fetches. Either way the read-ahead
+    /// and folder prefetch it calls for are started (on the current tokio runtime).
+    pub fn begin_read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> Reading {
+        let e = match self.entry(ino) {
+            Err(e) => return Reading::Done(Err(e)),
+            Ok(Some(e)) if e.kind == Kind::File as i32 => e,
+            Ok(Some(e)) if e.kind == Kind::Dir as i32 => return Reading::Done(Err(libc::EISDIR)),
+            Ok(None) => return Reading::Done(Err(libc::EISDIR)),
+            Ok(_) => return Reading::Done(Err(libc::EINVAL)),
         };
         let (id, fsize) = (e.id, e.size);
         if offset >= fsize || size == 0 {
-            return Ok(Bytes::new());
+            return Reading::Done(Ok(Bytes::new()));
         }
         let end = (offset + size as u64).min(fsize);
         let first = offset / BLOCK;
         let last = (end - 1) / BLOCK;
-        let upto = self.readahead(id, offset, end, fsize);
-        let blocks = self.ensure(id, fsize, first..upto + 1);
-        let wanted = blocks.into_iter().take((last - first + 1) as usize);
-        let got = tokio::time::timeout(self.timeout, futures::future::join_all(wanted))
-            .await
-            .map_err(|_| {
-                tracing::warn!(
-                    "a read waited {:?} for the sender and failed with EIO",
-                    self.timeout
-                );
-                libc::EIO
-            })?;
+        let ahead = self.readahead(id, offset, end, fsize);
+        let parts = self.ensure(id, fsize, first..last + 1, true);
+        if !ahead.is_empty() {
+            self.ensure(id, fsize, ahead, false);
+        }
         if fsize <= SMALL_FILE {
             self.prefetch_folder(e);
         }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (i, b) in got.into_iter().enumerate() {
-            let b = b.map_err(|e| eio(&e))?;
-            let bstart = (first + i as u64) * BLOCK;
-            let lo = offset.saturating_sub(bstart) as usize;
-            let hi = ((end - bstart) as usize).min(b.len());
-            if lo > hi {
-                return Err(libc::EIO);
+        let mut runs: Vec<(u64, SharedRun)> = Vec::new();
+        for p in &parts {
+            if let Part::Wait(start, run) = p {
+                if !runs.iter().any(|(s, _)| s == start) {
+                    runs.push((*start, run.clone()));
+                }
             }
-            out.extend_from_slice(&b[lo..hi]);
         }
-        if out.len() as u64 != end - offset {
-            return Err(libc::EIO);
+        if runs.is_empty() {
+            return Reading::Done(assemble(parts, &[], first, offset, end));
         }
-        Ok(out.freeze())
+        let timeout = self.timeout;
+        Reading::Wait(
+            async move {
+                let waits = futures::future::join_all(runs.iter().map(|(_, r)| r.clone()));
+                let done = tokio::time::timeout(timeout, waits).await.map_err(|_| {
+                    tracing::warn!("a read waited {timeout:?} for the sender and failed with EIO");
+                    libc::EIO
+                })?;
+                let mut got = Vec::with_capacity(runs.len());
+                for ((start, _), r) in runs.iter().zip(done) {
+                    got.push((*start, r.map_err(|e| eio(&e))?));
+                }
+                assemble(parts, &got, first, offset, end)
+            }
+            .boxed(),
+        )
     }
 
     /// A read by file id through the cache, for copy-out.
@@ -298,26 +332,42 @@ impl<S: FileSource> MountFs<S> {
         Ok((data, None))
     }
 
-    /// Updates the file's sequential state and returns the last block worth fetching now.
-    fn readahead(&self, id: u64, offset: u64, end: u64, fsize: u64) -> u64 {
-        let nblocks = fsize.div_ceil(BLOCK);
+    /// Updates the file's sequential state and returns the blocks to fetch ahead now: none for
+    /// random reads; for sequential ones the part of a window (doubling while the reader stays
+    /// sequential) not yet asked for, in pieces of at least one full request.
+    fn readahead(&self, id: u64, offset: u64, end: u64, fsize: u64) -> Range<u64> {
         if fsize <= SMALL_FILE {
-            return nblocks - 1;
+            // Fetched whole by the read itself.
+            return 0..0;
         }
+        let nblocks = fsize.div_ceil(BLOCK);
         let mut seq = self.seq.lock().expect("lock");
         let st = seq.get_or_insert_mut(id, SeqState::default);
         // The kernel issues read-ahead in parallel, so "sequential" allows some reordering.
         let sequential = offset == 0 || offset.abs_diff(st.next) <= MAX_READ as u64;
-        st.window = if sequential {
-            (st.window * 2).clamp(RA_MIN, RA_MAX)
-        } else {
-            0
-        };
-        st.next = st.next.max(end);
         if !sequential {
-            st.next = end;
+            *st = SeqState {
+                next: end,
+                window: 0,
+                asked: 0,
+            };
+            return 0..0;
         }
-        ((end + st.window).min(fsize) - 1) / BLOCK
+        st.window = (st.window * 2).clamp(RA_MIN, RA_MAX);
+        st.next = st.next.max(end);
+        let from = st.asked.max(end.div_ceil(BLOCK));
+        let to = (end + st.window).min(fsize).div_ceil(BLOCK).min(nblocks);
+        // Ask in pieces of full requests once the window is large (fewer, bigger messages).
+        let piece = if st.window >= 4 * MAX_READ as u64 {
+            RUN
+        } else {
+            RA_MIN / BLOCK
+        };
+        if to <= from || (to - from < piece && to < nblocks) {
+            return 0..0;
+        }
+        st.asked = to;
+        from..to
     }
 
     /// When a small file is read, fetch the next small files of its folder in the background
@@ -338,66 +388,72 @@ impl<S: FileSource> MountFs<S> {
         for &c in siblings.iter().skip(pos + 1).take(DIR_PREFETCH) {
             if let Some(s) = self.manifest.get(c) {
                 if s.kind == Kind::File as i32 && s.size > 0 && s.size <= SMALL_FILE {
-                    drop(self.ensure(c, s.size, 0..s.size.div_ceil(BLOCK)));
+                    self.ensure(c, s.size, 0..s.size.div_ceil(BLOCK), false);
                 }
             }
         }
     }
 
-    /// Futures for blocks `range` of file `id`: cached, already in flight, or fetched now by
-    /// spawned tasks (which fill the cache even if every waiter gives up).
-    fn ensure(self: &Arc<Self>, id: u64, fsize: u64, range: Range<u64>) -> Vec<SharedBlock> {
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        let mut runs: Vec<(u64, u64, SharedBlock)> = Vec::new();
+    /// Blocks `range` of file `id`: cached, already in flight, or fetched now by spawned tasks
+    /// (which fill the cache even if every waiter gives up), in runs of up to one request. When
+    /// `want` is false nothing is returned (read-ahead, prefetch).
+    fn ensure(self: &Arc<Self>, id: u64, fsize: u64, range: Range<u64>, want: bool) -> Vec<Part> {
+        let mut out = Vec::with_capacity(if want {
+            (range.end - range.start) as usize
+        } else {
+            0
+        });
+        let mut spawn: Vec<SharedRun> = Vec::new();
         {
             let mut cache = self.cache.lock().expect("lock");
             let mut inflight = self.inflight.lock().expect("lock");
-            let mut missing: Vec<u64> = Vec::new();
-            let mut flush = |missing: &mut Vec<u64>,
-                             inflight: &mut HashMap<(u64, u64), SharedBlock>,
-                             out: &mut Vec<(u64, SharedBlock)>| {
-                if missing.is_empty() {
+            let mut missing: Option<(u64, u64)> = None;
+            let mut flush = |missing: &mut Option<(u64, u64)>,
+                             inflight: &mut HashMap<(u64, u64), (u64, SharedRun)>,
+                             out: &mut Vec<Part>| {
+                let Some((start, n)) = missing.take() else {
                     return;
-                }
-                let start = missing[0];
-                let n = missing.len() as u64;
+                };
                 let run = self.clone().fetch_run(id, fsize, start, n);
-                for (i, b) in missing.drain(..).enumerate() {
-                    let blk = run
-                        .clone()
-                        .map(move |r| r.map(|v: Arc<Vec<Bytes>>| v[i].clone()))
-                        .boxed()
-                        .shared();
-                    inflight.insert((id, b), blk.clone());
-                    out.push((b, blk));
-                }
-                runs.push((
-                    start,
-                    n,
-                    run.map(|r| r.map(|_| Bytes::new())).boxed().shared(),
-                ));
-            };
-            let mut made: Vec<(u64, SharedBlock)> = Vec::new();
-            for b in range.clone() {
-                if let Some(data) = cache.get(&(id, b)) {
-                    flush(&mut missing, &mut inflight, &mut made);
-                    made.push((b, futures::future::ready(Ok(data.clone())).boxed().shared()));
-                } else if let Some(f) = inflight.get(&(id, b)).cloned() {
-                    flush(&mut missing, &mut inflight, &mut made);
-                    made.push((b, f));
-                } else {
-                    if missing.len() as u64 == RUN {
-                        flush(&mut missing, &mut inflight, &mut made);
+                for b in start..start + n {
+                    inflight.insert((id, b), (start, run.clone()));
+                    if want {
+                        out.push(Part::Wait(start, run.clone()));
                     }
-                    missing.push(b);
+                }
+                spawn.push(run);
+            };
+            for b in range {
+                let hit = if want {
+                    cache.get(&(id, b)).cloned()
+                } else {
+                    cache.peek(&(id, b)).cloned()
+                };
+                if let Some(data) = hit {
+                    flush(&mut missing, &mut inflight, &mut out);
+                    if want {
+                        out.push(Part::Ready(data));
+                    }
+                } else if let Some((start, run)) = inflight.get(&(id, b)) {
+                    let part = Part::Wait(*start, run.clone());
+                    flush(&mut missing, &mut inflight, &mut out);
+                    if want {
+                        out.push(part);
+                    }
+                } else {
+                    match &mut missing {
+                        Some((_, n)) if *n < RUN => *n += 1,
+                        _ => {
+                            flush(&mut missing, &mut inflight, &mut out);
+                            missing = Some((b, 1));
+                        }
+                    }
                 }
             }
-            flush(&mut missing, &mut inflight, &mut made);
-            made.sort_by_key(|(b, _)| *b);
-            out.extend(made.into_iter().map(|(_, f)| f));
+            flush(&mut missing, &mut inflight, &mut out);
         }
         // Start the fetches only now, after their blocks are registered as in flight.
-        for (_, _, run) in runs {
+        for run in spawn {
             tokio::spawn(run);
         }
         out
@@ -412,7 +468,7 @@ impl<S: FileSource> MountFs<S> {
                 let _permit = self
                     .window
                     .clone()
-                    .acquire_many_owned(n as u32)
+                    .acquire_many_owned(len.div_ceil(PERMIT) as u32)
                     .await
                     .map_err(|_| Error::ConnectionLost("closing".into()))?;
                 let sent = std::time::Instant::now();
@@ -432,14 +488,11 @@ impl<S: FileSource> MountFs<S> {
                         data.len()
                     )));
                 }
-                Ok((0..n)
-                    .map(|i| {
-                        let lo = (i * BLOCK) as usize;
-                        let hi = (((i + 1) * BLOCK) as usize).min(data.len());
-                        // A copy, not a slice: a cached block must not pin its whole 1 MiB
-                        // response, or the cache would hold more memory than its size says.
-                        Bytes::copy_from_slice(&data[lo..hi])
-                    })
+                Ok(data
+                    .chunks(BLOCK as usize)
+                    // A copy, not a slice: a cached block must not pin its whole 1 MiB
+                    // response, or the cache would hold more memory than its size says.
+                    .map(Bytes::copy_from_slice)
                     .collect::<Vec<_>>())
             }
             .await;
@@ -462,6 +515,47 @@ impl<S: FileSource> MountFs<S> {
         .boxed()
         .shared()
     }
+}
+
+/// A read's bytes `offset..end` from its blocks (from block `first` on): cached ones and those
+/// of the runs `got` (each by its first block).
+fn assemble(
+    parts: Vec<Part>,
+    got: &[(u64, Arc<Vec<Bytes>>)],
+    first: u64,
+    offset: u64,
+    end: u64,
+) -> Result<Bytes, Errno> {
+    let block = |i: usize, p: &Part| -> Option<Bytes> {
+        match p {
+            Part::Ready(b) => Some(b.clone()),
+            Part::Wait(start, _) => {
+                let (_, v) = got.iter().find(|(s, _)| s == start)?;
+                v.get((first + i as u64 - start) as usize).cloned()
+            }
+        }
+    };
+    let slice = |i: usize, b: &Bytes| -> Option<Bytes> {
+        let bstart = (first + i as u64) * BLOCK;
+        let lo = offset.saturating_sub(bstart) as usize;
+        let hi = ((end - bstart) as usize).min(b.len());
+        (lo <= hi).then(|| b.slice(lo..hi))
+    };
+    let out = if parts.len() == 1 {
+        let b = block(0, &parts[0]).ok_or(libc::EIO)?;
+        slice(0, &b).ok_or(libc::EIO)?
+    } else {
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, p) in parts.iter().enumerate() {
+            let b = block(i, p).ok_or(libc::EIO)?;
+            out.extend_from_slice(&slice(i, &b).ok_or(libc::EIO)?);
+        }
+        out.freeze()
+    };
+    if out.len() as u64 != end - offset {
+        return Err(libc::EIO);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -576,8 +670,9 @@ mod tests {
         }
         let log = fake.log.lock().unwrap().clone();
         assert_eq!(log.len(), 2, "{log:?}");
+        // A 4 KiB read not aligned to a page touches two pages, and gets just those.
         assert!(
-            log.iter().all(|&(_, _, len)| len as u64 == BLOCK),
+            log.iter().all(|&(_, _, len)| len as u64 == 2 * BLOCK),
             "{log:?}"
         );
         // A read across a block boundary is assembled from two blocks.
