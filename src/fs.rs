@@ -732,6 +732,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cached_reads_are_answered_at_once() {
+        let (fs, fake, big) = setup(Duration::from_secs(5));
+        let ino = fs.lookup(ROOT_INO, b"big").unwrap().ino;
+        // A miss has to wait for the sender ...
+        let Reading::Wait(f) = fs.begin_read(ino, 1 << 20, 8192) else {
+            panic!("a miss answered at once")
+        };
+        assert_eq!(&f.await.unwrap()[..], &big[1 << 20..(1 << 20) + 8192]);
+        // ... a read of the same blocks (another slice of them) does not, nor asks anything.
+        let asked = fake.log.lock().unwrap().len();
+        let Reading::Done(Ok(got)) = fs.begin_read(ino, (1 << 20) + 100, 5000) else {
+            panic!("a cached read waited")
+        };
+        assert_eq!(&got[..], &big[(1 << 20) + 100..(1 << 20) + 5100]);
+        assert_eq!(fake.log.lock().unwrap().len(), asked);
+        // Errors are immediate too.
+        assert!(matches!(
+            fs.begin_read(ROOT_INO, 0, 10),
+            Reading::Done(Err(libc::EISDIR))
+        ));
+    }
+
+    #[tokio::test]
     async fn a_stalled_sender_gives_eio_within_the_timeout() {
         let (fs, fake, _) = setup(Duration::from_millis(300));
         fake.hangs.store(1, Ordering::SeqCst);

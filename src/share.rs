@@ -821,3 +821,66 @@ impl<T> Drop for AbortOnDrop<T> {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share_of(dir: &std::path::Path, data: &[u8]) -> (Share, u64) {
+        let p = dir.join("f");
+        std::fs::write(&p, data).unwrap();
+        let share = Share::new(LocalTree::build(&[p]).unwrap());
+        let id = share.tree().entries[0].id;
+        (share, id)
+    }
+
+    #[test]
+    fn reads_from_the_page_cache_or_the_disk_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (share, id) = share_of(dir.path(), &data);
+        for (off, len) in [
+            (0u64, 4096u32),
+            (12_345, 70_000),
+            (299_000, 4096),
+            (300_000, 10),
+        ] {
+            let want = &data[off as usize..(off as usize + len as usize).min(data.len())];
+            let (blocking, _) = share.read(id, off, len, false).unwrap();
+            assert_eq!(blocking, want);
+            // Just written, so in the page cache: the no-wait read succeeds (unless the
+            // filesystem cannot tell, then it says so and the caller reads blocking).
+            match share.read(id, off, len, true) {
+                Ok((cached, _)) => assert_eq!(cached, want),
+                Err(ReadError::WouldBlock) => {}
+                Err(ReadError::Failed(f)) => panic!("{f:?}"),
+            }
+        }
+        // A read of the whole file carries its hash.
+        let (_, hash) = share.read(id, 0, 300_000, false).unwrap();
+        assert_eq!(hash, Some(*blake3::hash(&data).as_bytes()));
+        // Past the end and over the limit are refused.
+        assert!(matches!(
+            share.read(id, 300_001, 1, false),
+            Err(ReadError::Failed(_))
+        ));
+        assert!(matches!(
+            share.read(id, 0, MAX_READ + 1, true),
+            Err(ReadError::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn a_file_that_shrank_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (share, id) = share_of(dir.path(), &[7u8; 10_000]);
+        std::fs::write(dir.path().join("f"), [7u8; 100]).unwrap();
+        for nowait in [false, true] {
+            match share.read(id, 0, 10_000, nowait) {
+                Err(ReadError::Failed(f)) => assert_eq!(f.code, ErrorCode::Changed as i32),
+                Err(ReadError::WouldBlock) if nowait => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
