@@ -343,6 +343,10 @@ impl<S: FileSource> MountFs<S> {
         let nblocks = fsize.div_ceil(BLOCK);
         let mut seq = self.seq.lock().expect("lock");
         let st = seq.get_or_insert_mut(id, SeqState::default);
+        if offset == 0 {
+            // A reader (re)starting at the top: a fresh window.
+            *st = SeqState::default();
+        }
         // The kernel issues read-ahead in parallel, so "sequential" allows some reordering.
         let sequential = offset == 0 || offset.abs_diff(st.next) <= MAX_READ as u64;
         if !sequential {
