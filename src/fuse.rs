@@ -413,6 +413,17 @@ pub struct MountOptions {
 
 /// Whether `path` is a mountpoint left behind by a FUSE process that died.
 pub fn is_stale(path: &Path) -> bool {
+    // statfs always asks the filesystem (a stat may be answered from attributes the kernel
+    // still caches), so a dead FUSE process shows as ENOTCONN.
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid C string and `buf` a properly sized, writable statfs.
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    let r = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN) {
+        return true;
+    }
     matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
 }
 
