@@ -189,6 +189,9 @@ pub fn main() -> ExitCode {
     // `mount` handles Ctrl-C itself (it unmounts and exits 0); the others stop at once.
     let handles_signals = matches!(cli.cmd, Cmd::Mount(_) | Cmd::Send(_) | Cmd::Node(_));
     let result = rt.block_on(async {
+        if let Err(e) = watch_signals() {
+            return Err(Error::io("cannot install signal handlers", e));
+        }
         if handles_signals {
             return run(cli).await;
         }
@@ -216,13 +219,36 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn interrupted() {
+/// Set once SIGINT or SIGTERM arrived; watched from the start of `main`, so a signal that comes
+/// before a command starts waiting for it (say, right after it printed its address) still counts.
+static INTERRUPT: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
+    std::sync::OnceLock::new();
+
+fn interrupt_token() -> tokio_util::sync::CancellationToken {
+    INTERRUPT
+        .get_or_init(tokio_util::sync::CancellationToken::new)
+        .clone()
+}
+
+/// Installs the SIGINT and SIGTERM handlers (call inside the runtime, before anything else).
+fn watch_signals() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let token = interrupt_token();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// Resolves once SIGINT or SIGTERM has arrived (at once if it already did).
+async fn interrupted() {
+    interrupt_token().cancelled_owned().await
 }
 
 fn init_logging(verbose: u8) {
