@@ -105,8 +105,9 @@ declare -a NAMESPACES=()  # network namespaces this script created (deleted on e
 declare -a RESULT_ROWS=() # summary table rows
 declare -a RUN_ROWS=()    # per-run table rows
 
-log() { printf '[bench-reach] %s\n' "$*" >&2; }
-die() { printf '[bench-reach] error: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=bench-reach
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 for v in RUNS HELPERS BOOT_PEERS WAIT READY_WAIT; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
@@ -142,30 +143,8 @@ done
 # ---------------------------------------------------------------------------------------------
 # Process and cleanup helpers
 
-# Kills a process and its descendants, children first, by pid.
-kill_tree() {
-  local pid=$1 sig=${2:-TERM} child
-  for child in $(pgrep -P "$pid" 2>/dev/null || true); do
-    kill_tree "$child" "$sig"
-  done
-  kill -s "$sig" "$pid" 2>/dev/null || true
-}
 
-any_live() {
-  local pid
-  for pid in "${LIVE_PIDS[@]}"; do
-    kill -0 "$pid" 2>/dev/null && return 0
-  done
-  return 1
-}
 
-forget_pid() {
-  local pid=$1 i
-  for i in "${!LIVE_PIDS[@]}"; do
-    [ "${LIVE_PIDS[$i]}" = "$pid" ] && unset 'LIVE_PIDS[i]'
-  done
-  return 0
-}
 
 # Stops one process this script started (SIGTERM, SIGKILL after 5 s) and reaps it.
 stop_pid() {
@@ -245,21 +224,6 @@ ensure_tools() {
     die "apt-get install ${missing[*]} failed"
 }
 
-build_pcp() {
-  if [ "$BUILD" = 1 ]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) >&2 || die "cargo build --release failed"
-  fi
-  local target
-  target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
-    grep -o '"target_directory":"[^"]*"' | sed 's/.*:"\(.*\)"/\1/') || true
-  if [ -z "$target" ]; then
-    target=${CARGO_TARGET_DIR:-target}
-    [[ $target = /* ]] || target=$ROOT/$target
-  fi
-  PCP=$target/release/pcp
-  [ -x "$PCP" ] || die "no binary at $PCP (build it, or run without BENCH_BUILD=0)"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Namespaces

@@ -83,8 +83,9 @@ DO_MOUNT=0
 declare -a LIVE_PIDS=()   # background processes this script started and has not reaped yet
 declare -a MOUNTS=()      # mountpoints this script mounts on (unmounted on exit, whatever happens)
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=bench
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 for v in RUNS BIG_MIB SMALL_FILES SMALL_KIB SSH_PORT_FIRST TIMEOUT HUGE_MIB PREADS TREE_DIRS \
   TREE_FILES SSHFS_FIND_LIMIT; do
@@ -107,14 +108,6 @@ done
 # ---------------------------------------------------------------------------------------------
 # Process and cleanup helpers
 
-# Kills a process and its descendants, children first, by pid (SIGTERM unless told otherwise).
-kill_tree() {
-  local pid=$1 sig=${2:-TERM} child
-  for child in $(pgrep -P "$pid" 2>/dev/null || true); do
-    kill_tree "$child" "$sig"
-  done
-  kill -s "$sig" "$pid" 2>/dev/null || true
-}
 
 is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts; }
 
@@ -125,21 +118,7 @@ force_unmount() {
   fusermount3 -uz "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
 }
 
-any_live() {
-  local pid
-  for pid in "${LIVE_PIDS[@]}"; do
-    kill -0 "$pid" 2>/dev/null && return 0
-  done
-  return 1
-}
 
-forget_pid() {
-  local pid=$1 i
-  for i in "${!LIVE_PIDS[@]}"; do
-    [ "${LIVE_PIDS[$i]}" = "$pid" ] && unset 'LIVE_PIDS[i]'
-  done
-  return 0
-}
 
 # Waits for a background process started just before (timed commands run in the background so
 # that a signal to this script is handled at once) and returns its exit status.
@@ -229,24 +208,11 @@ ensure_tools() {
 }
 
 BUILT_COMMIT=""
-build_pcp() {
+record_commit() {
   # Other work may be committed while this runs: report the tree the binary was built from.
   BUILT_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   [ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] || BUILT_COMMIT+=" (+ local changes)"
   [ "$BUILD" = 1 ] || BUILT_COMMIT="unknown (BENCH_BUILD=0: the binary already there; tree at $BUILT_COMMIT)"
-  if [ "$BUILD" = 1 ]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) >&2 || die "cargo build --release failed"
-  fi
-  local target
-  target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
-    grep -o '"target_directory":"[^"]*"' | sed 's/.*:"\(.*\)"/\1/') || true
-  if [ -z "$target" ]; then
-    target=${CARGO_TARGET_DIR:-target}
-    [[ $target = /* ]] || target=$ROOT/$target
-  fi
-  PCP=$target/release/pcp
-  [ -x "$PCP" ] || die "no binary at $PCP"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1120,6 +1086,7 @@ commas() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
 
 main() {
   ensure_tools
+  record_commit
   build_pcp
   if [ "$DO_MOUNT" = 1 ]; then
     PY=$(command -v python3)

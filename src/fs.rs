@@ -44,7 +44,7 @@ pub const ROOT_INO: u64 = 1;
 type SharedRun = Shared<BoxFuture<'static, Result<Arc<Vec<Bytes>>, Arc<Error>>>>;
 
 /// A block a read needs: cached, or to come with the run starting at the given block.
-pub enum Part {
+enum Part {
     Ready(Bytes),
     Wait(u64, SharedRun),
 }
@@ -352,8 +352,7 @@ impl<S: FileSource> MountFs<S> {
         if !sequential {
             *st = SeqState {
                 next: end,
-                window: 0,
-                asked: 0,
+                ..SeqState::default()
             };
             return 0..0;
         }
@@ -602,21 +601,7 @@ mod tests {
     }
 
     fn entry(id: u64, parent: u64, name: &str, kind: Kind, size: u64) -> Entry {
-        Entry {
-            id,
-            parent,
-            name: name.as_bytes().to_vec(),
-            kind: kind as i32,
-            size,
-            mode: 0o644,
-            mtime_sec: 1_600_000_000,
-            mtime_nsec: 5,
-            target: if kind == Kind::Symlink {
-                b"big".to_vec()
-            } else {
-                vec![]
-            },
-        }
+        crate::manifest::test_entry(id, parent, name.as_bytes(), kind, size)
     }
 
     /// A share of one folder `d` with a big file, a symlink, and 10 small files.

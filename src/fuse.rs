@@ -1,7 +1,7 @@
 //! The FUSE adapter: each callback translates to one call of [`MountFs`] and maps the result
 //! to a reply. Metadata calls and cached reads answer at once from memory; reads that wait for
-//! the sender reply from the tokio runtime, so a slow network never blocks a FUSE thread. Every change is refused
-//! with EROFS. Nothing here panics or waits without a bound.
+//! the sender reply from the tokio runtime, so a slow network never blocks a FUSE thread. Every
+//! change is refused with EROFS. Nothing here panics or waits without a bound.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -413,18 +413,15 @@ pub struct MountOptions {
 
 /// Whether `path` is a mountpoint left behind by a FUSE process that died.
 pub fn is_stale(path: &Path) -> bool {
-    // statfs always asks the filesystem (a stat may be answered from attributes the kernel
-    // still caches), so a dead FUSE process shows as ENOTCONN.
+    // statfs, not stat: FUSE always asks the filesystem for it, while a stat may be answered
+    // from attributes the kernel still caches. A dead FUSE process shows as ENOTCONN.
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: `c` is a valid C string and `buf` a properly sized, writable statfs.
     let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `c` is a valid C string and `buf` a properly sized, writable statfs.
     let r = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
-    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN) {
-        return true;
-    }
-    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
 
 /// A live mount; unmounted (lazily if busy) when dropped.

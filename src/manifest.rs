@@ -328,26 +328,32 @@ impl Manifest {
     }
 }
 
+/// A manifest entry for unit tests: mode 0644, mtime 1,600,000,000.000000005, symlinks to "big".
+#[cfg(test)]
+pub(crate) fn test_entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> Entry {
+    Entry {
+        id,
+        parent,
+        name: name.to_vec(),
+        kind: kind as i32,
+        size,
+        mode: 0o644,
+        mtime_sec: 1_600_000_000,
+        mtime_nsec: 5,
+        target: if kind == Kind::Symlink {
+            b"big".to_vec()
+        } else {
+            vec![]
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn e(id: u64, parent: u64, name: &[u8], kind: Kind) -> Entry {
-        Entry {
-            id,
-            parent,
-            name: name.to_vec(),
-            kind: kind as i32,
-            size: 0,
-            mode: 0o644,
-            mtime_sec: 0,
-            mtime_nsec: 0,
-            target: if kind == Kind::Symlink {
-                b"x".to_vec()
-            } else {
-                vec![]
-            },
-        }
+        test_entry(id, parent, name, kind, 0)
     }
 
     #[test]
