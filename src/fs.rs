@@ -1,6 +1,6 @@
 //! The mount's filesystem logic, independent of FUSE so it is testable without a mount: an
 //! immutable tree from the manifest (no network for lookup, stat, readdir, readlink) and reads
-//! served from a bounded LRU cache of fixed-size blocks. Misses are fetched with (id, offset,
+//! served from a bounded LRU cache of page-size blocks. Misses are fetched with (id, offset,
 //! length) requests; sequential readers get a read-ahead window that doubles while they stay
 //! sequential, random readers fetch only the blocks they touch, small files are fetched whole
 //! and reading a folder's small files one after another prefetches the next ones in batches.
@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,13 +41,51 @@ const TRACKED_FILES: usize = 1024;
 /// The root's inode number (FUSE's).
 pub const ROOT_INO: u64 = 1;
 
-/// One request's worth of blocks, shared by everyone waiting on any of them.
-type SharedRun = Shared<BoxFuture<'static, Result<Arc<Vec<Bytes>>, Arc<Error>>>>;
+/// One request's answer (a run of blocks), shared by everyone waiting on any of its blocks.
+type SharedRun = Shared<BoxFuture<'static, Result<Bytes, Arc<Error>>>>;
+
+/// A cached block: the whole answer it came in (shared, not copied) and that answer's first
+/// block. Answers are counted in [`MountFs::pinned`] until their last block is gone, so the
+/// cache is bounded by the memory it really holds.
+#[derive(Clone)]
+struct Block {
+    run: Bytes,
+    start: u64,
+}
 
 /// A block a read needs: cached, or to come with the run starting at the given block.
 enum Part {
-    Ready(Bytes),
+    Ready(Block),
     Wait(u64, SharedRun),
+}
+
+/// An answer's bytes, counted in a byte total while any block of it is alive.
+struct Pinned {
+    data: Bytes,
+    total: Arc<AtomicU64>,
+}
+
+impl Pinned {
+    fn wrap(data: Bytes, total: &Arc<AtomicU64>) -> Bytes {
+        total.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Bytes::from_owner(Pinned {
+            data,
+            total: total.clone(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for Pinned {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.total
+            .fetch_sub(self.data.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// A read started by [`MountFs::begin_read`].
@@ -87,7 +126,11 @@ pub struct MountFs<S: FileSource> {
     root: u64,
     names: HashMap<(u64, Box<[u8]>), u64>,
     src: S,
-    cache: Mutex<LruCache<(u64, u64), Bytes>>,
+    cache: Mutex<LruCache<(u64, u64), Block>>,
+    /// Bytes of fetched answers still alive (in the cache, or being replied); the cache evicts
+    /// while this exceeds `cache_bytes`.
+    pinned: Arc<AtomicU64>,
+    cache_bytes: u64,
     inflight: Mutex<HashMap<(u64, u64), (u64, SharedRun)>>,
     seq: Mutex<LruCache<u64, SeqState>>,
     dir_prefetched: Mutex<HashMap<u64, usize>>,
@@ -122,6 +165,8 @@ impl<S: FileSource> MountFs<S> {
             names,
             src,
             cache: Mutex::new(LruCache::new(blocks.try_into().expect("nonzero"))),
+            pinned: Arc::new(AtomicU64::new(0)),
+            cache_bytes: blocks as u64 * BLOCK,
             inflight: Mutex::new(HashMap::new()),
             seq: Mutex::new(LruCache::new(TRACKED_FILES.try_into().expect("nonzero"))),
             dir_prefetched: Mutex::new(HashMap::new()),
@@ -427,15 +472,16 @@ impl<S: FileSource> MountFs<S> {
                 spawn.push(run);
             };
             for b in range {
+                // Some(block) for a read, Some(None) for a cached block read-ahead can skip.
                 let hit = if want {
-                    cache.get(&(id, b)).cloned()
+                    cache.get(&(id, b)).cloned().map(Some)
                 } else {
-                    cache.peek(&(id, b)).cloned()
+                    cache.contains(&(id, b)).then_some(None)
                 };
-                if let Some(data) = hit {
+                if let Some(block) = hit {
                     flush(&mut missing, &mut inflight, &mut out);
-                    if want {
-                        out.push(Part::Ready(data));
+                    if let Some(block) = block {
+                        out.push(Part::Ready(block));
                     }
                 } else if let Some((start, run)) = inflight.get(&(id, b)) {
                     let part = Part::Wait(*start, run.clone());
@@ -445,7 +491,9 @@ impl<S: FileSource> MountFs<S> {
                     }
                 } else {
                     match &mut missing {
-                        Some((_, n)) if *n < RUN => *n += 1,
+                        // Runs end at request-size boundaries, so that an aligned 1 MiB read
+                        // (the kernel's) is one answer, replied without copying.
+                        Some((_, n)) if *n < RUN && b % RUN != 0 => *n += 1,
                         _ => {
                             flush(&mut missing, &mut inflight, &mut out);
                             missing = Some((b, 1));
@@ -491,21 +539,24 @@ impl<S: FileSource> MountFs<S> {
                         data.len()
                     )));
                 }
-                Ok(data
-                    .chunks(BLOCK as usize)
-                    // A copy, not a slice: a cached block must not pin its whole 1 MiB
-                    // response, or the cache would hold more memory than its size says.
-                    .map(Bytes::copy_from_slice)
-                    .collect::<Vec<_>>())
+                Ok(Pinned::wrap(data, &self.pinned))
             }
             .await;
             // Cache first, then forget the in-flight entries (one lock at a time: `ensure` takes
             // both in the other order), so a block is never in neither place while it is good.
-            if let Ok(blocks) = &result {
+            if let Ok(run) = &result {
                 let mut cache = self.cache.lock().expect("lock");
-                for (i, b) in blocks.iter().enumerate() {
-                    cache.put((id, start + i as u64), b.clone());
+                for b in start..start + n {
+                    let block = Block {
+                        run: run.clone(),
+                        start,
+                    };
+                    cache.put((id, b), block);
                 }
+                // Blocks share their answer's memory: evict until what is really held fits.
+                while self.pinned.load(Ordering::Relaxed) > self.cache_bytes
+                    && cache.pop_lru().is_some()
+                {}
             }
             {
                 let mut inflight = self.inflight.lock().expect("lock");
@@ -513,7 +564,7 @@ impl<S: FileSource> MountFs<S> {
                     inflight.remove(&(id, b));
                 }
             }
-            result.map(Arc::new).map_err(Arc::new)
+            result.map_err(Arc::new)
         }
         .boxed()
         .shared()
@@ -521,44 +572,47 @@ impl<S: FileSource> MountFs<S> {
 }
 
 /// A read's bytes `offset..end` from its blocks (from block `first` on): cached ones and those
-/// of the runs `got` (each by its first block).
+/// of the runs `got` (each by its first block). A read within one answer is a slice of it (no
+/// copy: the kernel's aligned 1 MiB reads are); others are copied together.
 fn assemble(
     parts: Vec<Part>,
-    got: &[(u64, Arc<Vec<Bytes>>)],
+    got: &[(u64, Bytes)],
     first: u64,
     offset: u64,
     end: u64,
 ) -> Result<Bytes, Errno> {
-    let block = |i: usize, p: &Part| -> Option<Bytes> {
+    let run_of = |p: &Part| -> Option<(u64, Bytes)> {
         match p {
-            Part::Ready(b) => Some(b.clone()),
+            Part::Ready(b) => Some((b.start, b.run.clone())),
             Part::Wait(start, _) => {
-                let (_, v) = got.iter().find(|(s, _)| s == start)?;
-                v.get((first + i as u64 - start) as usize).cloned()
+                let (_, run) = got.iter().find(|(s, _)| s == start)?;
+                Some((*start, run.clone()))
             }
         }
     };
-    let slice = |i: usize, b: &Bytes| -> Option<Bytes> {
-        let bstart = (first + i as u64) * BLOCK;
-        let lo = offset.saturating_sub(bstart) as usize;
-        let hi = ((end - bstart) as usize).min(b.len());
-        (lo <= hi).then(|| b.slice(lo..hi))
+    // Bytes `lo..hi` of the file out of the answer starting at block `start`.
+    let cut = |start: u64, run: &Bytes, lo: u64, hi: u64| -> Option<Bytes> {
+        let base = start * BLOCK;
+        let (lo, hi) = ((lo - base) as usize, (hi - base) as usize);
+        (hi <= run.len()).then(|| run.slice(lo..hi))
     };
-    let out = if parts.len() == 1 {
-        let b = block(0, &parts[0]).ok_or(libc::EIO)?;
-        slice(0, &b).ok_or(libc::EIO)?
-    } else {
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (i, p) in parts.iter().enumerate() {
-            let b = block(i, p).ok_or(libc::EIO)?;
-            out.extend_from_slice(&slice(i, &b).ok_or(libc::EIO)?);
-        }
-        out.freeze()
-    };
-    if out.len() as u64 != end - offset {
-        return Err(libc::EIO);
+    let runs = parts.iter().map(run_of).collect::<Option<Vec<_>>>();
+    let runs = runs.filter(|r| !r.is_empty()).ok_or(libc::EIO)?;
+    let (s0, r0) = &runs[0];
+    if runs[1..]
+        .iter()
+        .all(|(s, r)| s == s0 && r.as_ptr() == r0.as_ptr())
+    {
+        return cut(*s0, r0, offset, end).ok_or(libc::EIO);
     }
-    Ok(out)
+    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    for (i, (start, run)) in runs.iter().enumerate() {
+        let b = first + i as u64;
+        let lo = (b * BLOCK).max(offset);
+        let hi = ((b + 1) * BLOCK).min(end);
+        out.extend_from_slice(&cut(*start, run, lo, hi).ok_or(libc::EIO)?);
+    }
+    Ok(out.freeze())
 }
 
 #[cfg(test)]
@@ -741,6 +795,42 @@ mod tests {
             fs.begin_read(ROOT_INO, 0, 10),
             Reading::Done(Err(libc::EISDIR))
         ));
+    }
+
+    #[tokio::test]
+    async fn aligned_reads_share_the_answer_and_memory_stays_bounded() {
+        let (fs, _, big) = setup(Duration::from_secs(5));
+        let ino = fs.lookup(ROOT_INO, b"big").unwrap().ino;
+        // A 1 MiB read at a 1 MiB boundary is one answer: a slice of it, not a copy.
+        let a = fs.read(ino, 2 << 20, MAX_READ).await.unwrap();
+        let b = fs.read(ino, 2 << 20, MAX_READ).await.unwrap();
+        assert_eq!(&a[..], &big[2 << 20..3 << 20]);
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        drop((a, b));
+
+        // A cache of 1 MiB holds at most 1 MiB of answers, whatever the reads keep of them.
+        let m = fs.manifest().clone();
+        let fake = fs.source().clone();
+        let small = MountFs::new(m, fake, 1 << 20, Duration::from_secs(5));
+        let ino = small.lookup(ROOT_INO, b"big").unwrap().ino;
+        for round in 0..2 {
+            for k in 0..big.len() as u64 / MAX_READ as u64 {
+                let off = k * MAX_READ as u64;
+                let got = small.read(ino, off, MAX_READ).await.unwrap();
+                assert_eq!(&got[..], &big[off as usize..off as usize + got.len()]);
+                drop(got);
+                // Keep one page of every answer so far in use: the rest of them is not.
+                for j in 0..=k {
+                    let off = (j * MAX_READ as u64) as usize;
+                    let page = small.read(ino, off as u64, 4096).await.unwrap();
+                    assert_eq!(&page[..], &big[off..off + 4096], "{round}");
+                }
+            }
+            // Let read-ahead still on its way land, then measure.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let held = small.pinned.load(Ordering::Relaxed);
+            assert!(held <= 1 << 20, "{held} bytes held by a 1 MiB cache");
+        }
     }
 
     #[tokio::test]
