@@ -779,19 +779,16 @@ async fn mount(a: MountArgs, net: Net, ui: Ui) -> Result<()> {
             }
         }
     };
-    remote.finish();
     // Off the runtime: unmounting waits (boundedly) for FUSE threads whose reads the runtime
-    // may still have to answer.
-    let detached = tokio::task::spawn_blocking(move || mounted.unmount())
-        .await
-        .unwrap_or(false);
+    // may still have to answer. Meanwhile the sender hears that we are done.
+    let unmounting = tokio::task::spawn_blocking(move || mounted.unmount());
+    remote.finish(Duration::from_secs(1)).await;
+    let detached = unmounting.await.unwrap_or(false);
     if detached {
         eprintln!("The mount was busy: detached it; it disappears when the last program using it closes it.");
     } else {
         eprintln!("Unmounted {}.", a.mountpoint.display());
     }
-    // Give the sender a moment to hear that we are done.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     outcome
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::crypto::ResumeTicket;
 use crate::error::{Error, Result};
@@ -53,7 +53,8 @@ pub struct Remote {
     patience: Duration,
     /// The control stream of the current session, held so the sender sees us alive; handed to
     /// a watcher task that notices when the sender goes away.
-    finish: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Asks the session watcher to send Done; it answers when the sender has seen it.
+    finish: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
 }
 
 impl Remote {
@@ -109,17 +110,22 @@ impl Remote {
         self.peer
     }
 
-    /// Tells the sender we are done (it stops sharing), if connected.
-    pub fn finish(&self) {
-        if let Some(tx) = self.finish.lock().expect("lock").take() {
-            let _ = tx.send(());
+    /// Tells the sender we are done (it stops sharing), if connected, and waits (at most
+    /// `wait`) until it has heard it.
+    pub async fn finish(&self, wait: Duration) {
+        let Some(tx) = self.finish.lock().expect("lock").take() else {
+            return;
+        };
+        let (done, heard) = oneshot::channel();
+        if tx.send(done).is_ok() {
+            let _ = tokio::time::timeout(wait, heard).await;
         }
     }
 
     /// Watches the control stream: the sender's abort is final, a lost stream starts a
     /// reconnection. `finish` sends Done on it.
     fn watch_session(self: &Arc<Self>, mut session: Session) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = oneshot::channel::<oneshot::Sender<()>>();
         *self.finish.lock().expect("lock") = Some(tx);
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -138,8 +144,11 @@ impl Remote {
                         other => me.lost(&other, Instant::now()),
                     }
                 }
-                _ = rx => {
+                done = rx => {
                     let _ = session.finish().await;
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
                 }
             }
         });
