@@ -34,7 +34,8 @@ const RA_MIN: u64 = 512 * 1024;
 const RA_MAX: u64 = 16 * 1024 * 1024;
 /// Small files of a folder prefetched ahead of a reader going through it.
 const DIR_PREFETCH: usize = 32;
-/// Bytes of requests in flight at once (prefetch included).
+/// Bytes of requests in flight at once (prefetch included), at most; a small cache gets less
+/// (half of it, and at least one full request).
 const INFLIGHT_BYTES: u64 = 32 * 1024 * 1024;
 /// Read-ahead state is kept for this many files.
 const TRACKED_FILES: usize = 1024;
@@ -131,6 +132,9 @@ pub struct MountFs<S: FileSource> {
     /// while this exceeds `cache_bytes`.
     pinned: Arc<AtomicU64>,
     cache_bytes: u64,
+    /// Largest read-ahead window: a quarter of the cache, so that what read-ahead brings in is
+    /// still cached when the reader gets there.
+    ra_max: u64,
     inflight: Mutex<HashMap<(u64, u64), (u64, SharedRun)>>,
     seq: Mutex<LruCache<u64, SeqState>>,
     dir_prefetched: Mutex<HashMap<u64, usize>>,
@@ -159,6 +163,8 @@ impl<S: FileSource> MountFs<S> {
             .map(|e| ((e.parent, e.name.clone().into_boxed_slice()), e.id))
             .collect();
         let blocks = (cache_bytes / BLOCK).max(64) as usize;
+        let cache_bytes = blocks as u64 * BLOCK;
+        let inflight = (cache_bytes / 2).clamp(MAX_READ as u64, INFLIGHT_BYTES);
         Arc::new(MountFs {
             manifest,
             root,
@@ -166,11 +172,12 @@ impl<S: FileSource> MountFs<S> {
             src,
             cache: Mutex::new(LruCache::new(blocks.try_into().expect("nonzero"))),
             pinned: Arc::new(AtomicU64::new(0)),
-            cache_bytes: blocks as u64 * BLOCK,
+            cache_bytes,
+            ra_max: (cache_bytes / 4).min(RA_MAX),
             inflight: Mutex::new(HashMap::new()),
             seq: Mutex::new(LruCache::new(TRACKED_FILES.try_into().expect("nonzero"))),
             dir_prefetched: Mutex::new(HashMap::new()),
-            window: Arc::new(Semaphore::new((INFLIGHT_BYTES / PERMIT) as usize)),
+            window: Arc::new(Semaphore::new(inflight.div_ceil(PERMIT) as usize)),
             timeout,
             mounted_at: SystemTime::now(),
         })
@@ -401,7 +408,7 @@ impl<S: FileSource> MountFs<S> {
             };
             return 0..0;
         }
-        st.window = (st.window * 2).clamp(RA_MIN, RA_MAX);
+        st.window = (st.window * 2).clamp(RA_MIN.min(self.ra_max), self.ra_max);
         st.next = st.next.max(end);
         let from = st.asked.max(end.div_ceil(BLOCK));
         let to = (end + st.window).min(fsize).div_ceil(BLOCK).min(nblocks);
@@ -637,6 +644,8 @@ mod tests {
             len: u32,
         ) -> crate::Result<(Bytes, Option<[u8; 32]>)> {
             self.log.lock().unwrap().push((file, offset, len));
+            // An answer comes later, as over a network: other tasks (spawned fetches) run.
+            tokio::task::yield_now().await;
             if self.hangs.load(Ordering::SeqCst) == 1 {
                 futures::future::pending::<()>().await;
             }
@@ -660,6 +669,10 @@ mod tests {
 
     /// A share of one folder `d` with a big file, a symlink, and 10 small files.
     fn setup(timeout: Duration) -> (Arc<MountFs<Fake>>, Fake, Vec<u8>) {
+        setup_with_cache(timeout, 64 << 20)
+    }
+
+    fn setup_with_cache(timeout: Duration, cache: u64) -> (Arc<MountFs<Fake>>, Fake, Vec<u8>) {
         let big: Vec<u8> = (0..(8u64 << 20)).map(|i| (i * 31 % 251) as u8).collect();
         let mut entries = vec![
             entry(1, 0, "d", Kind::Dir, 0),
@@ -676,7 +689,7 @@ mod tests {
             files: Arc::new(files),
             ..Default::default()
         };
-        (MountFs::new(m, fake.clone(), 64 << 20, timeout), fake, big)
+        (MountFs::new(m, fake.clone(), cache, timeout), fake, big)
     }
 
     #[tokio::test]
@@ -732,24 +745,33 @@ mod tests {
 
     #[tokio::test]
     async fn sequential_reads_grow_a_read_ahead_window() {
-        let (fs, fake, big) = setup(Duration::from_secs(5));
-        let ino = fs.lookup(ROOT_INO, b"big").unwrap().ino;
-        let mut off = 0u64;
-        while off < big.len() as u64 {
-            let got = fs.read(ino, off, 128 * 1024).await.unwrap();
-            assert_eq!(&got[..], &big[off as usize..off as usize + got.len()]);
-            off += got.len() as u64;
+        // The default cache and caches smaller than the largest window (8 MiB file).
+        for cache in [64 << 20, 4 << 20, 1 << 20, 256 << 10] {
+            let (fs, fake, big) = setup_with_cache(Duration::from_secs(5), cache);
+            let ino = fs.lookup(ROOT_INO, b"big").unwrap().ino;
+            let mut off = 0u64;
+            while off < big.len() as u64 {
+                let got = fs.read(ino, off, 128 * 1024).await.unwrap();
+                assert_eq!(&got[..], &big[off as usize..off as usize + got.len()]);
+                off += got.len() as u64;
+            }
+            let log = fake.log.lock().unwrap().clone();
+            // Each byte fetched once: read-ahead never brings in more than the cache keeps
+            // until the reader gets there.
+            let fetched: u64 = log.iter().map(|r| r.2 as u64).sum();
+            assert_eq!(fetched, big.len() as u64, "cache {cache}: {log:?}");
+            if cache >= 4 << 20 {
+                // 8 MiB in far fewer requests than 128 KiB reads ...
+                assert!(log.len() < 30, "cache {cache}: {} requests", log.len());
+            }
+            if cache >= 64 << 20 {
+                // ... and with a window of 4 MiB or more, in full-size requests.
+                assert!(
+                    log.iter().filter(|r| r.2 == MAX_READ).count() >= 4,
+                    "cache {cache}: {log:?}"
+                );
+            }
         }
-        let log = fake.log.lock().unwrap().clone();
-        // 8 MiB in far fewer requests than 128 KiB reads, most of them full-size.
-        assert!(log.len() < 30, "{} requests", log.len());
-        assert!(
-            log.iter().filter(|r| r.2 == MAX_READ).count() >= 4,
-            "{log:?}"
-        );
-        // Each byte fetched once.
-        let fetched: u64 = log.iter().map(|r| r.2 as u64).sum();
-        assert_eq!(fetched, big.len() as u64);
     }
 
     #[tokio::test]
