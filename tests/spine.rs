@@ -61,6 +61,23 @@ fn make_tree(root: &std::path::Path) {
     std::fs::write(&second, b"# notes\n").unwrap();
 }
 
+/// Receives everything of `m` from `src` into `out` (no overwriting), within 60 s.
+async fn receive_into<S: pcp::receive::FileSource>(
+    src: &S,
+    m: &pcp::manifest::Manifest,
+    out: &std::path::Path,
+) -> pcp::Result<receive::Summary> {
+    let opts = ReceiveOptions {
+        out: out.to_path_buf(),
+        overwrite: false,
+    };
+    within(
+        60,
+        receive::receive_all(src, m, &opts, Arc::new(Progress::default())),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_tree_arrives_identical() {
     let src = tempfile::tempdir().unwrap();
@@ -175,10 +192,6 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
         std::fs::write(d.join(format!("small{i}")), bytes(10_000, 100 + i)).unwrap();
     }
     let total: u64 = 96 * (1 << 20) + 20 * (1 << 20) + 20 * 10_000;
-    let opts = ReceiveOptions {
-        out: out.path().to_path_buf(),
-        overwrite: false,
-    };
 
     // First run: cut at about half.
     let code = Code::generate(4);
@@ -189,11 +202,7 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
         inner: s.client(4).await.unwrap(),
         left: Arc::new((total as i64 / 2).into()),
     };
-    let r = within(
-        60,
-        receive::receive_all(&cut, &m, &opts, Arc::new(Progress::default())),
-    )
-    .await;
+    let r = receive_into(&cut, &m, out.path()).await;
     assert!(r.is_err(), "the cut must fail the first run");
     sender.task.abort();
     // Nothing incomplete under a final name; the partial data is kept for later.
@@ -206,12 +215,7 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
     let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
     let m = s.accept(false).await.unwrap();
     let client = s.client(4).await.unwrap();
-    let summary = within(
-        60,
-        receive::receive_all(&client, &m, &opts, Arc::new(Progress::default())),
-    )
-    .await
-    .unwrap();
+    let summary = receive_into(&client, &m, out.path()).await.unwrap();
     assert_eq!(snapshot(&d), snapshot(&out.path().join("data")));
     let moved = summary.bytes;
     eprintln!(
@@ -223,12 +227,7 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
     assert_eq!(moved + summary.reused, total);
 
     // A third run finds everything complete and moves nothing.
-    let third = within(
-        60,
-        receive::receive_all(&client, &m, &opts, Arc::new(Progress::default())),
-    )
-    .await
-    .unwrap();
+    let third = receive_into(&client, &m, out.path()).await.unwrap();
     assert_eq!((third.bytes, third.reused), (0, total));
     s.finish().await.unwrap();
 }
@@ -252,16 +251,7 @@ async fn corrupted_partial_data_is_not_trusted() {
     let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
     let m = s.accept(false).await.unwrap();
     let client = s.client(4).await.unwrap();
-    let opts = ReceiveOptions {
-        out: out.path().to_path_buf(),
-        overwrite: false,
-    };
-    let summary = within(
-        60,
-        receive::receive_all(&client, &m, &opts, Arc::new(Progress::default())),
-    )
-    .await
-    .unwrap();
+    let summary = receive_into(&client, &m, out.path()).await.unwrap();
     assert_eq!(std::fs::read(out.path().join("data/f")).unwrap(), content);
     // Only the first, intact piece was kept.
     assert_eq!(summary.reused, 16 << 20);
@@ -623,16 +613,7 @@ mod hostile_receiver {
         let mut good = within(20, connect(&sender.addr, &code)).await.unwrap();
         let m2 = good.accept(false).await.unwrap();
         let gc = good.client(2).await.unwrap();
-        let opts = ReceiveOptions {
-            out: out.path().to_path_buf(),
-            overwrite: false,
-        };
-        within(
-            60,
-            receive::receive_all(&gc, &m2, &opts, Arc::new(Progress::default())),
-        )
-        .await
-        .unwrap();
+        receive_into(&gc, &m2, out.path()).await.unwrap();
         assert_eq!(std::fs::read(out.path().join("d/f")).unwrap(), want);
     }
 
@@ -727,16 +708,9 @@ mod faults {
             path: f.clone(),
             done: Default::default(),
         };
-        let opts = ReceiveOptions {
-            out: out.path().to_path_buf(),
-            overwrite: false,
-        };
-        let err = within(
-            60,
-            receive::receive_all(&src_, &m, &opts, Arc::new(Progress::default())),
-        )
-        .await
-        .expect_err("a changed file must not be received");
+        let err = receive_into(&src_, &m, out.path())
+            .await
+            .expect_err("a changed file must not be received");
         assert!(err.to_string().contains("changed on the sender"), "{err}");
         assert!(!out.path().join("f").exists());
     }
@@ -771,16 +745,9 @@ mod faults {
         let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
         let m = s.accept(false).await.unwrap();
         let c = s.client(2).await.unwrap();
-        let opts = ReceiveOptions {
-            out: disk.0.path().to_path_buf(),
-            overwrite: false,
-        };
-        let err = within(
-            60,
-            receive::receive_all(&c, &m, &opts, Arc::new(Progress::default())),
-        )
-        .await
-        .expect_err("12 MiB cannot fit in 6 MiB");
+        let err = receive_into(&c, &m, disk.0.path())
+            .await
+            .expect_err("12 MiB cannot fit in 6 MiB");
         assert!(err.to_string().contains("No space left on device"), "{err}");
         // Nothing reported complete that is not; the partial data stays for a later resume.
         assert!(!disk.0.path().join("d/big").exists());
