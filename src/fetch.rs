@@ -139,10 +139,9 @@ impl Session {
         }
     }
 
-    pub async fn decline(mut self) -> Result<()> {
-        self.writer.send_now(Msg::Decline(Decline {})).await?;
-        self.writer.close().await;
-        Ok(())
+    /// Declines the offer (the sender stops sharing).
+    pub async fn decline(self) -> Result<()> {
+        self.end(Msg::Decline(Decline {})).await
     }
 
     /// Accepts the offer and reads and validates the whole manifest.
@@ -205,9 +204,14 @@ impl Session {
     }
 
     /// Tells the sender we are done and closes the session.
-    pub async fn finish(mut self) -> Result<()> {
-        self.writer.send_now(Msg::Done(Done {})).await?;
-        // Wait (briefly) for the sender to close its side, so it has seen `Done`.
+    pub async fn finish(self) -> Result<()> {
+        self.end(Msg::Done(Done {})).await
+    }
+
+    /// Sends the session's last message and waits (briefly) for the sender to close its side,
+    /// so it has seen it before our node, and the connection, may go away.
+    async fn end(mut self, last: Msg) -> Result<()> {
+        self.writer.send_now(last).await?;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.reader.recv()).await;
         self.writer.close().await;
         Ok(())
