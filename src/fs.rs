@@ -588,22 +588,26 @@ fn assemble(
     offset: u64,
     end: u64,
 ) -> Result<Bytes, Errno> {
-    let run_of = |p: &Part| -> Option<(u64, Bytes)> {
+    // Borrowed, not cloned: a 1 MiB read has 256 parts.
+    fn run_of<'a>(p: &'a Part, got: &'a [(u64, Bytes)]) -> Option<(u64, &'a Bytes)> {
         match p {
-            Part::Ready(b) => Some((b.start, b.run.clone())),
+            Part::Ready(b) => Some((b.start, &b.run)),
             Part::Wait(start, _) => {
                 let (_, run) = got.iter().find(|(s, _)| s == start)?;
-                Some((*start, run.clone()))
+                Some((*start, run))
             }
         }
-    };
+    }
     // Bytes `lo..hi` of the file out of the answer starting at block `start`.
     let cut = |start: u64, run: &Bytes, lo: u64, hi: u64| -> Option<Bytes> {
         let base = start * BLOCK;
         let (lo, hi) = ((lo - base) as usize, (hi - base) as usize);
         (hi <= run.len()).then(|| run.slice(lo..hi))
     };
-    let runs = parts.iter().map(run_of).collect::<Option<Vec<_>>>();
+    let runs = parts
+        .iter()
+        .map(|p| run_of(p, got))
+        .collect::<Option<Vec<_>>>();
     let runs = runs.filter(|r| !r.is_empty()).ok_or(libc::EIO)?;
     let (s0, r0) = &runs[0];
     if runs[1..]
