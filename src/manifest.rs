@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::wire::{Entry, Kind, MAX_ENTRIES, MAX_NAME, MAX_TARGET};
+use crate::proto::{Entry, Kind, MAX_ENTRIES, MAX_NAME, MAX_TARGET};
 
 /// What the sender needs to serve one file and to notice that it changed since the share began.
 #[derive(Debug, Clone)]
@@ -328,9 +328,9 @@ impl Manifest {
     }
 }
 
-/// A manifest entry for unit tests: mode 0644, mtime 1,600,000,000.000000005, symlinks to "big".
-#[cfg(test)]
-pub(crate) fn test_entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> Entry {
+/// A manifest entry for tests: mode 0644, mtime 1,600,000,000.000000005, symlinks to "big".
+#[doc(hidden)]
+pub fn test_entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> Entry {
     Entry {
         id,
         parent,

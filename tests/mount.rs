@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pcp::code::Code;
-use pcp::fs::MountFs;
-use pcp::fuse::{self, MountOptions, Mounted};
-use pcp::remote::Remote;
+use pcp::fetch::Remote;
+use pcp::mount::MountFs;
+use pcp::mount::{self as fuse, MountOptions, Mounted};
 
 struct Mount {
     dir: tempfile::TempDir,

@@ -62,7 +62,7 @@ fn make_tree(root: &std::path::Path) {
 }
 
 /// Receives everything of `m` from `src` into `out` (no overwriting), within 60 s.
-async fn receive_into<S: pcp::receive::FileSource>(
+async fn receive_into<S: pcp::fetch::FileSource>(
     src: &S,
     m: &pcp::manifest::Manifest,
     out: &std::path::Path,
@@ -147,7 +147,7 @@ struct Cut {
     left: Arc<std::sync::atomic::AtomicI64>,
 }
 
-impl receive::FileSource for Cut {
+impl pcp::fetch::FileSource for Cut {
     async fn read(
         &self,
         file: u64,
@@ -302,27 +302,21 @@ mod hostile {
     use super::*;
     use futures::StreamExt;
     use pcp::crypto::{self, HandshakeParams, SecureReader, SecureWriter};
-    use pcp::net::{Node, NodeConfig, STREAM_PROTOCOL};
-    use pcp::wire::{
+    use pcp::net::STREAM_PROTOCOL;
+    use pcp::proto::{
         envelope::Msg, opening, Entry, Kind, ManifestChunk, Offer, Ready, Response, Role,
     };
     use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+    /// A manifest entry whose symlinks point at /etc/passwd.
     fn entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> Entry {
-        Entry {
-            id,
-            parent,
-            name: name.to_vec(),
-            kind: kind as i32,
-            size,
-            mode: 0o644,
-            mtime_sec: 0,
-            mtime_nsec: 0,
-            target: if kind == Kind::Symlink {
-                b"/etc/passwd".to_vec()
-            } else {
-                vec![]
+        let e = pcp::manifest::test_entry(id, parent, name, kind, size);
+        match kind {
+            Kind::Symlink => Entry {
+                target: b"/etc/passwd".to_vec(),
+                ..e
             },
+            _ => e,
         }
     }
 
@@ -341,13 +335,7 @@ mod hostile {
         answer: Answer,
         offered: Option<u64>,
     ) -> libp2p::Multiaddr {
-        let node = Node::start(NodeConfig {
-            listen: loopback(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let addr = node.listen_addrs().await.unwrap()[0].clone();
+        let (node, addr) = loopback_node().await;
         let mut incoming = node.control().accept(STREAM_PROTOCOL).unwrap();
         let phrase = code.phrase();
         tokio::spawn(async move {
@@ -356,7 +344,7 @@ mod hostile {
             let mut keys = None;
             while let Some((peer, stream)) = incoming.next().await {
                 let mut io = stream.compat();
-                match crypto::read_opening(&mut io).await.unwrap() {
+                match pcp::proto::read_opening(&mut io).await.unwrap() {
                     opening::Kind::Hello(h) => {
                         let k = crypto::handshake(
                             &mut io,
@@ -402,7 +390,7 @@ mod hostile {
                             w.send_now(Msg::Ready(Ready {})).await.unwrap();
                             while let Ok(Some(Msg::Request(req))) = r.recv().await {
                                 let (data, hash) = match req.op {
-                                    Some(pcp::wire::request::Op::Read(rd)) => {
+                                    Some(pcp::proto::request::Op::Read(rd)) => {
                                         answer(rd.offset, rd.len)
                                     }
                                     _ => (vec![], vec![0; 32]),
@@ -561,9 +549,8 @@ mod hostile {
 mod hostile_receiver {
     //! Receivers that hold the code (or only the channel) and misbehave.
     use super::*;
-    use pcp::crypto;
     use pcp::net::{Node, NodeConfig, STREAM_PROTOCOL};
-    use pcp::wire::{opening, Join};
+    use pcp::proto::{opening, Join};
     use tokio_util::compat::FuturesAsyncReadCompatExt;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,7 +626,7 @@ mod hostile_receiver {
             .await
             .unwrap()
             .compat();
-        crypto::write_opening(
+        pcp::proto::write_opening(
             &mut io,
             opening::Kind::Join(Join {
                 session: vec![7; 16],
@@ -648,7 +635,7 @@ mod hostile_receiver {
         )
         .await
         .unwrap();
-        let got = within(10, crypto::read_frame(&mut io, 1 << 20)).await;
+        let got = within(10, pcp::proto::read_frame(&mut io, 1 << 20)).await;
         assert!(matches!(got, Ok(None) | Err(_)), "{got:?}");
         // Its failed guess counted towards the limit of three.
         match within(5, sender.events.recv()).await {
@@ -669,7 +656,7 @@ mod faults {
         done: Arc<std::sync::atomic::AtomicBool>,
     }
 
-    impl receive::FileSource for Meddler {
+    impl pcp::fetch::FileSource for Meddler {
         async fn read(
             &self,
             file: u64,

@@ -28,10 +28,8 @@ pub struct Sender {
     pub events: mpsc::Receiver<ShareEvent>,
 }
 
-/// Starts a real sender for `paths` on loopback.
-pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
-    let tree = LocalTree::build(paths).unwrap();
-    let share = Arc::new(Share::new(tree));
+/// A real node listening on loopback, and its address.
+pub async fn loopback_node() -> (Node, Multiaddr) {
     let node = Node::start(NodeConfig {
         listen: loopback(),
         ..Default::default()
@@ -39,6 +37,14 @@ pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
     .await
     .unwrap();
     let addr = node.listen_addrs().await.unwrap()[0].clone();
+    (node, addr)
+}
+
+/// Starts a real sender for `paths` on loopback.
+pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
+    let tree = LocalTree::build(paths).unwrap();
+    let share = Arc::new(Share::new(tree));
+    let (node, addr) = loopback_node().await;
     let (tx, events) = mpsc::channel(64);
     let (n, c) = (node.clone(), code.clone());
     let task =

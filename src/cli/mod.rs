@@ -1,0 +1,186 @@
+//! The command line: argument parsing and printing what the library reports. `main.rs` builds
+//! the runtime and maps the result to an exit code; each command lives in its own module and
+//! only turns arguments into library calls and events into lines (the code on stdout,
+//! everything else on stderr).
+
+mod mount;
+mod node;
+mod receive;
+mod send;
+mod ui;
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use libp2p::Multiaddr;
+
+use crate::error::{Error, Result};
+use crate::fetch::connect::Seek;
+use crate::net::discovery::{shifted_clock, Discovery, Method};
+use mount::MountArgs;
+use node::NodeArgs;
+use receive::ReceiveArgs;
+use send::SendArgs;
+use ui::Ui;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pcp",
+    version,
+    about = "Peer copy: send, receive or mount files between two computers with a few words. No server in between."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// More log output on stderr (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Do not draw progress bars (also off when stderr is not a terminal).
+    #[arg(long, global = true)]
+    no_progress: bool,
+    /// How to find the other side: any of mdns, dht (comma-separated), or none (only
+    /// --listen/--peer addresses).
+    #[arg(long, global = true, value_delimiter = ',', default_value = "mdns,dht")]
+    discovery: Vec<Method>,
+    /// DHT bootstrap peer (repeatable, or comma-separated in PCP_BOOTSTRAP); replaces the
+    /// default IPFS bootstrap peers.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MULTIADDR",
+        env = "PCP_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    bootstrap: Vec<Multiaddr>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Share files or folders; prints a code for the other side.
+    Send(SendArgs),
+    /// Receive what a `pcp send` shares, into a folder.
+    Receive(ReceiveArgs),
+    /// Mount what a `pcp send` shares as a read-only folder; bytes are fetched on demand.
+    Mount(MountArgs),
+    /// Run a helper node: a Kademlia DHT server, a circuit relay and an AutoNAT server.
+    Node(NodeArgs),
+}
+
+impl Cli {
+    /// Whether the command handles Ctrl-C itself (`mount` unmounts and exits 0; `send` tells
+    /// its receivers); the others stop at once.
+    pub fn handles_signals(&self) -> bool {
+        matches!(self.cmd, Cmd::Mount(_) | Cmd::Send(_) | Cmd::Node(_))
+    }
+}
+
+/// Set once SIGINT or SIGTERM arrived; watched from the start of `main`, so a signal that comes
+/// before a command starts waiting for it (say, right after it printed its address) still counts.
+static INTERRUPT: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
+    std::sync::OnceLock::new();
+
+fn interrupt_token() -> tokio_util::sync::CancellationToken {
+    INTERRUPT
+        .get_or_init(tokio_util::sync::CancellationToken::new)
+        .clone()
+}
+
+/// Installs the SIGINT and SIGTERM handlers (call inside the runtime, before anything else).
+pub fn watch_signals() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let token = interrupt_token();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// Resolves once SIGINT or SIGTERM has arrived (at once if it already did).
+pub async fn interrupted() {
+    interrupt_token().cancelled_owned().await
+}
+
+/// Logs to stderr: warnings by default, more with -v/-vv, or as RUST_LOG says.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,pcp=info",
+        _ => "info,pcp=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The discovery settings from the common options. `PCP_CLOCK_OFFSET_SECS` (signed seconds)
+/// shifts the clock that picks discovery slots: tests use it to start a sender just before a
+/// slot boundary.
+fn discovery(cli: &Cli) -> Discovery {
+    let offset = std::env::var("PCP_CLOCK_OFFSET_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Discovery {
+        methods: cli.discovery.clone(),
+        bootstrap: if cli.bootstrap.is_empty() {
+            crate::net::IPFS_BOOTSTRAP
+                .iter()
+                .map(|a| a.parse().expect("valid"))
+                .collect()
+        } else {
+            cli.bootstrap.clone()
+        },
+        clock: shifted_clock(offset),
+    }
+}
+
+/// Where a receiving command looks for the sender.
+fn seek(discovery: &Discovery, peers: Vec<Multiaddr>, wait: Duration, allow_relay: bool) -> Seek {
+    Seek {
+        peers,
+        discovery: discovery.clone(),
+        wait,
+        allow_relay,
+    }
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> Result<()> {
+    let ui = Ui {
+        progress: !cli.no_progress && std::io::stderr().is_terminal(),
+        verbose: cli.verbose,
+    };
+    let discovery = discovery(&cli);
+    match cli.cmd {
+        Cmd::Send(a) => send::send(a, discovery, ui).await,
+        Cmd::Receive(a) => receive::receive(a, discovery, ui).await,
+        Cmd::Mount(a) => mount::mount(a, discovery, ui).await,
+        Cmd::Node(a) => node::helper_node(a, discovery).await,
+    }
+}
+
+/// Runs the command until it ends, or until Ctrl-C/SIGTERM for the commands that do not handle
+/// those themselves ([`Error::Interrupted`]).
+pub async fn run_until_interrupted(cli: Cli) -> Result<()> {
+    if let Err(e) = watch_signals() {
+        return Err(Error::io("cannot install signal handlers", e));
+    }
+    if cli.handles_signals() {
+        return run(cli).await;
+    }
+    tokio::select! {
+        r = run(cli) => r,
+        _ = interrupted() => Err(Error::Interrupted),
+    }
+}

@@ -1,0 +1,122 @@
+//! `pcp mount`: finds the sender, mounts its share read-only, prints what happens to the
+//! connection (and the copy-out's progress) until Ctrl-C or an outside unmount.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::HumanBytes;
+use libp2p::Multiaddr;
+
+use super::receive::find;
+use super::ui::{parse_size, plural, read_code, roots, Ui};
+use super::{interrupted, seek};
+use crate::error::Result;
+use crate::fetch::RemoteEvent;
+use crate::mount::check_mountpoint;
+use crate::mount::run::{LiveMount, MountRequest};
+use crate::net::discovery::Discovery;
+
+#[derive(Args, Debug)]
+pub(super) struct MountArgs {
+    /// The code from `pcp send`; `-` reads PCP_CODE or asks.
+    code: String,
+    /// An empty folder to mount on.
+    mountpoint: PathBuf,
+    /// Dial this address instead of discovering the sender (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<Multiaddr>,
+    /// In-memory cache of file data (e.g. 256M, 1G).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    cache_size: u64,
+    /// Also download the whole tree into DIR in the background, verified, while mounted.
+    #[arg(long, value_name = "DIR")]
+    copy_out: Option<PathBuf>,
+    /// How long a read may wait on the network before it fails with EIO (e.g. 5s, 2m).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Let other local users read the mount.
+    #[arg(long)]
+    allow_other: bool,
+    /// Give up when no sender has authenticated within this time.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    /// When no direct connection can be made, move data through the relay (if it allows).
+    #[arg(long)]
+    allow_relay: bool,
+}
+
+pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<()> {
+    // Refuse a bad mountpoint before looking for anyone.
+    check_mountpoint(&a.mountpoint)?;
+    let code = read_code(Some(a.code))?;
+    let receiver = find(&code, &seek(&discovery, a.peer, a.wait, a.allow_relay)).await?;
+    let req = MountRequest {
+        mountpoint: a.mountpoint.clone(),
+        cache_size: a.cache_size,
+        timeout: a.timeout,
+        allow_other: a.allow_other,
+        copy_out: a.copy_out,
+    };
+    let mut live = LiveMount::start(receiver, &req).await?;
+    let offer = live.offer.clone();
+    eprintln!(
+        "Mounted {} ({}, {}) read-only at {}. Ctrl-C to unmount.",
+        roots(&offer.roots),
+        plural(offer.files, "file"),
+        HumanBytes(offer.bytes),
+        a.mountpoint.display()
+    );
+    let bar = live.copy_out.as_ref().map(|_| ui.bar(offer.bytes));
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let signal = interrupted();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            Some(ev) = live.events.recv() => match ev {
+                RemoteEvent::Lost(why) => eprintln!("warning: lost the sender ({why}); reconnecting; reads fail with EIO after {:?} meanwhile", a.timeout),
+                RemoteEvent::Reconnected => eprintln!("Reconnected to the sender."),
+                RemoteEvent::Ended(why) => eprintln!("warning: the sender stopped sharing ({why}); reads now fail with EIO. Ctrl-C to unmount."),
+            },
+            _ = tick.tick() => {
+                if !live.is_alive() {
+                    eprintln!("{} was unmounted.", a.mountpoint.display());
+                    break;
+                }
+                copy_out_progress(&mut live, bar.as_ref()).await;
+            }
+        }
+    }
+    if live.unmount().await {
+        eprintln!("The mount was busy: detached it; it disappears when the last program using it closes it.");
+    } else {
+        eprintln!("Unmounted {}.", a.mountpoint.display());
+    }
+    Ok(())
+}
+
+/// Draws the copy-out's progress, and its result once it has finished.
+async fn copy_out_progress(live: &mut LiveMount, bar: Option<&indicatif::ProgressBar>) {
+    let Some(copy) = &live.copy_out else { return };
+    let p = &copy.progress;
+    if let Some(bar) = bar {
+        bar.set_position(p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed));
+    }
+    if !copy.is_finished() {
+        return;
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let copy = live.copy_out.take().expect("checked");
+    match copy.result().await {
+        Ok(s) => eprintln!(
+            "Copy-out finished: {} ({}, all verified).",
+            plural(s.files, "file"),
+            HumanBytes(s.bytes)
+        ),
+        Err(e) => eprintln!("warning: copy-out failed: {e}"),
+    }
+}

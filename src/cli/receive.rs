@@ -1,0 +1,141 @@
+//! `pcp receive`: finds the sender, shows its offer, asks, and copies everything with a
+//! progress bar.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::HumanBytes;
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+
+use super::seek;
+use super::ui::{confirm, plural, read_code, roots, Ui};
+use crate::code::Code;
+use crate::error::{Error, Result};
+use crate::fetch::connect::Seek;
+use crate::net::discovery::Discovery;
+use crate::receive::run::Receiver;
+use crate::receive::{Progress, ReceiveOptions, Summary};
+
+#[derive(Args, Debug)]
+pub(super) struct ReceiveArgs {
+    /// The code from `pcp send`. Without it, PCP_CODE is read, or you are asked.
+    code: Option<String>,
+    /// Folder to receive into.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Accept the offer without asking.
+    #[arg(long, short)]
+    yes: bool,
+    /// Replace existing files of the same names (otherwise that is an error and nothing is touched).
+    #[arg(long)]
+    overwrite: bool,
+    /// Dial this address instead of discovering the sender (repeatable); authentication is still required.
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<Multiaddr>,
+    /// Give up when no sender has authenticated within this time (e.g. 30s, 2m).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    /// When no direct connection can be made, move data through the relay (if it allows).
+    #[arg(long)]
+    allow_relay: bool,
+}
+
+/// Finds the sender, printing the status lines of the search, then how it was reached.
+pub(super) async fn find(code: &Code, seek: &Seek) -> Result<Receiver> {
+    let (tx, mut rx) = mpsc::channel::<String>(8);
+    let printer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            eprintln!("{line}");
+        }
+    });
+    let found = Receiver::connect(code, seek, tx).await;
+    let _ = printer.await;
+    let found = found?;
+    eprintln!(
+        "Found the sender on {}, authenticated ({}).",
+        found.via, found.connection
+    );
+    Ok(found)
+}
+
+pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Result<()> {
+    let code = read_code(a.code)?;
+    let started = Instant::now();
+    let receiver = find(&code, &seek(&discovery, a.peer, a.wait, a.allow_relay)).await?;
+    let offer = receiver.offer().clone();
+    let what = format!(
+        "{} — {}, {}",
+        roots(&offer.roots),
+        plural(offer.files, "file"),
+        HumanBytes(offer.bytes)
+    );
+    if a.yes {
+        eprintln!("Offer: {what}. Accepting.");
+    } else {
+        let q = format!("Offer: {what}. Accept?");
+        if !tokio::task::spawn_blocking(move || confirm(&q))
+            .await
+            .map_err(|e| Error::io("prompt", std::io::Error::other(e)))??
+        {
+            receiver.decline().await?;
+            eprintln!("Declined; nothing was written.");
+            return Ok(());
+        }
+    }
+    let opts = ReceiveOptions {
+        out: a.out,
+        overwrite: a.overwrite,
+    };
+    let accepted = receiver.accept(&opts).await?;
+    let (files, bytes) = accepted.manifest().totals();
+    let progress = Arc::new(Progress::default());
+    let bar = ui.bar(offer.bytes);
+    let work = accepted.run(&opts, progress.clone());
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let summary = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                let p = &progress;
+                bar.set_position(p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed));
+                bar.set_message(format!("{}/{} files", p.files.load(Ordering::Relaxed), files));
+            }
+        }
+    };
+    bar.finish_and_clear();
+    let summary = summary?;
+    print_summary(
+        &offer.roots,
+        files,
+        bytes,
+        &summary,
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// What moved over the network, and what an earlier run had already left here, verified.
+fn print_summary(names: &[Vec<u8>], files: u64, bytes: u64, summary: &Summary, secs: f64) {
+    let resumed = if summary.reused > 0 {
+        format!(
+            "; {} were already here and verified",
+            HumanBytes(summary.reused)
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "Received {} ({}, {}, all verified) in {:.1} s: {} moved ({}/s){resumed}.",
+        roots(names),
+        plural(files, "file"),
+        HumanBytes(bytes),
+        secs,
+        HumanBytes(summary.bytes),
+        HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
+    );
+}

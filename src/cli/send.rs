@@ -1,0 +1,172 @@
+//! `pcp send`: prints the code on stdout, then what happens to the share on stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{HumanBytes, ProgressBar};
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::interrupted;
+use super::ui::{plural, roots, Ui};
+use crate::code::{Code, MAX_WORDS, MIN_WORDS};
+use crate::error::{Error, Result};
+use crate::net::discovery::Discovery;
+use crate::share::send::{SendEvent, Sender};
+use crate::share::{ShareEnd, ShareEvent, MAX_FAILED_ATTEMPTS};
+
+#[derive(Args, Debug)]
+pub(super) struct SendArgs {
+    /// Files or folders to share; each becomes a top-level entry.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Number of words in the generated code.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(MIN_WORDS as i64..=MAX_WORDS as i64))]
+    words: u8,
+    /// Use this code instead of a random one (BIP39 English words, at least 3).
+    #[arg(long)]
+    code: Option<String>,
+    /// Listen address (repeatable). Default: all interfaces, TCP and QUIC, ephemeral ports.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+}
+
+pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()> {
+    let code = match &a.code {
+        Some(c) => Code::parse(c)?,
+        None => Code::generate(a.words as usize),
+    };
+    let sender = Sender::start(a.paths, code, a.listen, discovery).await?;
+    for w in sender.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let offer = sender.offer();
+    let phrase = sender.code().phrase();
+    println!("Code is: {phrase}");
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "Sharing {} ({}, {}).",
+        roots(&offer.roots),
+        plural(offer.files, "file"),
+        HumanBytes(offer.bytes)
+    );
+    eprintln!("On the other machine run: pcp receive {phrase}");
+    if ui.verbose > 0 {
+        for a in sender.listen_addrs() {
+            eprintln!("Listening on {a}");
+        }
+    }
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let serving = sender.run(tx, stop.clone());
+    tokio::pin!(serving);
+    let mut bar: Option<ProgressBar> = None;
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let signal = interrupted();
+    tokio::pin!(signal);
+    let mut printer = Printer {
+        ui,
+        published: false,
+        mounted: false,
+    };
+    let end = loop {
+        tokio::select! {
+            r = &mut serving => break r,
+            // Receivers are told; `run` then ends with Interrupted within about a second.
+            _ = &mut signal, if !stop.is_cancelled() => stop.cancel(),
+            Some(ev) = rx.recv() => {
+                if printer.print(ev) {
+                    bar = Some(ui.bar(offer.bytes));
+                }
+            }
+            _ = tick.tick() => if let Some(b) = &bar {
+                b.set_position(sender.share().served().min(offer.bytes));
+            },
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match end? {
+        ShareEnd::Finished => {
+            let what = if printer.mounted {
+                "the receiver unmounted"
+            } else {
+                "the receiver has everything"
+            };
+            eprintln!(
+                "Done: {what} ({} sent in {:.1} s).",
+                HumanBytes(sender.share().served()),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        ShareEnd::Declined => Err(Error::Declined),
+    }
+}
+
+/// Turns the share's events into lines.
+struct Printer {
+    ui: Ui,
+    /// A DHT line was printed (later ones only with -v).
+    published: bool,
+    /// A receiver mounted the share.
+    mounted: bool,
+}
+
+impl Printer {
+    /// Prints `ev`; returns whether a transfer started (time for a progress bar).
+    fn print(&mut self, ev: SendEvent) -> bool {
+        match ev {
+            SendEvent::Share(ev) => return self.share(ev),
+            SendEvent::Dht(line) => {
+                if !self.published || self.ui.verbose > 0 {
+                    eprintln!("{line}");
+                }
+                self.published = true;
+            }
+            SendEvent::RelayReserved(a) => {
+                if self.ui.verbose > 0 {
+                    eprintln!("Reachable through a relay: {a}");
+                }
+            }
+        }
+        false
+    }
+
+    fn share(&mut self, ev: ShareEvent) -> bool {
+        match ev {
+            ShareEvent::Authenticated { connection, .. } => {
+                eprintln!("Receiver authenticated ({connection}).")
+            }
+            ShareEvent::Resumed { connection, .. } => {
+                eprintln!("Receiver reconnected ({connection}).")
+            }
+            ShareEvent::WrongCode { attempts } => eprintln!(
+                "warning: someone tried a wrong code ({attempts} of {MAX_FAILED_ATTEMPTS} attempts); if it was not your receiver, someone may be guessing"
+            ),
+            ShareEvent::Accepted { mount, .. } => {
+                self.mounted |= mount;
+                eprintln!(
+                    "{}",
+                    if mount {
+                        "Receiver mounted the share."
+                    } else {
+                        "Receiver accepted; sending..."
+                    }
+                );
+                return true;
+            }
+            ShareEvent::Declined { .. } => eprintln!("The receiver declined."),
+            ShareEvent::Finished { .. } => {}
+            ShareEvent::Lost { reason, .. } => eprintln!(
+                "warning: lost the receiver: {reason}; waiting for it to come back (Ctrl-C to stop)"
+            ),
+        }
+        false
+    }
+}

@@ -1,0 +1,148 @@
+//! Terminal helpers shared by the commands: progress bars, counts and names for humans, the
+//! code from an argument, `PCP_CODE` or a prompt, yes/no questions, sizes like `256M`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::code::Code;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy)]
+pub(super) struct Ui {
+    pub(super) progress: bool,
+    pub(super) verbose: u8,
+}
+
+impl Ui {
+    pub(super) fn bar(&self, total: u64) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    }
+}
+
+pub(super) fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// The first few top-level names of a share, for a line of text.
+pub(super) fn roots(roots: &[Vec<u8>]) -> String {
+    let names: Vec<String> = roots
+        .iter()
+        .take(3)
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    let more = roots.len().saturating_sub(3);
+    if more > 0 {
+        format!("{} and {more} more", names.join(", "))
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The code from the argument, PCP_CODE, or a prompt (so it need not show up in `ps`).
+pub(super) fn read_code(arg: Option<String>) -> Result<Code> {
+    if let Some(c) = arg.filter(|c| c != "-") {
+        return Ok(Code::parse(&c)?);
+    }
+    if let Ok(c) = std::env::var("PCP_CODE") {
+        return Ok(Code::parse(&c)?);
+    }
+    eprint!("Enter the code: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading the code", e))?;
+    Ok(Code::parse(line.trim())?)
+}
+
+/// Asks a yes/no question on the terminal (no terminal: an error that says to pass --yes).
+pub(super) fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::io(
+            "cannot ask whether to accept",
+            std::io::Error::other("standard input is not a terminal; pass --yes to accept"),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading the answer", e))?;
+    Ok(matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+/// Parses sizes like `256M`, `1G`, `4096`, `512k` (binary units).
+pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = s[i..].to_ascii_lowercase();
+            let m = match unit.trim_end_matches("ib").trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], m)
+        }
+        None => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn roots_name_three_and_count_the_rest() {
+        let r: Vec<Vec<u8>> = ["a", "b/", "c", "d", "e"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert_eq!(roots(&r), "a, b/, c and 2 more");
+        assert_eq!(roots(&r[..1]), "a");
+        assert_eq!(plural(1, "file"), "1 file");
+        assert_eq!(plural(2, "file"), "2 files");
+    }
+}

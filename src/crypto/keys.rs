@@ -1,0 +1,140 @@
+//! The key schedule: one pseudorandom key per session (HKDF-SHA-256 of the agreed secret and
+//! the handshake transcript), expanded into keys typed by purpose, stream and direction. Owns
+//! nothing of the handshake itself (`handshake`) or of the record layer (`record`).
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::record::{Opener, Sealer};
+use crate::proto::Role;
+
+/// Keys of one authenticated session.
+#[derive(Clone)]
+pub struct SessionKeys {
+    role: Role,
+    prk: [u8; 32],
+}
+
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SessionKeys({:?}, id {})",
+            self.role,
+            hex(&self.session_id())
+        )
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl SessionKeys {
+    /// Derives the session from the SPAKE2 key and the handshake transcript hash.
+    pub fn derive(role: Role, spake_key: &[u8], transcript: &[u8; 32]) -> SessionKeys {
+        let (prk, _) = Hkdf::<Sha256>::extract(Some(transcript), spake_key);
+        SessionKeys {
+            role,
+            prk: prk.into(),
+        }
+    }
+
+    fn expand(&self, info: &str) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::from_prk(&self.prk).expect("32-byte PRK");
+        let mut out = [0u8; 32];
+        hk.expand(info.as_bytes(), &mut out).expect("32 bytes fit");
+        out
+    }
+
+    /// Public name of the session, which extra streams quote to join it.
+    pub fn session_id(&self) -> [u8; 16] {
+        let k = self.expand("pcp/1 session id");
+        k[..16].try_into().expect("16 of 32")
+    }
+
+    /// Secret a receiver uses to re-authenticate after a lost connection without the code.
+    pub fn resume_secret(&self) -> [u8; 32] {
+        self.expand("pcp/1 resume")
+    }
+
+    pub(crate) fn confirm_mac(&self, of: Role, transcript: &[u8; 32]) -> Vec<u8> {
+        let who = if of == Role::Sender {
+            "sender"
+        } else {
+            "receiver"
+        };
+        let key = self.expand(&format!("pcp/1 confirm {who}"));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+        mac.update(transcript);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The record-layer halves for stream `index` (0 is the control stream).
+    pub fn stream(&self, index: u32) -> (Sealer, Opener) {
+        let s2r = self.expand(&format!("pcp/1 stream {index} sender->receiver"));
+        let r2s = self.expand(&format!("pcp/1 stream {index} receiver->sender"));
+        let (send, recv) = match self.role {
+            Role::Sender => (s2r, r2s),
+            _ => (r2s, s2r),
+        };
+        (Sealer::new(&send), Opener::new(&recv))
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
+/// the code: the first session's id and its resumption secret.
+#[derive(Clone)]
+pub struct ResumeTicket {
+    pub session: [u8; 16],
+    pub secret: [u8; 32],
+}
+
+impl std::fmt::Debug for ResumeTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ResumeTicket({})", hex(&self.session))
+    }
+}
+
+impl SessionKeys {
+    pub fn ticket(&self) -> ResumeTicket {
+        ResumeTicket {
+            session: self.session_id(),
+            secret: self.resume_secret(),
+        }
+    }
+}
+
+/// Compares two MACs in time independent of where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::handshake::identity;
+    use crate::proto::test_vector as get;
+
+    #[test]
+    fn golden_key_schedule() {
+        let k = SessionKeys::derive(Role::Sender, &[7u8; 32], &[9u8; 32]);
+        assert_eq!(hex(&k.session_id()), get("session_id"));
+        assert_eq!(hex(&k.resume_secret()), get("resume_secret"));
+        let (mut seal, _) = k.stream(0);
+        let mut buf = b"pcp".to_vec();
+        seal.seal(&mut buf).unwrap();
+        assert_eq!(hex(&buf), get("sealed_stream0_s2r_frame0"));
+        let fixed = |b: u8| {
+            libp2p::identity::Keypair::ed25519_from_bytes([b; 32])
+                .unwrap()
+                .public()
+                .to_peer_id()
+        };
+        assert_eq!(hex(&identity(&fixed(1), &fixed(2))), get("identity_1_2"));
+    }
+}

@@ -1,0 +1,252 @@
+//! Requests over a session's data streams ("lanes"): each lane has a writer task that sends
+//! queued requests and a reader task that matches responses to them by id; [`Client`] spreads
+//! requests over the lanes that are alive.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::session::open_stream;
+use crate::crypto::{self, secure_stream, SessionKeys};
+use crate::error::{Error, Result};
+use crate::net::Node;
+use crate::proto::{
+    envelope::Msg, opening, request, ErrorCode, Failure, HashRequest, Join, Read, Request, Response,
+};
+
+/// Requests queued per data stream before callers wait.
+const LANE_QUEUE: usize = 64;
+
+struct Outgoing {
+    req: Request,
+    reply: oneshot::Sender<Result<Response>>,
+}
+
+#[derive(Clone)]
+pub(super) struct Lane {
+    tx: mpsc::Sender<Outgoing>,
+    dead: Arc<AtomicBool>,
+}
+
+/// Responses awaited on one lane, by request id.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response>>>>>;
+
+/// Opens data stream `index` of the session and starts its writer and reader tasks.
+pub(super) async fn open_lane(
+    node: &Node,
+    peer: PeerId,
+    keys: &SessionKeys,
+    index: u32,
+) -> Result<Lane> {
+    let mut io = open_stream(node, peer).await?;
+    let join = Join {
+        session: keys.session_id().to_vec(),
+        index,
+    };
+    crate::proto::write_opening(&mut io, opening::Kind::Join(join)).await?;
+    let (mut reader, writer) = secure_stream(io, keys, index);
+    match crypto::timed(
+        "a data stream",
+        reader.expect("the data stream to be ready"),
+    )
+    .await?
+    {
+        Msg::Ready(_) => {}
+        other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
+    }
+    let pending: Pending = Default::default();
+    let dead = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Outgoing>(LANE_QUEUE);
+    let failed = Failed {
+        pending: pending.clone(),
+        dead: dead.clone(),
+    };
+    tokio::spawn(write_requests(rx, writer, failed.clone()));
+    tokio::spawn(async move {
+        let why = read_responses(&mut reader, &pending).await;
+        tracing::debug!("data stream {index} ended: {why}");
+        failed.fail_all(&why);
+    });
+    Ok(Lane { tx, dead })
+}
+
+/// Marks a lane dead and fails every request still waiting on it.
+#[derive(Clone)]
+struct Failed {
+    pending: Pending,
+    dead: Arc<AtomicBool>,
+}
+
+impl Failed {
+    fn fail_all(&self, why: &Error) {
+        self.dead.store(true, Ordering::SeqCst);
+        let msg = match why {
+            Error::ConnectionLost(m) => m.clone(),
+            other => other.to_string(),
+        };
+        for (_, reply) in self.pending.lock().expect("lock").drain() {
+            let _ = reply.send(Err(Error::ConnectionLost(msg.clone())));
+        }
+    }
+}
+
+/// Sends queued requests, flushing when the queue is empty.
+async fn write_requests<W: tokio::io::AsyncWrite + Unpin>(
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut writer: crypto::SecureWriter<W>,
+    failed: Failed,
+) {
+    while let Some(o) = rx.recv().await {
+        if failed.dead.load(Ordering::SeqCst) {
+            let _ = o
+                .reply
+                .send(Err(Error::ConnectionLost("data stream closed".into())));
+            continue;
+        }
+        failed
+            .pending
+            .lock()
+            .expect("lock")
+            .insert(o.req.id, o.reply);
+        let mut r = writer.send(Msg::Request(o.req)).await;
+        if r.is_ok() && rx.is_empty() {
+            r = writer.flush().await;
+        }
+        if let Err(e) = r {
+            failed.fail_all(&e);
+        }
+    }
+    writer.close().await;
+}
+
+/// Hands each response to its request until the stream ends; returns why it ended.
+async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut crypto::SecureReader<R>,
+    pending: &Pending,
+) -> Error {
+    loop {
+        match reader.recv().await {
+            Ok(Some(Msg::Response(resp))) => {
+                let reply = pending.lock().expect("lock").remove(&resp.id);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(Ok(resp));
+                    }
+                    None => {
+                        return Error::Protocol(format!("response to unknown request {}", resp.id))
+                    }
+                }
+            }
+            Ok(Some(other)) => return Error::Protocol(format!("unexpected message {other:?}")),
+            Ok(None) => return Error::ConnectionLost("the sender closed a data stream".into()),
+            Err(e) => return e,
+        }
+    }
+}
+
+pub(super) struct ClientInner {
+    pub(super) lanes: Mutex<Vec<Lane>>,
+    pub(super) next: AtomicU64,
+}
+
+/// Sends requests over the session's data streams; cheap to clone, usable from many tasks.
+#[derive(Clone)]
+pub struct Client {
+    pub(super) inner: Arc<ClientInner>,
+}
+
+/// A failed request, as reported by the sender.
+fn remote_failure(f: Failure) -> Error {
+    match ErrorCode::try_from(f.code) {
+        Ok(ErrorCode::Changed) => {
+            Error::Remote(format!("file changed on the sender: {}", f.message))
+        }
+        _ => Error::Remote(f.message),
+    }
+}
+
+impl Client {
+    async fn call(&self, op: request::Op) -> Result<Response> {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let lane = {
+            let lanes = self.inner.lanes.lock().expect("lock");
+            let n = lanes.len();
+            (0..n)
+                .map(|k| &lanes[(id as usize + k) % n])
+                .find(|l| !l.dead.load(Ordering::SeqCst))
+                .cloned()
+        };
+        let lane = lane.ok_or_else(|| Error::ConnectionLost("no data stream is open".into()))?;
+        let (reply, rx) = oneshot::channel();
+        lane.tx
+            .send(Outgoing {
+                req: Request { id, op: Some(op) },
+                reply,
+            })
+            .await
+            .map_err(|_| Error::ConnectionLost("data stream closed".into()))?;
+        let resp = rx
+            .await
+            .map_err(|_| Error::ConnectionLost("data stream closed".into()))??;
+        if let Some(f) = resp.error {
+            return Err(remote_failure(f));
+        }
+        Ok(resp)
+    }
+
+    /// Reads `len` bytes of file `file` at `offset`; also returns the whole-file hash when the
+    /// sender attached it (reads covering a whole file).
+    pub async fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<(Bytes, Option<[u8; 32]>)> {
+        let resp = self
+            .call(request::Op::Read(Read { file, offset, len }))
+            .await?;
+        if resp.data.len() > len as usize {
+            return Err(Error::Protocol(
+                "the sender returned more data than asked".into(),
+            ));
+        }
+        let hash = if resp.hash.is_empty() {
+            None
+        } else {
+            Some(parse_hash(&resp.hash)?)
+        };
+        Ok((resp.data, hash))
+    }
+
+    /// The BLAKE3 hash of file `file`.
+    pub async fn hash(&self, file: u64) -> Result<[u8; 32]> {
+        self.range_hash(file, 0, 0).await
+    }
+
+    /// The BLAKE3 hash of bytes `offset..offset+len` of `file` (`len` 0: the whole file).
+    pub async fn range_hash(&self, file: u64, offset: u64, len: u64) -> Result<[u8; 32]> {
+        let resp = self
+            .call(request::Op::Hash(HashRequest { file, offset, len }))
+            .await?;
+        parse_hash(&resp.hash)
+    }
+
+    /// Whether at least one data stream is usable.
+    pub fn is_alive(&self) -> bool {
+        self.inner
+            .lanes
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| !l.dead.load(Ordering::SeqCst))
+    }
+}
+
+fn parse_hash(h: &[u8]) -> Result<[u8; 32]> {
+    h.try_into()
+        .map_err(|_| Error::Protocol(format!("hash of {} bytes", h.len())))
+}

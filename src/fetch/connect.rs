@@ -1,0 +1,245 @@
+//! From a code to an authenticated session: gather candidate senders (given addresses or
+//! discovery), dial them, and run the handshake; the first sender that authenticates wins.
+
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+
+use crate::code::Code;
+use crate::error::{Error, Result};
+use crate::fetch::Session;
+use crate::net::discovery::{Candidate, Clock, DhtBrowser, Discovery, MdnsBrowser, Method};
+use crate::net::{peer_of, Node, Role};
+
+/// How to look for the sender.
+#[derive(Clone)]
+pub struct FindOptions {
+    /// Dial these instead of discovering (authentication is still required).
+    pub peers: Vec<Multiaddr>,
+    pub methods: Vec<Method>,
+    /// Give up after this long without an authenticated sender.
+    pub wait: Duration,
+    pub clock: Clock,
+    /// Accept a relayed connection when hole punching fails (relays cap what they carry).
+    pub allow_relay: bool,
+}
+
+/// An authenticated session and how it was reached.
+pub struct Found {
+    pub session: Session,
+    /// "the local network (mDNS)", "the given address", ...
+    pub via: &'static str,
+    /// "TCP via /ip4/..." for the user.
+    pub connection: String,
+    /// Addresses the sender was reached at, for reconnecting.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// How long to wait for hole punching to turn a relayed connection into a direct one.
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
+
+/// Makes sure file data will not go through a relay unless allowed: waits for a direct
+/// connection (DCUtR runs by itself on a relayed one) and then drops the relayed one.
+async fn prefer_direct(node: &Node, peer: libp2p::PeerId, allow_relay: bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + HOLE_PUNCH_WAIT;
+    loop {
+        match node.connection(peer).await? {
+            Some(c) if !c.relayed => {
+                node.close_relayed(peer).await?;
+                return Ok(());
+            }
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return if allow_relay {
+                    Ok(())
+                } else {
+                    Err(Error::Network(
+                        "only a relayed connection to the sender could be made (hole punching failed); \
+                         relays cap what they carry, so pcp does not send files through them unless you pass --allow-relay"
+                            .into(),
+                    ))
+                };
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            None => {
+                return Err(Error::ConnectionLost(
+                    "the connection to the sender closed".into(),
+                ))
+            }
+        }
+    }
+}
+
+async fn attempt(node: Node, code: Code, c: Candidate, allow_relay: bool) -> Result<Found> {
+    let mut last = Error::Network("no address to dial".into());
+    for addr in &c.addrs {
+        match node.dial(addr.clone()).await {
+            Ok(peer) => {
+                if c.peer.is_some_and(|p| p != peer) {
+                    last = Error::Network(format!("{addr} is another peer"));
+                    continue;
+                }
+                prefer_direct(&node, peer, allow_relay).await?;
+                let session = Session::authenticate(&node, peer, &code).await?;
+                let connection = match node.connection(peer).await {
+                    Ok(Some(info)) => format!(
+                        "{}{} via {}",
+                        if info.relayed { "relayed " } else { "direct " },
+                        info.transport(),
+                        info.remote
+                    ),
+                    _ => "unknown connection".into(),
+                };
+                let mut addrs = vec![addr.clone()];
+                addrs.extend(c.addrs.iter().filter(|a| *a != addr).cloned());
+                return Ok(Found {
+                    session,
+                    via: c.via,
+                    connection,
+                    addrs,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(%addr, "dial failed: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Finds and authenticates the sender for `code`. `status` receives lines for the user.
+pub async fn find(
+    node: &Node,
+    code: &Code,
+    opts: &FindOptions,
+    status: mpsc::Sender<String>,
+) -> Result<Found> {
+    let (tx, mut rx) = mpsc::channel::<Candidate>(16);
+    let mut _browser = None;
+    let mut _dht = None;
+    if !opts.peers.is_empty() {
+        for a in &opts.peers {
+            let peer = peer_of(a);
+            let _ = tx
+                .send(Candidate {
+                    peer,
+                    addrs: vec![a.clone()],
+                    via: "the given address",
+                })
+                .await;
+        }
+        let _ = status
+            .send(format!(
+                "Connecting to {} given address(es)...",
+                opts.peers.len()
+            ))
+            .await;
+    } else {
+        if opts.methods.contains(&Method::Mdns) {
+            _browser = Some(MdnsBrowser::start(
+                code.channel(),
+                opts.clock.clone(),
+                tx.clone(),
+            )?);
+            let _ = status
+                .send("Looking for the sender on the local network (mDNS)...".into())
+                .await;
+        }
+        if opts.methods.contains(&Method::Dht) {
+            _dht = Some(DhtBrowser::start(
+                node.clone(),
+                code.channel(),
+                opts.clock.clone(),
+                tx.clone(),
+                status.clone(),
+            ));
+            let _ = status
+                .send("Joining the DHT and looking for the sender there...".into())
+                .await;
+        }
+        if _browser.is_none() && _dht.is_none() {
+            return Err(Error::Network(
+                "no way to find the sender: pass --peer ADDRESS or use --discovery mdns,dht".into(),
+            ));
+        }
+    }
+    drop(tx);
+    let deadline = tokio::time::sleep(opts.wait);
+    tokio::pin!(deadline);
+    let mut attempts = FuturesUnordered::new();
+    let mut last_err: Option<Error> = None;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            c = rx.recv(), if open => match c {
+                Some(c) => {
+                    tracing::debug!(?c, "candidate");
+                    attempts.push(attempt(node.clone(), code.clone(), c, opts.allow_relay));
+                }
+                None => open = false,
+            },
+            Some(r) = attempts.next() => match r {
+                Ok(found) => return Ok(found),
+                Err(Error::WrongCode) => return Err(Error::WrongCode),
+                Err(e) => {
+                    tracing::debug!("candidate failed: {e}");
+                    last_err = Some(e);
+                }
+            },
+            _ = &mut deadline => {
+                return Err(last_err.unwrap_or(Error::PeerNotFound(opts.wait)));
+            }
+        }
+        if !open && attempts.is_empty() {
+            return Err(last_err.unwrap_or(Error::PeerNotFound(opts.wait)));
+        }
+    }
+}
+
+/// Starts the receiving side's node: with discovery it listens too (hole punching needs a
+/// socket of its own); with given addresses it only dials and stays off the DHT.
+pub async fn start_node(peers: &[Multiaddr], discovery: &Discovery) -> Result<Node> {
+    let listen = if peers.is_empty() && !discovery.methods.contains(&Method::None) {
+        vec![
+            "/ip4/0.0.0.0/tcp/0".parse().expect("valid"),
+            "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid"),
+        ]
+    } else {
+        vec![]
+    };
+    let mut cfg = discovery.node_config(listen, false);
+    if !peers.is_empty() {
+        cfg.role = Role::Local;
+        cfg.bootstrap.clear();
+    }
+    Node::start(cfg).await
+}
+
+/// Where to look for the sender and how long.
+#[derive(Clone)]
+pub struct Seek {
+    /// Dial these instead of discovering (authentication is still required).
+    pub peers: Vec<Multiaddr>,
+    pub discovery: Discovery,
+    /// Give up after this long without an authenticated sender.
+    pub wait: Duration,
+    /// Accept a relayed connection when hole punching fails.
+    pub allow_relay: bool,
+}
+
+/// Starts a receiving node and finds and authenticates the sender for `code`; `status` gets
+/// lines for the user while it looks.
+pub async fn connect(code: &Code, seek: &Seek, status: mpsc::Sender<String>) -> Result<Found> {
+    let node = start_node(&seek.peers, &seek.discovery).await?;
+    let opts = FindOptions {
+        peers: seek.peers.clone(),
+        methods: seek.discovery.active(),
+        wait: seek.wait,
+        clock: seek.discovery.clock.clone(),
+        allow_relay: seek.allow_relay,
+    };
+    find(&node, code, &opts, status).await
+}

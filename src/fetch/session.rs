@@ -1,0 +1,213 @@
+//! An authenticated session with a sender, on its control stream: authenticate (with the code,
+//! or a resumption ticket), read the offer and the manifest, open data streams, and end the
+//! session saying why. Requests go through [`Client`](super::Client).
+
+use std::time::Duration;
+
+use libp2p::{PeerId, Stream};
+use prost::Message;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+
+use super::client::{open_lane, Client, ClientInner};
+use crate::code::Code;
+use crate::crypto::{
+    self, secure_stream, HandshakeParams, SecureReader, SecureWriter, SessionKeys,
+};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::net::{Node, STREAM_PROTOCOL};
+use crate::proto::{
+    envelope::Msg, Accept, Decline, Done, Offer, Role, MAX_ENTRIES, MAX_MANIFEST_BYTES,
+};
+
+pub(super) type Io = Compat<Stream>;
+
+/// Opens a pcp stream to `peer` (already connected).
+pub(super) async fn open_stream(node: &Node, peer: PeerId) -> Result<Io> {
+    // Inbound streams are buffered one at a time by the sender's libp2p-stream; retry a reset.
+    let mut last = None;
+    for attempt in 0..5u64 {
+        match node.control().open_stream(peer, STREAM_PROTOCOL).await {
+            Ok(s) => return Ok(s.compat()),
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+                return Err(Error::IncompatibleVersion)
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+    }
+    Err(Error::Network(format!(
+        "cannot open a stream: {}",
+        last.unwrap_or_default()
+    )))
+}
+
+/// An authenticated session with a sender, on its control stream.
+pub struct Session {
+    node: Node,
+    peer: PeerId,
+    keys: SessionKeys,
+    reader: SecureReader<ReadHalf<Io>>,
+    writer: SecureWriter<WriteHalf<Io>>,
+    offer: Option<Offer>,
+}
+
+impl Session {
+    fn on_control_stream(node: &Node, peer: PeerId, keys: SessionKeys, io: Io) -> Session {
+        let (reader, writer) = secure_stream(io, &keys, 0);
+        Session {
+            node: node.clone(),
+            peer,
+            keys,
+            reader,
+            writer,
+            offer: None,
+        }
+    }
+
+    /// Opens the control stream to `peer` (already connected) and runs the handshake.
+    pub async fn authenticate(node: &Node, peer: PeerId, code: &Code) -> Result<Session> {
+        let mut io = open_stream(node, peer).await?;
+        let phrase = code.phrase();
+        let params = HandshakeParams::with_code(&phrase, Role::Receiver, peer, node.peer_id());
+        let keys = crypto::timed("the handshake", crypto::handshake(&mut io, params, None)).await?;
+        Ok(Session::on_control_stream(node, peer, keys, io))
+    }
+
+    /// Re-authenticates to the sender of an earlier session with its ticket (no code needed).
+    pub async fn resume(
+        node: &Node,
+        peer: PeerId,
+        ticket: &crypto::ResumeTicket,
+    ) -> Result<Session> {
+        let mut io = open_stream(node, peer).await?;
+        let hs =
+            crypto::resume_handshake(&mut io, Role::Receiver, peer, node.peer_id(), ticket, None);
+        let keys = crypto::timed("the resumption handshake", hs).await?;
+        Ok(Session::on_control_stream(node, peer, keys, io))
+    }
+
+    /// Waits until the sender ends the session (an abort, a closed stream or a lost connection)
+    /// and says why. Cancel-safe only before the first frame arrives; use it from one task.
+    pub async fn closed(&mut self) -> Error {
+        match self.reader.recv().await {
+            Ok(Some(Msg::Abort(a))) => Error::Remote(a.reason),
+            Ok(Some(other)) => Error::Protocol(format!("unexpected message {other:?}")),
+            Ok(None) => Error::ConnectionLost("the sender closed the session".into()),
+            Err(e) => e,
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The node the session runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn keys(&self) -> &SessionKeys {
+        &self.keys
+    }
+
+    /// The sender's offer (the first message after authentication).
+    pub async fn offer(&mut self) -> Result<Offer> {
+        if let Some(o) = &self.offer {
+            return Ok(o.clone());
+        }
+        match self.reader.expect("the offer").await? {
+            Msg::Offer(o) => {
+                if o.entries > MAX_ENTRIES {
+                    return Err(Error::InvalidManifest(format!(
+                        "the sender offers {} entries (limit {MAX_ENTRIES})",
+                        o.entries
+                    )));
+                }
+                self.offer = Some(o.clone());
+                Ok(o)
+            }
+            Msg::Abort(a) => Err(Error::Remote(a.reason)),
+            other => Err(Error::Protocol(format!("expected an offer, got {other:?}"))),
+        }
+    }
+
+    /// Declines the offer (the sender stops sharing).
+    pub async fn decline(self) -> Result<()> {
+        self.end(Msg::Decline(Decline {})).await
+    }
+
+    /// Accepts the offer and reads and validates the whole manifest.
+    pub async fn accept(&mut self, mount: bool) -> Result<Manifest> {
+        let offer = self.offer().await?;
+        self.writer.send_now(Msg::Accept(Accept { mount })).await?;
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            match self.reader.expect("the manifest").await? {
+                Msg::Manifest(c) => {
+                    if entries.len() as u64 + c.entries.len() as u64 > offer.entries {
+                        return Err(Error::InvalidManifest(format!(
+                            "more entries than the {} offered",
+                            offer.entries
+                        )));
+                    }
+                    bytes += c.entries.iter().map(|e| e.encoded_len()).sum::<usize>();
+                    if bytes > MAX_MANIFEST_BYTES {
+                        return Err(Error::InvalidManifest(format!(
+                            "the manifest is larger than {} MiB",
+                            MAX_MANIFEST_BYTES >> 20
+                        )));
+                    }
+                    entries.extend(c.entries);
+                    if c.last {
+                        break;
+                    }
+                }
+                Msg::Abort(a) => return Err(Error::Remote(a.reason)),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "expected the manifest, got {other:?}"
+                    )))
+                }
+            }
+        }
+        if entries.len() as u64 != offer.entries {
+            return Err(Error::InvalidManifest(format!(
+                "{} entries offered, {} sent",
+                offer.entries,
+                entries.len()
+            )));
+        }
+        Manifest::validate(entries)
+    }
+
+    /// Opens `n` data streams, one after another (each waits for the sender's ready), and
+    /// returns a client that spreads requests over them.
+    pub async fn client(&mut self, n: u32) -> Result<Client> {
+        let inner = std::sync::Arc::new(ClientInner {
+            lanes: std::sync::Mutex::new(Vec::new()),
+            next: std::sync::atomic::AtomicU64::new(1),
+        });
+        for index in 1..=n.max(1) {
+            let lane = open_lane(&self.node, self.peer, &self.keys, index).await?;
+            inner.lanes.lock().expect("lock").push(lane);
+        }
+        Ok(Client { inner })
+    }
+
+    /// Tells the sender we are done and closes the session.
+    pub async fn finish(self) -> Result<()> {
+        self.end(Msg::Done(Done {})).await
+    }
+
+    /// Sends the session's last message and waits (briefly) for the sender to close its side,
+    /// so it has seen it before our node, and the connection, may go away.
+    async fn end(mut self, last: Msg) -> Result<()> {
+        self.writer.send_now(last).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.reader.recv()).await;
+        self.writer.close().await;
+        Ok(())
+    }
+}

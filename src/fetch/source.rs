@@ -1,0 +1,52 @@
+//! The port every reader of a share goes through: [`FileSource`] gives file bytes and the
+//! sender's hashes by file id. A [`Client`] is one (`pcp receive`); the mount wraps one that
+//! reconnects (`Remote`) and copy-out reads through the mount's cache with another.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use super::Client;
+use crate::error::Result;
+
+/// Where file bytes come from.
+pub trait FileSource: Clone + Send + Sync + 'static {
+    /// `len` bytes of `file` at `offset`, and the whole-file hash if the sender attached it.
+    fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send;
+    /// The sender's BLAKE3 hash of `file`.
+    fn hash(&self, file: u64) -> impl Future<Output = Result<[u8; 32]>> + Send;
+    /// The sender's BLAKE3 hash of bytes `offset..offset+len` of `file` (resume checks).
+    fn range_hash(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<[u8; 32]>> + Send;
+}
+
+impl FileSource for Client {
+    fn read(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send {
+        Client::read(self, file, offset, len)
+    }
+    fn hash(&self, file: u64) -> impl Future<Output = Result<[u8; 32]>> + Send {
+        Client::hash(self, file)
+    }
+    fn range_hash(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<[u8; 32]>> + Send {
+        Client::range_hash(self, file, offset, len)
+    }
+}

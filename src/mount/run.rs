@@ -1,0 +1,123 @@
+//! `pcp mount` as a library type: from an authenticated session to a live mount (the remote
+//! that reconnects, the filesystem, the kernel mount, an optional copy-out), and back to
+//! unmounted with the sender told. Events are reported; the CLI prints them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::copy_out::CacheSource;
+use super::fs::MountFs;
+use super::mounted::{mount, MountOptions, Mounted};
+use crate::error::{Error, Result};
+use crate::fetch::{Remote, RemoteEvent};
+use crate::proto::Offer;
+use crate::receive::run::Receiver;
+use crate::receive::{receive_all, Progress, ReceiveOptions, Summary};
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    pub mountpoint: PathBuf,
+    /// Bound of the in-memory block cache.
+    pub cache_size: u64,
+    /// How long a read may wait on the network before EIO.
+    pub timeout: Duration,
+    pub allow_other: bool,
+    /// Also download everything into this folder while mounted.
+    pub copy_out: Option<PathBuf>,
+}
+
+/// A copy-out running beside the mount.
+pub struct CopyOut {
+    pub progress: Arc<Progress>,
+    task: JoinHandle<Result<Summary>>,
+}
+
+impl CopyOut {
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Its result (waits if it is still running).
+    pub async fn result(self) -> Result<Summary> {
+        self.task
+            .await
+            .map_err(|e| Error::io("copy-out", std::io::Error::other(e)))?
+    }
+}
+
+/// A share mounted read-only; unmount it with [`LiveMount::unmount`].
+pub struct LiveMount {
+    mounted: Mounted,
+    remote: Arc<Remote>,
+    pub offer: Offer,
+    /// Lost, reconnected, ended: the sender's state changes.
+    pub events: mpsc::Receiver<RemoteEvent>,
+    pub copy_out: Option<CopyOut>,
+}
+
+impl LiveMount {
+    /// Accepts the offer of `receiver` for mounting and mounts it as `req` says.
+    pub async fn start(receiver: Receiver, req: &MountRequest) -> Result<LiveMount> {
+        let (mut session, offer, addrs) = receiver.into_parts();
+        let manifest = Arc::new(session.accept(true).await?);
+        let node = session.node().clone();
+        let (tx, events) = mpsc::channel(16);
+        let remote = Remote::new(node, session, addrs, req.timeout, tx).await?;
+        let fs = MountFs::new(
+            manifest.clone(),
+            remote.clone(),
+            req.cache_size,
+            req.timeout,
+        );
+        let opts = MountOptions {
+            allow_other: req.allow_other,
+        };
+        let mounted = mount(
+            fs.clone(),
+            &req.mountpoint,
+            &opts,
+            tokio::runtime::Handle::current(),
+        )?;
+        let copy_out = req.copy_out.clone().map(|out| {
+            let progress = Arc::new(Progress::default());
+            let opts = ReceiveOptions {
+                out,
+                overwrite: false,
+            };
+            let p = progress.clone();
+            let task =
+                tokio::spawn(
+                    async move { receive_all(&CacheSource(fs), &manifest, &opts, p).await },
+                );
+            CopyOut { progress, task }
+        });
+        Ok(LiveMount {
+            mounted,
+            remote,
+            offer,
+            events,
+            copy_out,
+        })
+    }
+
+    /// Whether the kernel still has us mounted (false after an outside `umount`).
+    pub fn is_alive(&self) -> bool {
+        self.mounted.is_alive()
+    }
+
+    /// Unmounts (lazily if busy) while telling the sender we are done (waiting at most a
+    /// second for it to hear it). Returns whether the mount had to be detached lazily.
+    pub async fn unmount(self) -> bool {
+        // Off the runtime: unmounting waits (boundedly) for FUSE threads whose reads the
+        // runtime may still have to answer.
+        let mounted = self.mounted;
+        let unmounting = tokio::task::spawn_blocking(move || mounted.unmount());
+        self.remote.finish(Duration::from_secs(1)).await;
+        unmounting.await.unwrap_or(false)
+    }
+}

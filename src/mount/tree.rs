@@ -1,0 +1,175 @@
+//! The mounted tree: inode numbers and attributes from the validated manifest. Immutable while
+//! mounted, so lookup, stat, readdir and readlink never touch the network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::Errno;
+use crate::manifest::Manifest;
+use crate::proto::{Entry, Kind};
+
+/// The root's inode number (FUSE's).
+pub const ROOT_INO: u64 = 1;
+
+/// What `stat` shows for an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub mtime: SystemTime,
+    pub nlink: u32,
+}
+
+pub(crate) struct Tree {
+    manifest: Arc<Manifest>,
+    /// Entry shown at the mountpoint (0: the share root; or the single shared folder).
+    root: u64,
+    names: HashMap<(u64, Box<[u8]>), u64>,
+    /// Shown as the times of a root that is not a shared folder (several paths, one file).
+    mounted_at: SystemTime,
+}
+
+impl Tree {
+    pub(crate) fn new(manifest: Arc<Manifest>) -> Tree {
+        let roots = manifest.children(0);
+        let root = match roots {
+            [only] if manifest.kind(*only) == Kind::Dir => *only,
+            _ => 0,
+        };
+        let names = manifest
+            .entries()
+            .iter()
+            .map(|e| ((e.parent, e.name.clone().into_boxed_slice()), e.id))
+            .collect();
+        Tree {
+            manifest,
+            root,
+            names,
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    pub(crate) fn manifest(&self) -> &Arc<Manifest> {
+        &self.manifest
+    }
+
+    pub(crate) fn id_of(&self, ino: u64) -> Option<u64> {
+        match ino {
+            ROOT_INO => Some(self.root),
+            0 => None,
+            n => {
+                let id = n - 1;
+                (id != self.root && self.manifest.get(id).is_some()).then_some(id)
+            }
+        }
+    }
+
+    pub(crate) fn ino_of(&self, id: u64) -> u64 {
+        if id == self.root {
+            ROOT_INO
+        } else {
+            id + 1
+        }
+    }
+
+    pub(crate) fn entry(&self, ino: u64) -> Result<Option<&Entry>, Errno> {
+        match self.id_of(ino) {
+            None => Err(libc::ENOENT),
+            Some(id) if id == self.root && id == 0 => Ok(None),
+            Some(id) => Ok(self.manifest.get(id)),
+        }
+    }
+
+    fn attr_of(&self, id: u64) -> Attr {
+        let ino = self.ino_of(id);
+        match self.manifest.get(id) {
+            None => Attr {
+                ino,
+                kind: Kind::Dir,
+                size: 0,
+                perm: 0o555,
+                mtime: self.mounted_at,
+                nlink: 2,
+            },
+            Some(e) => {
+                let kind = Kind::try_from(e.kind).unwrap_or(Kind::File);
+                Attr {
+                    ino,
+                    kind,
+                    size: if kind == Kind::Symlink {
+                        e.target.len() as u64
+                    } else {
+                        e.size
+                    },
+                    // Read-only: no write bits, whatever the sender had.
+                    perm: (e.mode & 0o7555) as u16,
+                    mtime: UNIX_EPOCH + Duration::new(e.mtime_sec.max(0) as u64, e.mtime_nsec),
+                    nlink: if kind == Kind::Dir { 2 } else { 1 },
+                }
+            }
+        }
+    }
+
+    pub(crate) fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
+        self.entry(ino)?;
+        Ok(self.attr_of(self.id_of(ino).expect("checked")))
+    }
+
+    pub(crate) fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
+        let pid = self.id_of(parent).ok_or(libc::ENOENT)?;
+        if pid != 0 && self.manifest.kind(pid) != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let id = *self.names.get(&(pid, name.into())).ok_or(libc::ENOENT)?;
+        Ok(self.attr_of(id))
+    }
+
+    /// Entries of a directory from `offset` on: (ino, kind, name). Offsets count "." and "..".
+    pub(crate) fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+    ) -> Result<Vec<(u64, Kind, Vec<u8>)>, Errno> {
+        let id = self.id_of(ino).ok_or(libc::ENOENT)?;
+        if id != 0 && self.manifest.kind(id) != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let parent_ino = match self.manifest.get(id) {
+            Some(e) if id != self.root => self.ino_of(e.parent),
+            _ => ROOT_INO,
+        };
+        let mut out = Vec::new();
+        let children = self.manifest.children(id);
+        for i in offset as usize..children.len() + 2 {
+            match i {
+                0 => out.push((ino, Kind::Dir, b".".to_vec())),
+                1 => out.push((parent_ino, Kind::Dir, b"..".to_vec())),
+                _ => {
+                    let c = children[i - 2];
+                    let e = self.manifest.get(c).expect("child exists");
+                    out.push((
+                        self.ino_of(c),
+                        Kind::try_from(e.kind).unwrap_or(Kind::File),
+                        e.name.clone(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        match self.entry(ino)? {
+            Some(e) if e.kind == Kind::Symlink as i32 => Ok(e.target.clone()),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// Total bytes and entries, for statfs.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (self.manifest.totals().1, self.manifest.len() as u64)
+    }
+}

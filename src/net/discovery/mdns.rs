@@ -1,0 +1,226 @@
+//! Discovery on the LAN by mDNS: a `_pcp._udp` service whose TXT record carries the
+//! identifier, the sender's peer id and its TCP and QUIC ports.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use tokio::sync::mpsc;
+
+use super::{Candidate, Clock};
+use crate::code::{identifier, slot_of, until_next_slot};
+use crate::error::{Error, Result};
+use crate::task::AbortOnDrop;
+
+const SERVICE: &str = "_pcp._udp.local.";
+
+fn mdns_err(e: mdns_sd::Error) -> Error {
+    Error::Network(format!("mDNS: {e}"))
+}
+
+/// Announces a sender on the LAN until dropped, moving to each new slot as it begins.
+pub struct MdnsAnnouncer {
+    _running: Running,
+}
+
+/// An mDNS daemon and the task that drives it; both stop when this is dropped.
+struct Running {
+    daemon: ServiceDaemon,
+    _task: AbortOnDrop<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.daemon.shutdown();
+    }
+}
+
+/// A daemon that notices interfaces coming up after we start (a laptop joining Wi-Fi) within a
+/// second.
+fn daemon() -> Result<ServiceDaemon> {
+    let daemon = ServiceDaemon::new().map_err(mdns_err)?;
+    let _ = daemon.set_ip_check_interval(1);
+    Ok(daemon)
+}
+
+fn port_of(addrs: &[Multiaddr], quic: bool) -> Option<u16> {
+    addrs.iter().find_map(|a| {
+        let mut port = None;
+        let mut is_quic = false;
+        for p in a.iter() {
+            match p {
+                Protocol::Tcp(p) if !quic => port = Some(p),
+                Protocol::Udp(p) if quic => port = Some(p),
+                Protocol::QuicV1 => is_quic = true,
+                _ => {}
+            }
+        }
+        if quic != is_quic {
+            return None;
+        }
+        port.filter(|p| *p != 0)
+    })
+}
+
+impl MdnsAnnouncer {
+    pub fn start(
+        peer: PeerId,
+        listen: &[Multiaddr],
+        channel: u16,
+        clock: Clock,
+    ) -> Result<MdnsAnnouncer> {
+        let daemon = daemon()?;
+        let tcp = port_of(listen, false);
+        let quic = port_of(listen, true);
+        let Some(main_port) = tcp.or(quic) else {
+            return Err(Error::Network(
+                "mDNS needs a TCP or QUIC listen address".into(),
+            ));
+        };
+        let d = daemon.clone();
+        // Lower case: mdns-sd lower-cases names internally and would miss re-announcements.
+        let short: String = peer
+            .to_base58()
+            .chars()
+            .rev()
+            .take(10)
+            .collect::<String>()
+            .to_lowercase();
+        let task = tokio::spawn(async move {
+            let mut registered: Option<String> = None;
+            loop {
+                let now = clock();
+                let slot = slot_of(now);
+                let id = identifier(slot, channel);
+                let mut props = vec![("id", id.clone()), ("peer", peer.to_base58())];
+                if let Some(t) = tcp {
+                    props.push(("tcp", t.to_string()));
+                }
+                if let Some(q) = quic {
+                    props.push(("quic", q.to_string()));
+                }
+                let instance = format!("pcp-{slot}-{channel}-{short}");
+                let host = format!("pcp-{short}.local.");
+                match ServiceInfo::new(SERVICE, &instance, &host, "", main_port, &props[..]) {
+                    Ok(info) => {
+                        let info = info.enable_addr_auto();
+                        let fullname = info.get_fullname().to_string();
+                        if let Some(old) = registered.take() {
+                            let _ = d.unregister(&old);
+                        }
+                        match d.register(info) {
+                            Ok(()) => {
+                                tracing::debug!(%id, "announced on mDNS");
+                                registered = Some(fullname);
+                            }
+                            Err(e) => tracing::warn!("mDNS announcement failed: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::warn!("mDNS announcement failed: {e}"),
+                }
+                tokio::time::sleep(until_next_slot(clock()) + Duration::from_millis(50)).await;
+            }
+        });
+        Ok(MdnsAnnouncer {
+            _running: Running {
+                daemon,
+                _task: AbortOnDrop(task),
+            },
+        })
+    }
+}
+
+/// Looks for senders on `channel` in the current and the previous slot; candidates arrive on
+/// the returned channel until the browser is dropped.
+pub struct MdnsBrowser {
+    _running: Running,
+}
+
+impl MdnsBrowser {
+    pub fn start(channel: u16, clock: Clock, out: mpsc::Sender<Candidate>) -> Result<MdnsBrowser> {
+        let daemon = daemon()?;
+        let events = daemon.browse(SERVICE).map_err(mdns_err)?;
+        let task = tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            while let Ok(ev) = events.recv_async().await {
+                let ServiceEvent::ServiceResolved(info) = ev else {
+                    continue;
+                };
+                let slot = slot_of(clock());
+                let wanted = [
+                    identifier(slot, channel),
+                    identifier(slot.saturating_sub(1), channel),
+                ];
+                let Some(id) = info.get_property_val_str("id") else {
+                    continue;
+                };
+                if !wanted.iter().any(|w| w == id) {
+                    continue;
+                }
+                let Some(peer) = info
+                    .get_property_val_str("peer")
+                    .and_then(|p| p.parse::<PeerId>().ok())
+                else {
+                    continue;
+                };
+                let tcp = info
+                    .get_property_val_str("tcp")
+                    .and_then(|p| p.parse::<u16>().ok());
+                let quic = info
+                    .get_property_val_str("quic")
+                    .and_then(|p| p.parse::<u16>().ok());
+                let mut addrs = Vec::new();
+                for ip in info.get_addresses().iter().map(|a| a.to_ip_addr()) {
+                    let base = match ip {
+                        IpAddr::V4(v4) => Multiaddr::empty().with(Protocol::Ip4(v4)),
+                        IpAddr::V6(v6) => Multiaddr::empty().with(Protocol::Ip6(v6)),
+                    };
+                    if let Some(t) = tcp {
+                        addrs.push(
+                            base.clone()
+                                .with(Protocol::Tcp(t))
+                                .with(Protocol::P2p(peer)),
+                        );
+                    }
+                    if let Some(q) = quic {
+                        addrs.push(
+                            base.with(Protocol::Udp(q))
+                                .with(Protocol::QuicV1)
+                                .with(Protocol::P2p(peer)),
+                        );
+                    }
+                }
+                // TCP first (faster here), IPv4 before IPv6.
+                addrs.sort_by_key(|a| {
+                    let quic = a.iter().any(|p| matches!(p, Protocol::QuicV1));
+                    let v6 = a.iter().any(|p| matches!(p, Protocol::Ip6(_)));
+                    (quic, v6)
+                });
+                if addrs.is_empty() || !seen.insert((peer, addrs.clone())) {
+                    continue;
+                }
+                tracing::debug!(%peer, ?addrs, "found a sender by mDNS");
+                if out
+                    .send(Candidate {
+                        peer: Some(peer),
+                        addrs,
+                        via: "the local network (mDNS)",
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(MdnsBrowser {
+            _running: Running {
+                daemon,
+                _task: AbortOnDrop(task),
+            },
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! The libp2p layer: one task owns the `Swarm` ([`event_loop`]); everyone else holds a cloneable
+//! [`Node`] and talks to that task through a bounded command channel with oneshot replies (the
+//! shape of rust-libp2p's file-sharing example). Streams are opened and accepted through
+//! `libp2p_stream::Control`, which needs no round trip through the swarm task. Finding the other
+//! side (mDNS, the DHT) is in [`discovery`]. Knows nothing of sessions or files.
+
+pub(crate) mod discovery;
+mod event_loop;
+mod node;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+
+pub use node::Node;
+
+/// The libp2p protocol of pcp's streams.
+pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(crate::proto::PROTOCOL);
+
+/// The default IPFS bootstrap peers (replaced by `--bootstrap` / `PCP_BOOTSTRAP`).
+pub const IPFS_BOOTSTRAP: &[&str] = &[
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA5gU1ZJYmjqvnijN",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+];
+
+/// What part the node plays on the internet side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// A LAN-only or directly dialled peer: no DHT, no relays.
+    #[default]
+    Local,
+    /// A sender or receiver using the DHT: a Kademlia client that takes relay reservations
+    /// (senders) and hole-punches.
+    Peer { reserve_relays: bool },
+    /// `pcp node`: a DHT server, circuit relay and AutoNAT server.
+    Helper,
+}
+
+/// Settings for a node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Addresses to listen on; empty means none (a receiver that only dials).
+    pub listen: Vec<Multiaddr>,
+    pub role: Role,
+    /// DHT bootstrap peers (with `/p2p/`), for the `Peer` and `Helper` roles.
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// Progress of a DHT lookup, for the user.
+#[derive(Debug, Clone)]
+pub enum DhtUpdate {
+    /// Providers found (more may follow).
+    Providers(Vec<PeerId>),
+    /// How many peers the lookup has asked so far.
+    Asked(u32),
+    /// The lookup ended.
+    Finished,
+}
+
+/// Things the node noticed, for the UI.
+#[derive(Debug, Clone)]
+pub enum NetEvent {
+    /// Peers in the DHT routing table.
+    DhtPeers(usize),
+    /// A relay accepted our reservation; we are reachable through it.
+    RelayReserved(Multiaddr),
+    /// AutoNAT result for one of our addresses.
+    Reachability { addr: Multiaddr, reachable: bool },
+    /// A relayed connection was upgraded to a direct one.
+    HolePunched(PeerId),
+}
+
+/// How a connection to a peer runs, for the user.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub remote: Multiaddr,
+    pub relayed: bool,
+}
+
+impl ConnectionInfo {
+    pub fn transport(&self) -> &'static str {
+        if self.remote.iter().any(|p| matches!(p, Protocol::QuicV1)) {
+            "QUIC"
+        } else {
+            "TCP"
+        }
+    }
+}
+
+/// The peer id a multiaddr ends with (`/p2p/ID`), if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}

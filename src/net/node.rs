@@ -1,0 +1,341 @@
+//! The handle to the swarm task ([`Node`]) and how the swarm is built: transports (TCP with
+//! Noise and Yamux, QUIC, relayed), behaviours by role, listeners, and joining the DHT.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    autonat, dcutr, identify, identity, kad, noise, ping, relay, tcp, yamux, Multiaddr, PeerId,
+    Swarm,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::event_loop::EventLoop;
+use super::{peer_of, ConnectionInfo, DhtUpdate, NetEvent, NodeConfig, Role};
+use crate::error::{Error, Result};
+
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Commands queued for the swarm task before senders wait.
+const COMMAND_QUEUE: usize = 32;
+/// Network events kept for slow subscribers (older ones are dropped).
+const EVENT_QUEUE: usize = 64;
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    pub(super) stream: libp2p_stream::Behaviour,
+    pub(super) identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    pub(super) kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
+    autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    autonat_server: Toggle<autonat::v2::server::Behaviour>,
+}
+
+pub(super) enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Connection {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<ConnectionInfo>>,
+    },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
+    },
+    CloseRelayed {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
+    },
+    Provide {
+        key: kad::RecordKey,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    StopProviding {
+        key: kad::RecordKey,
+    },
+    GetProviders {
+        key: kad::RecordKey,
+        updates: mpsc::Sender<DhtUpdate>,
+    },
+}
+
+/// A cheap handle to the node's swarm task. Dropping every handle stops the task.
+#[derive(Clone)]
+pub struct Node {
+    peer_id: PeerId,
+    control: libp2p_stream::Control,
+    cmds: mpsc::Sender<Command>,
+    events: broadcast::Sender<NetEvent>,
+}
+
+fn net(e: &dyn std::fmt::Display) -> Error {
+    Error::Network(e.to_string())
+}
+
+fn behaviour(
+    key: &identity::Keypair,
+    relay_client: relay::client::Behaviour,
+    role: Role,
+) -> Behaviour {
+    let me = key.public().to_peer_id();
+    let kad = (role != Role::Local).then(|| {
+        let mut cfg = kad::Config::new(kad::PROTOCOL_NAME);
+        cfg.set_query_timeout(Duration::from_secs(60));
+        let mut k = kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
+        // Helpers serve the DHT from the start (a local test network confirms no external
+        // address by itself); senders and receivers only ask.
+        k.set_mode(Some(if role == Role::Helper {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
+        k
+    });
+    Behaviour {
+        stream: libp2p_stream::Behaviour::new(),
+        identify: identify::Behaviour::new(
+            identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                .with_agent_version(format!("pcp/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+        kad: kad.into(),
+        relay_client,
+        relay_server: (role == Role::Helper)
+            .then(|| relay::Behaviour::new(me, relay::Config::default()))
+            .into(),
+        dcutr: dcutr::Behaviour::new(me),
+        autonat_client: matches!(role, Role::Peer { .. })
+            .then(autonat::v2::client::Behaviour::default)
+            .into(),
+        autonat_server: (role == Role::Helper)
+            .then(autonat::v2::server::Behaviour::default)
+            .into(),
+    }
+}
+
+fn build_swarm(key: identity::Keypair, role: Role) -> Result<Swarm<Behaviour>> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| net(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| net(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| net(&e))?
+        .with_behaviour(|key, relay_client| behaviour(key, relay_client, role))
+        .map_err(|e| net(&e))?
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(if role == Role::Helper {
+                120
+            } else {
+                30
+            }))
+        })
+        .build())
+}
+
+/// Starts every listener and returns once each has an address (plus, for wildcard listeners,
+/// the other interfaces' addresses that arrive just after), so callers can announce them.
+async fn listen_all(swarm: &mut Swarm<Behaviour>, listen: &[Multiaddr]) -> Result<Vec<Multiaddr>> {
+    for addr in listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+    }
+    let mut listening = HashSet::new();
+    let mut early = Vec::new();
+    while listening.len() < listen.len() {
+        match tokio::time::timeout(Duration::from_secs(5), swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            }) => {
+                listening.insert(listener_id);
+                early.push(address);
+            }
+            Ok(SwarmEvent::ListenerError { error, .. })
+            | Ok(SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            }) => return Err(Error::Network(format!("listener failed: {error}"))),
+            Ok(_) => {}
+            Err(_) => return Err(Error::Network("listeners did not start within 5 s".into())),
+        }
+    }
+    // A wildcard listener reports one address per interface; collect the stragglers too.
+    let wildcard = listen.iter().any(|a| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_unspecified(),
+            Protocol::Ip6(ip) => ip.is_unspecified(),
+            _ => false,
+        })
+    });
+    let settle = tokio::time::Instant::now() + Duration::from_millis(if wildcard { 30 } else { 0 });
+    while let Ok(ev) = tokio::time::timeout_at(settle, swarm.select_next_some()).await {
+        if let SwarmEvent::NewListenAddr { address, .. } = ev {
+            early.push(address);
+        }
+    }
+    Ok(early)
+}
+
+/// Advertises our addresses and dials the bootstrap peers (DHT roles only).
+fn join_dht(
+    swarm: &mut Swarm<Behaviour>,
+    addrs: &[Multiaddr],
+    bootstrap: &[Multiaddr],
+) -> Result<()> {
+    for a in addrs {
+        advertise(swarm, a);
+    }
+    for b in bootstrap {
+        let Some(peer) = peer_of(b) else {
+            return Err(Error::Network(format!(
+                "bootstrap address {b} lacks /p2p/PEER_ID"
+            )));
+        };
+        if let Some(k) = swarm.behaviour_mut().kad.as_mut() {
+            let bare: Multiaddr = b
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect();
+            k.add_address(&peer, bare);
+        }
+        if let Err(e) = swarm.dial(b.clone()) {
+            tracing::debug!(%b, "cannot dial bootstrap peer: {e}");
+        }
+    }
+    if let Some(k) = swarm.behaviour_mut().kad.as_mut() {
+        let _ = k.bootstrap();
+    }
+    Ok(())
+}
+
+/// Makes a listen address known as ours to the DHT and peers (provider records carry only
+/// these). Loopback and unspecified addresses are useless to others.
+pub(super) fn advertise(swarm: &mut Swarm<Behaviour>, a: &Multiaddr) {
+    let useless = a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+        // Link-local addresses need a scope id that a multiaddr cannot carry.
+        Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local(),
+        _ => false,
+    });
+    if !useless {
+        swarm.add_external_address(a.clone());
+    }
+}
+
+impl Node {
+    /// Builds the swarm, starts listening and returns once every listener has an address.
+    pub async fn start(cfg: NodeConfig) -> Result<Node> {
+        let key = identity::Keypair::generate_ed25519();
+        let peer_id = key.public().to_peer_id();
+        let role = cfg.role;
+        let mut swarm = build_swarm(key, role)?;
+        let control = swarm.behaviour().stream.new_control();
+        let listening = listen_all(&mut swarm, &cfg.listen).await?;
+        if role != Role::Local {
+            join_dht(&mut swarm, &listening, &cfg.bootstrap)?;
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
+        tokio::spawn(EventLoop::new(swarm, rx, events.clone(), role, listening).run());
+        Ok(Node {
+            peer_id,
+            control,
+            cmds: tx,
+            events,
+        })
+    }
+
+    /// Network events for the UI (lossy: a slow subscriber misses some).
+    pub fn subscribe(&self) -> broadcast::Receiver<NetEvent> {
+        self.events.subscribe()
+    }
+
+    /// Announces that we provide `key` on the DHT (and keeps re-announcing until stopped).
+    pub async fn provide(&self, key: kad::RecordKey) -> Result<()> {
+        self.ask(|reply| Command::Provide { key, reply }).await?
+    }
+
+    pub async fn stop_providing(&self, key: kad::RecordKey) {
+        let _ = self.cmds.send(Command::StopProviding { key }).await;
+    }
+
+    /// Looks up providers of `key`; progress arrives on the returned channel.
+    pub async fn get_providers(&self, key: kad::RecordKey) -> Result<mpsc::Receiver<DhtUpdate>> {
+        let (tx, rx) = mpsc::channel(32);
+        self.cmds
+            .send(Command::GetProviders { key, updates: tx })
+            .await
+            .map_err(|_| Error::Network("the network task stopped".into()))?;
+        Ok(rx)
+    }
+
+    /// Closes relayed connections to `peer` (once a direct one exists).
+    pub async fn close_relayed(&self, peer: PeerId) -> Result<()> {
+        self.ask(|reply| Command::CloseRelayed { peer, reply })
+            .await
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Network("the network task stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Network("the network task stopped".into()))
+    }
+
+    /// Dials `addr` (with or without a `/p2p/` suffix) and waits until the connection is up.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId> {
+        let what = addr.to_string();
+        match tokio::time::timeout(
+            DIAL_TIMEOUT,
+            self.ask(|reply| Command::Dial { addr, reply }),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => Err(Error::Network(format!("dialling {what} timed out"))),
+        }
+    }
+
+    /// The addresses this node listens on, as others can dial them (`/p2p/` appended).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Closes every connection to `peer` (a dead one would otherwise keep receiving streams).
+    pub async fn disconnect(&self, peer: PeerId) -> Result<()> {
+        self.ask(|reply| Command::Disconnect { peer, reply }).await
+    }
+
+    pub async fn connection(&self, peer: PeerId) -> Result<Option<ConnectionInfo>> {
+        self.ask(|reply| Command::Connection { peer, reply }).await
+    }
+}

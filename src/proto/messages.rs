@@ -1,0 +1,511 @@
+//! Wire messages (protobuf, see `proto/pcp.proto` and `proto/SPEC.md`) and the size bounds
+//! every decoder enforces. Field numbers here are the contract: golden-byte tests pin them.
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::error::{Error, Result};
+
+/// The libp2p protocol id. A new major version gets a new id, so an old peer fails the
+/// multistream-select negotiation cleanly instead of misreading messages.
+pub const PROTOCOL: &str = "/pcp/1";
+/// Version carried in [`Hello`].
+pub const VERSION: u32 = 1;
+
+/// Largest plaintext frame before the handshake completes.
+pub const MAX_HANDSHAKE_FRAME: usize = 1024;
+/// Largest data a single read request may ask for.
+pub const MAX_READ: u32 = 1 << 20;
+/// Largest plaintext of an encrypted frame: one full read plus envelope overhead.
+pub const MAX_FRAME: usize = MAX_READ as usize + 4096;
+/// Largest range a range-hash request may cover.
+pub const MAX_RANGE_HASH: u64 = 64 << 20;
+/// Largest total size of a manifest's encoded entries a receiver accepts (bounds its memory
+/// whatever the sender claims).
+pub const MAX_MANIFEST_BYTES: usize = 256 << 20;
+/// Most entries a manifest may have.
+pub const MAX_ENTRIES: u64 = 4_000_000;
+/// The sender closes a manifest frame once its entries reach this many encoded bytes; one entry
+/// is at most ~4.4 KiB, so a frame stays far below [`MAX_FRAME`].
+pub const MANIFEST_BATCH_BYTES: usize = 256 * 1024;
+/// Longest name of one entry (Linux NAME_MAX).
+pub const MAX_NAME: usize = 255;
+/// Longest symlink target.
+pub const MAX_TARGET: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum Role {
+    Unknown = 0,
+    Sender = 1,
+    Receiver = 2,
+}
+
+/// First plaintext frame on every stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Opening {
+    #[prost(oneof = "opening::Kind", tags = "1, 2")]
+    pub kind: Option<opening::Kind>,
+}
+
+pub mod opening {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        /// Starts a new session: the SPAKE2 handshake.
+        #[prost(message, tag = "1")]
+        Hello(super::Hello),
+        /// Joins an authenticated session as an extra data stream.
+        #[prost(message, tag = "2")]
+        Join(super::Join),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(enumeration = "Role", tag = "2")]
+    pub role: i32,
+    /// The SPAKE2 message (33 bytes for Ed25519).
+    #[prost(bytes = "vec", tag = "3")]
+    pub spake: Vec<u8>,
+    /// Set when resuming a session: proof of the resumption secret (see SPEC.md).
+    #[prost(bytes = "vec", tag = "4")]
+    pub resume: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Confirm {
+    #[prost(bytes = "vec", tag = "1")]
+    pub mac: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Join {
+    /// Session id derived from the session key (public, 16 bytes).
+    #[prost(bytes = "vec", tag = "1")]
+    pub session: Vec<u8>,
+    /// Stream index, 1.. (0 is the control stream); selects the stream's keys.
+    #[prost(uint32, tag = "2")]
+    pub index: u32,
+}
+
+/// Every encrypted frame carries one envelope.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    #[prost(oneof = "envelope::Msg", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    pub msg: Option<envelope::Msg>,
+}
+
+pub mod envelope {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Msg {
+        #[prost(message, tag = "1")]
+        Offer(super::Offer),
+        #[prost(message, tag = "2")]
+        Accept(super::Accept),
+        #[prost(message, tag = "3")]
+        Decline(super::Decline),
+        #[prost(message, tag = "4")]
+        Manifest(super::ManifestChunk),
+        #[prost(message, tag = "5")]
+        Request(super::Request),
+        #[prost(message, tag = "6")]
+        Response(super::Response),
+        #[prost(message, tag = "7")]
+        Done(super::Done),
+        #[prost(message, tag = "8")]
+        Abort(super::Abort),
+        #[prost(message, tag = "9")]
+        Ready(super::Ready),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Offer {
+    /// Number of manifest entries that will follow.
+    #[prost(uint64, tag = "1")]
+    pub entries: u64,
+    #[prost(uint64, tag = "2")]
+    pub files: u64,
+    #[prost(uint64, tag = "3")]
+    pub bytes: u64,
+    /// Names of the top-level entries, for the prompt.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub roots: Vec<Vec<u8>>,
+}
+
+/// `mount` tells the sender the manifest will be used for lazy reads (informational).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Accept {
+    #[prost(bool, tag = "1")]
+    pub mount: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Decline {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum Kind {
+    Unknown = 0,
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Entry {
+    /// Stable id, 1.. in manifest order.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Id of the containing directory; 0 is the share root.
+    #[prost(uint64, tag = "2")]
+    pub parent: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub name: Vec<u8>,
+    #[prost(enumeration = "Kind", tag = "4")]
+    pub kind: i32,
+    #[prost(uint64, tag = "5")]
+    pub size: u64,
+    /// Permission bits (0o7777 at most).
+    #[prost(uint32, tag = "6")]
+    pub mode: u32,
+    #[prost(int64, tag = "7")]
+    pub mtime_sec: i64,
+    #[prost(uint32, tag = "8")]
+    pub mtime_nsec: u32,
+    /// Symlink target, as stored on the sender.
+    #[prost(bytes = "vec", tag = "9")]
+    pub target: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ManifestChunk {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<Entry>,
+    #[prost(bool, tag = "2")]
+    pub last: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Request {
+    /// Chosen by the receiver; echoed in the response.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(oneof = "request::Op", tags = "2, 3")]
+    pub op: Option<request::Op>,
+}
+
+pub mod request {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Op {
+        #[prost(message, tag = "2")]
+        Read(super::Read),
+        #[prost(message, tag = "3")]
+        Hash(super::HashRequest),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Read {
+    #[prost(uint64, tag = "1")]
+    pub file: u64,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(uint32, tag = "3")]
+    pub len: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HashRequest {
+    #[prost(uint64, tag = "1")]
+    pub file: u64,
+    /// With `len` > 0: the BLAKE3 of bytes `offset..offset+len` only (resuming receivers check
+    /// what they already have with it). `len` = 0: the whole file.
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(uint64, tag = "3")]
+    pub len: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Response {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Bytes read; shorter than asked only at end of file.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: Bytes,
+    /// BLAKE3 of the whole file: answer to a hash request, and also sent with a read that
+    /// covered the whole file.
+    #[prost(bytes = "vec", tag = "3")]
+    pub hash: Vec<u8>,
+    #[prost(message, optional, tag = "4")]
+    pub error: Option<Failure>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum ErrorCode {
+    Unspecified = 0,
+    /// No such file id in the manifest.
+    NoSuchFile = 1,
+    /// Offset or length out of bounds.
+    BadRange = 2,
+    /// The file changed on the sender since the share started.
+    Changed = 3,
+    /// Reading the file failed on the sender.
+    Io = 4,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Failure {
+    #[prost(enumeration = "ErrorCode", tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// The receiver has everything it wants; the sender may stop.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Done {}
+
+/// Either side gives up, saying why.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Abort {
+    #[prost(string, tag = "1")]
+    pub reason: String,
+}
+
+/// The sender's answer to a [`Join`]: the data stream is ready for requests.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ready {}
+
+/// Decodes an envelope, requiring a message in it.
+pub fn decode_envelope(buf: Bytes) -> Result<envelope::Msg> {
+    Envelope::decode(buf)
+        .map_err(|e| Error::Protocol(format!("undecodable message: {e}")))?
+        .msg
+        .ok_or_else(|| Error::Protocol("empty or unknown message".into()))
+}
+
+pub fn encode_envelope(msg: envelope::Msg, out: &mut Vec<u8>) {
+    out.clear();
+    Envelope { msg: Some(msg) }
+        .encode(out)
+        .expect("Vec grows as needed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn enc(m: envelope::Msg) -> String {
+        let mut v = Vec::new();
+        encode_envelope(m, &mut v);
+        hex(&v)
+    }
+
+    /// Golden bytes: these pin the field numbers and types of proto/pcp.proto. Changing any of
+    /// them is a protocol change and needs a new PROTOCOL id. Also listed in proto/vectors.txt.
+    #[test]
+    fn golden_messages() {
+        let mut checked = 0;
+        for (name, got) in golden_openings().into_iter().chain(golden_envelopes()) {
+            let want = crate::proto::test_vector(name);
+            assert_eq!(got, want, "message {name}");
+            checked += 1;
+        }
+        assert_eq!(checked, 14);
+    }
+
+    /// The plain handshake messages, hex-encoded, by vector name.
+    fn golden_openings() -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "hello",
+                hex(&Opening {
+                    kind: Some(opening::Kind::Hello(Hello {
+                        version: 1,
+                        role: Role::Receiver as i32,
+                        spake: vec![0xaa; 3],
+                        resume: vec![],
+                    })),
+                }
+                .encode_to_vec()),
+            ),
+            (
+                "join",
+                hex(&Opening {
+                    kind: Some(opening::Kind::Join(Join {
+                        session: vec![0x11; 4],
+                        index: 2,
+                    })),
+                }
+                .encode_to_vec()),
+            ),
+            (
+                "confirm",
+                hex(&Confirm { mac: vec![0x22; 2] }.encode_to_vec()),
+            ),
+        ]
+    }
+
+    /// One of each sealed message, hex-encoded, by vector name.
+    fn golden_envelopes() -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "offer",
+                enc(envelope::Msg::Offer(Offer {
+                    entries: 3,
+                    files: 2,
+                    bytes: 300,
+                    roots: vec![b"a".to_vec()],
+                })),
+            ),
+            ("accept", enc(envelope::Msg::Accept(Accept { mount: true }))),
+            ("decline", enc(envelope::Msg::Decline(Decline {}))),
+            (
+                "manifest",
+                enc(envelope::Msg::Manifest(ManifestChunk {
+                    entries: vec![Entry {
+                        id: 1,
+                        parent: 0,
+                        name: b"f".to_vec(),
+                        kind: Kind::File as i32,
+                        size: 5,
+                        mode: 0o644,
+                        mtime_sec: 1_700_000_000,
+                        mtime_nsec: 7,
+                        target: vec![],
+                    }],
+                    last: true,
+                })),
+            ),
+            (
+                "read",
+                enc(envelope::Msg::Request(Request {
+                    id: 9,
+                    op: Some(request::Op::Read(Read {
+                        file: 1,
+                        offset: 4096,
+                        len: 65536,
+                    })),
+                })),
+            ),
+            (
+                "hash",
+                enc(envelope::Msg::Request(Request {
+                    id: 10,
+                    op: Some(request::Op::Hash(HashRequest {
+                        file: 1,
+                        offset: 0,
+                        len: 0,
+                    })),
+                })),
+            ),
+            (
+                "data",
+                enc(envelope::Msg::Response(Response {
+                    id: 9,
+                    data: Bytes::from_static(b"hi"),
+                    hash: vec![],
+                    error: None,
+                })),
+            ),
+            (
+                "failure",
+                enc(envelope::Msg::Response(Response {
+                    id: 9,
+                    data: Bytes::new(),
+                    hash: vec![],
+                    error: Some(Failure {
+                        code: ErrorCode::Changed as i32,
+                        message: "x".into(),
+                    }),
+                })),
+            ),
+            ("done", enc(envelope::Msg::Done(Done {}))),
+            (
+                "abort",
+                enc(envelope::Msg::Abort(Abort {
+                    reason: "no".into(),
+                })),
+            ),
+            ("ready", enc(envelope::Msg::Ready(Ready {}))),
+        ]
+    }
+
+    #[test]
+    fn empty_and_garbage_envelopes_are_errors() {
+        assert!(decode_envelope(Bytes::new()).is_err());
+        assert!(decode_envelope(Bytes::from_static(&[0xff, 0xff, 0xff])).is_err());
+    }
+
+    fn arb_entry() -> impl Strategy<Value = Entry> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            0i32..4,
+            any::<u64>(),
+            0u32..0o10000,
+            any::<i64>(),
+            0u32..1_000_000_000,
+            proptest::collection::vec(any::<u8>(), 0..50),
+        )
+            .prop_map(
+                |(id, parent, name, kind, size, mode, mtime_sec, mtime_nsec, target)| Entry {
+                    id,
+                    parent,
+                    name,
+                    kind,
+                    size,
+                    mode,
+                    mtime_sec,
+                    mtime_nsec,
+                    target,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn manifest_round_trips(entries in proptest::collection::vec(arb_entry(), 0..20), last: bool) {
+            let msg = envelope::Msg::Manifest(ManifestChunk { entries, last });
+            let mut buf = Vec::new();
+            encode_envelope(msg.clone(), &mut buf);
+            prop_assert_eq!(decode_envelope(Bytes::from(buf)).unwrap(), msg);
+        }
+
+        #[test]
+        fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool) {
+            let op = if hash { request::Op::Hash(HashRequest { file, offset, len: len as u64 }) }
+                     else { request::Op::Read(Read { file, offset, len }) };
+            let msg = envelope::Msg::Request(Request { id, op: Some(op) });
+            let mut buf = Vec::new();
+            encode_envelope(msg.clone(), &mut buf);
+            prop_assert_eq!(decode_envelope(Bytes::from(buf)).unwrap(), msg);
+        }
+
+        #[test]
+        fn responses_round_trip(id: u64, data in proptest::collection::vec(any::<u8>(), 0..2000),
+                                hash in proptest::collection::vec(any::<u8>(), 0..33)) {
+            let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None });
+            let mut buf = Vec::new();
+            encode_envelope(msg.clone(), &mut buf);
+            prop_assert_eq!(decode_envelope(Bytes::from(buf)).unwrap(), msg);
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_envelope(Bytes::from(data.clone()));
+            let _ = Opening::decode(&data[..]);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The sharing side: what is shared and how its bytes are read ([`store`]), the accept loop and
+//! its limits ([`serve`]), each inbound stream ([`stream`]), and `pcp send` as a whole
+//! ([`send`]: node, announcements, serving, reported as events).
+
+pub(crate) mod send;
+mod serve;
+mod store;
+mod stream;
+
+pub use serve::{serve, ShareEnd, ShareEvent, MAX_FAILED_ATTEMPTS, MAX_STREAMS};
+pub use store::{ReadError, Share};

@@ -1,0 +1,168 @@
+//! The session registry and the accept loop: every inbound stream is handed to its own task
+//! (`stream`), whose outcome comes back here to be counted (wrong codes, active receivers) until
+//! the share ends. What the sharing side reports is a [`ShareEvent`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::store::Share;
+use super::stream::StreamCtx;
+use crate::code::Code;
+use crate::crypto::{ResumeTicket, SessionKeys};
+use crate::error::{Error, Result};
+use crate::net::{Node, STREAM_PROTOCOL};
+
+/// Failed handshakes after which the share stops, so online guessing stays hopeless.
+pub const MAX_FAILED_ATTEMPTS: u32 = 3;
+/// Data streams one session may open.
+pub const MAX_STREAMS: u32 = 8;
+
+/// What the sharing side reports while it runs.
+#[derive(Debug, Clone)]
+pub enum ShareEvent {
+    /// A receiver proved it holds the code.
+    Authenticated {
+        peer: PeerId,
+        connection: String,
+    },
+    /// A receiver came back after a lost connection, with its resumption ticket.
+    Resumed {
+        peer: PeerId,
+        connection: String,
+    },
+    /// Someone tried a wrong code.
+    WrongCode {
+        attempts: u32,
+    },
+    Accepted {
+        peer: PeerId,
+        mount: bool,
+    },
+    Declined {
+        peer: PeerId,
+    },
+    /// A receiver said it has everything.
+    Finished {
+        peer: PeerId,
+    },
+    /// A receiver's control stream ended without it saying it was done.
+    Lost {
+        peer: PeerId,
+        reason: String,
+    },
+}
+
+/// How a share ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareEnd {
+    Finished,
+    Declined,
+}
+
+pub(super) enum Outcome {
+    WrongCode,
+    Authenticated,
+    Finished(bool),
+    Lost,
+    Other,
+}
+
+pub(super) struct SessionState {
+    pub(super) peer: PeerId,
+    pub(super) keys: SessionKeys,
+    /// Cancelled when the control stream ends: every data stream of the session stops with it.
+    pub(super) ended: CancellationToken,
+    /// Stream indices already joined; each index's keys and nonces serve one stream only.
+    pub(super) joined: HashSet<u32>,
+}
+
+pub(super) struct Sessions {
+    pub(super) by_id: Mutex<HashMap<[u8; 16], SessionState>>,
+    /// Resumption tickets by the id of the session that issued them, with the peer they
+    /// belong to; kept while that receiver may come back.
+    pub(super) tickets: Mutex<HashMap<[u8; 16], (PeerId, ResumeTicket)>>,
+}
+
+/// Serves `share` under `code` until a receiver has finished (or declined). Cancel-safe: dropping
+/// the future stops serving.
+pub async fn serve(
+    node: &Node,
+    share: Arc<Share>,
+    code: &Code,
+    events: mpsc::Sender<ShareEvent>,
+    stop: CancellationToken,
+) -> Result<ShareEnd> {
+    let mut incoming = node
+        .control()
+        .accept(STREAM_PROTOCOL)
+        .map_err(|e| Error::Network(e.to_string()))?;
+    let sessions = Arc::new(Sessions {
+        by_id: Mutex::new(HashMap::new()),
+        tickets: Mutex::new(HashMap::new()),
+    });
+    let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(64);
+    let phrase: Arc<str> = code.phrase().into();
+    let mut failures = 0u32;
+    let mut active = 0u32;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                // Give the control streams a moment to tell their receivers.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                return Err(Error::Interrupted);
+            }
+            s = incoming.next() => {
+                let Some((peer, stream)) = s else { return Err(Error::Network("stopped accepting streams".into())) };
+                let ctx = StreamCtx {
+                    node: node.clone(),
+                    share: share.clone(),
+                    sessions: sessions.clone(),
+                    phrase: phrase.clone(),
+                    events: events.clone(),
+                    outcomes: done_tx.clone(),
+                    stop: stop.clone(),
+                };
+                let done = done_tx.clone();
+                // Hand off at once: libp2p-stream buffers only one pending inbound stream.
+                tokio::spawn(async move {
+                    let outcome = match ctx.handle(peer, stream).await {
+                        Ok(o) => o,
+                        Err(Error::WrongCode) => Outcome::WrongCode,
+                        Err(e) => {
+                            tracing::debug!(%peer, "stream ended: {e}");
+                            Outcome::Other
+                        }
+                    };
+                    let _ = done.send(outcome).await;
+                });
+            }
+            Some(o) = done_rx.recv() => match o {
+                Outcome::WrongCode => {
+                    failures += 1;
+                    let _ = events.send(ShareEvent::WrongCode { attempts: failures }).await;
+                    if failures >= MAX_FAILED_ATTEMPTS {
+                        // Let the last rejection reach its receiver before the node goes away.
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        return Err(Error::TooManyAttempts(failures));
+                    }
+                }
+                Outcome::Authenticated => active += 1,
+                Outcome::Finished(accepted) => {
+                    active = active.saturating_sub(1);
+                    if active == 0 {
+                        return Ok(if accepted { ShareEnd::Finished } else { ShareEnd::Declined });
+                    }
+                }
+                Outcome::Lost => {
+                    active = active.saturating_sub(1);
+                }
+                Outcome::Other => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! One inbound stream on the sharing side: a `Hello` starts a session (the handshake, then the
+//! control stream: offer, manifest, waiting for the receiver to finish), a `Join` adds a data
+//! stream to an authenticated session (requests in, responses out, a bounded number in
+//! progress). Outcomes go back to the accept loop in `serve`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use libp2p::{PeerId, Stream};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+use tokio_util::sync::CancellationToken;
+
+use super::serve::{Outcome, SessionState, Sessions, ShareEvent, MAX_STREAMS};
+use super::store::Share;
+use crate::crypto::{
+    self, secure_stream, HandshakeParams, SecureReader, SecureWriter, SessionKeys,
+};
+use crate::error::{Error, Result};
+use crate::net::Node;
+use crate::proto::{
+    envelope::Msg, opening, read_opening, Hello, Join, ManifestChunk, Ready, Request, Role,
+    MANIFEST_BATCH_BYTES,
+};
+use crate::task::AbortOnDrop;
+
+/// Requests one data stream may have in progress; beyond it the sender stops reading requests.
+const MAX_INFLIGHT_PER_STREAM: usize = 8;
+
+type Io = Compat<Stream>;
+
+pub(super) struct StreamCtx {
+    pub(super) node: Node,
+    pub(super) share: Arc<Share>,
+    pub(super) sessions: Arc<Sessions>,
+    pub(super) phrase: Arc<str>,
+    pub(super) events: mpsc::Sender<ShareEvent>,
+    pub(super) outcomes: mpsc::Sender<Outcome>,
+    /// Cancelled when the user stops the share: every receiver is told so.
+    pub(super) stop: CancellationToken,
+}
+
+impl StreamCtx {
+    pub(super) async fn handle(self, peer: PeerId, stream: Stream) -> Result<Outcome> {
+        let mut io = stream.compat();
+        let opening = crypto::timed("the opening frame", read_opening(&mut io)).await?;
+        match opening {
+            opening::Kind::Hello(hello) => self.session(peer, hello, io).await,
+            opening::Kind::Join(join) => self.join(peer, join, io).await,
+        }
+    }
+
+    /// Authenticates a receiver (with the code, or a resumption ticket it got earlier).
+    async fn authenticate(&self, peer: PeerId, hello: Hello, io: &mut Io) -> Result<SessionKeys> {
+        let me = self.node.peer_id();
+        if hello.resume.is_empty() {
+            let params = HandshakeParams::with_code(&self.phrase, Role::Sender, me, peer);
+            let keys =
+                crypto::timed("the handshake", crypto::handshake(io, params, Some(hello))).await?;
+            self.sessions
+                .tickets
+                .lock()
+                .expect("lock")
+                .insert(keys.session_id(), (peer, keys.ticket()));
+            return Ok(keys);
+        }
+        let ticket = {
+            let tickets = self.sessions.tickets.lock().expect("lock");
+            match tickets.get(hello.resume.as_slice()) {
+                Some((p, t)) if *p == peer => t.clone(),
+                _ => return Err(Error::Protocol("resumption of an unknown session".into())),
+            }
+        };
+        let hs = crypto::resume_handshake(io, Role::Sender, me, peer, &ticket, Some(hello));
+        crypto::timed("the handshake", hs).await
+    }
+
+    /// A new session: handshake, registration, then the control stream until it ends.
+    async fn session(&self, peer: PeerId, hello: Hello, mut io: Io) -> Result<Outcome> {
+        let resumed = !hello.resume.is_empty();
+        let keys = self.authenticate(peer, hello, &mut io).await?;
+        let ended = CancellationToken::new();
+        self.sessions.by_id.lock().expect("lock").insert(
+            keys.session_id(),
+            SessionState {
+                peer,
+                keys: keys.clone(),
+                ended: ended.clone(),
+                joined: HashSet::new(),
+            },
+        );
+        let connection = match self.node.connection(peer).await {
+            Ok(Some(c)) => format!("{} via {}", c.transport(), c.remote),
+            _ => "unknown connection".into(),
+        };
+        // Counted as active before the control stream runs, so the serve loop cannot finish
+        // while this session is still starting.
+        let _ = self.outcomes.send(Outcome::Authenticated).await;
+        let ev = if resumed {
+            ShareEvent::Resumed { peer, connection }
+        } else {
+            ShareEvent::Authenticated { peer, connection }
+        };
+        let _ = self.events.send(ev).await;
+        let outcome = self.control(peer, &keys, io, resumed).await;
+        self.sessions
+            .by_id
+            .lock()
+            .expect("lock")
+            .remove(&keys.session_id());
+        ended.cancel();
+        self.ended(peer, outcome).await
+    }
+
+    /// Reports how a session's control stream ended.
+    async fn ended(&self, peer: PeerId, outcome: Result<bool>) -> Result<Outcome> {
+        match outcome {
+            Ok(accepted) => {
+                // Finished or declined: this receiver will not come back.
+                self.sessions
+                    .tickets
+                    .lock()
+                    .expect("lock")
+                    .retain(|_, (p, _)| *p != peer);
+                let ev = if accepted {
+                    ShareEvent::Finished { peer }
+                } else {
+                    ShareEvent::Declined { peer }
+                };
+                let _ = self.events.send(ev).await;
+                Ok(Outcome::Finished(accepted))
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let _ = self.events.send(ShareEvent::Lost { peer, reason }).await;
+                Ok(Outcome::Lost)
+            }
+        }
+    }
+
+    /// An extra data stream of an authenticated session of the same peer.
+    async fn join(&self, peer: PeerId, join: Join, io: Io) -> Result<Outcome> {
+        let session: [u8; 16] = join
+            .session
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Protocol("bad session id".into()))?;
+        if join.index == 0 || join.index > MAX_STREAMS {
+            return Err(Error::Protocol(format!("bad stream index {}", join.index)));
+        }
+        let joined = {
+            let mut map = self.sessions.by_id.lock().expect("lock");
+            map.get_mut(&session)
+                .filter(|st| st.peer == peer)
+                .and_then(|st| {
+                    st.joined
+                        .insert(join.index)
+                        .then(|| (st.keys.clone(), st.ended.clone()))
+                })
+        };
+        let Some((keys, ended)) = joined else {
+            return Err(Error::Protocol(
+                "join for an unknown session or a used stream index".into(),
+            ));
+        };
+        tokio::select! {
+            r = self.data(&keys, join.index, io) => r?,
+            _ = ended.cancelled() => {}
+        }
+        Ok(Outcome::Other)
+    }
+
+    /// Runs the control stream of an authenticated session. Returns whether the offer was
+    /// accepted and the receiver finished.
+    async fn control(
+        &self,
+        peer: PeerId,
+        keys: &SessionKeys,
+        io: Io,
+        resumed: bool,
+    ) -> Result<bool> {
+        let (mut reader, mut writer) = secure_stream(io, keys, 0);
+        if resumed {
+            // The receiver already has the offer and manifest.
+            return wait_done(&mut reader, &mut writer, &self.stop).await;
+        }
+        writer.send_now(Msg::Offer(self.share.offer())).await?;
+        let accept = match reader.expect("the answer to the offer").await? {
+            Msg::Accept(a) => a,
+            Msg::Decline(_) => return Ok(false),
+            other => return Err(Error::Protocol(format!("expected accept, got {other:?}"))),
+        };
+        let _ = self
+            .events
+            .send(ShareEvent::Accepted {
+                peer,
+                mount: accept.mount,
+            })
+            .await;
+        self.send_manifest(&mut writer).await?;
+        wait_done(&mut reader, &mut writer, &self.stop).await
+    }
+
+    /// The manifest in batches bounded by encoded size, so long names and link targets never
+    /// overflow a frame.
+    async fn send_manifest<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        writer: &mut SecureWriter<W>,
+    ) -> Result<()> {
+        let entries = &self.share.tree().entries;
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for (i, e) in entries.iter().enumerate() {
+            batch.push(e.clone());
+            size += e.encoded_len() + 4;
+            let last = i + 1 == entries.len();
+            if last || size >= MANIFEST_BATCH_BYTES {
+                writer
+                    .send(Msg::Manifest(ManifestChunk {
+                        entries: std::mem::take(&mut batch),
+                        last,
+                    }))
+                    .await?;
+                size = 0;
+            }
+        }
+        if entries.is_empty() {
+            writer
+                .send(Msg::Manifest(ManifestChunk {
+                    entries: vec![],
+                    last: true,
+                }))
+                .await?;
+        }
+        writer.flush().await
+    }
+
+    /// Serves one data stream: requests in, responses out, at most
+    /// [`MAX_INFLIGHT_PER_STREAM`] in progress.
+    async fn data(&self, keys: &SessionKeys, index: u32, io: Io) -> Result<()> {
+        let (mut reader, mut writer) = secure_stream(io, keys, index);
+        writer.send_now(Msg::Ready(Ready {})).await?;
+        // A separate reader task, since a frame read is not cancel-safe inside select!.
+        let (tx, mut rx) = mpsc::channel::<Request>(MAX_INFLIGHT_PER_STREAM);
+        let reader_task = AbortOnDrop::spawn(async move {
+            loop {
+                match reader.recv().await {
+                    Ok(Some(Msg::Request(req))) => {
+                        if tx.send(req).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Ok(Some(other)) => {
+                        return Err(Error::Protocol(format!(
+                            "unexpected message on a data stream: {other:?}"
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let mut inflight = FuturesUnordered::new();
+        let mut open = true;
+        let result = loop {
+            tokio::select! {
+                req = rx.recv(), if open && inflight.len() < MAX_INFLIGHT_PER_STREAM => match req {
+                    Some(req) => inflight.push(self.share.clone().answer(req)),
+                    None => open = false,
+                },
+                Some(resp) = inflight.next() => {
+                    if let Err(e) = writer.send(Msg::Response(resp)).await {
+                        break Err(e);
+                    }
+                    if inflight.is_empty() {
+                        if let Err(e) = writer.flush().await {
+                            break Err(e);
+                        }
+                    }
+                }
+                else => break Ok(()),
+            }
+            if !open && inflight.is_empty() {
+                break Ok(());
+            }
+        };
+        drop(reader_task);
+        writer.close().await;
+        result
+    }
+}
+
+/// Waits for the receiver's Done; if the user stops the share first, tells the receiver.
+async fn wait_done<R, W>(
+    reader: &mut SecureReader<R>,
+    writer: &mut SecureWriter<W>,
+    stop: &CancellationToken,
+) -> Result<bool>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let msg = tokio::select! {
+        m = reader.expect("the receiver to finish") => m?,
+        _ = stop.cancelled() => {
+            let reason = "the sender stopped sharing".to_string();
+            writer.send_now(Msg::Abort(crate::proto::Abort { reason })).await?;
+            writer.close().await;
+            return Err(Error::Interrupted);
+        }
+    };
+    match msg {
+        Msg::Done(_) => {
+            writer.close().await;
+            Ok(true)
+        }
+        Msg::Abort(a) => Err(Error::Remote(a.reason)),
+        other => Err(Error::Protocol(format!("unexpected message {other:?}"))),
+    }
+}
