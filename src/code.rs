@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bip39::Language;
 use rand::Rng;
 
-/// Fewest words a code may have: with 2048 words each, 3 words leave 22 secret bits after the
-/// channel word, which SPAKE2 plus the three-attempt limit keep out of reach of online guessing.
-pub const MIN_WORDS: usize = 3;
+/// Fewest words a code may have: with 2048 words each, 4 words leave 33 secret bits after the
+/// channel word (which is public), so 3 online guesses succeed with odds of 3 in 2^33.
+pub const MIN_WORDS: usize = 4;
 /// Most words a code may have.
 pub const MAX_WORDS: usize = 12;
 /// Length of one discovery time slot.
@@ -27,6 +27,11 @@ pub enum CodeError {
     WordCount(usize),
     #[error("'{0}' is not a word of the code list (BIP39 English); check the spelling")]
     UnknownWord(String),
+    #[error(
+        "a code of your own needs at least 3 different words among its {MIN_WORDS} or more, \
+         or it is easy to guess; leave out --code to get a random one"
+    )]
+    TooWeak,
 }
 
 /// A normalised code phrase: lower-case BIP39 English words.
@@ -66,6 +71,17 @@ impl Code {
             })
             .collect::<Result<_, _>>()?;
         Ok(Code { words })
+    }
+
+    /// Parses a code the user chose (`pcp send --code`): like [`parse`](Self::parse), and it
+    /// must not be easy to guess (at least 3 different words).
+    pub fn parse_custom(s: &str) -> Result<Code, CodeError> {
+        let c = Code::parse(s)?;
+        let distinct: std::collections::HashSet<_> = c.words.iter().collect();
+        if distinct.len() < 3 {
+            return Err(CodeError::TooWeak);
+        }
+        Ok(c)
     }
 
     /// The public channel number: the first word's index in the BIP39 list (0..2048).
@@ -131,9 +147,23 @@ mod tests {
         assert_eq!(Code::parse("bubble-enemy"), Err(CodeError::WordCount(2)));
         assert_eq!(Code::parse(""), Err(CodeError::WordCount(0)));
         assert_eq!(
-            Code::parse("bubble-enemy-resultt"),
+            Code::parse("bubble-enemy-result"),
+            Err(CodeError::WordCount(3)),
+            "a word missing is refused before anything is tried"
+        );
+        assert_eq!(
+            Code::parse("bubble-enemy-resultt-increase"),
             Err(CodeError::UnknownWord("resultt".into()))
         );
+        assert_eq!(
+            Code::parse_custom("zoo zoo zoo zoo"),
+            Err(CodeError::TooWeak)
+        );
+        assert_eq!(
+            Code::parse_custom("zoo zoo zoo zoo zoo zoo"),
+            Err(CodeError::TooWeak)
+        );
+        assert!(Code::parse_custom("zoo zoo abandon ability").is_ok());
         let long = vec!["zoo"; 13].join("-");
         assert_eq!(Code::parse(&long), Err(CodeError::WordCount(13)));
     }

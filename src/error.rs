@@ -73,6 +73,13 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    #[error(
+        "the sender stopped sharing ({reason}); {} received and verified so far are kept: \
+         run `pcp receive` again, with a new share of the same files into the same folder, to \
+         resume", crate::text::human_bytes(*kept)
+    )]
+    SenderStopped { reason: String, kept: u64 },
 }
 
 impl Error {

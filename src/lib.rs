@@ -4,7 +4,7 @@
 //!
 //! | layer | what it owns |
 //! |---|---|
-//! | [`code`], [`error`], [`manifest`] | the code phrase; typed errors; the shared tree and its validation |
+//! | [`code`], [`error`], [`manifest`], [`text`] | the code phrase; typed errors; the shared tree and its validation; peer text made safe for a terminal |
 //! | [`proto`] | wire messages, size limits, the frame codec (spec: `proto/SPEC.md`) |
 //! | [`crypto`] | handshake (SPAKE2 bound to peer IDs, confirmation, resumption), key schedule, record layer |
 //! | [`net`] | the libp2p node (one task owns the swarm) and discovery (mDNS, DHT) |
@@ -26,5 +26,6 @@ pub mod proto;
 pub mod receive;
 pub mod share;
 mod task;
+pub mod text;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pcp::cli::{self, Cli};
+use pcp::text::printable;
 use pcp::Error;
 
 fn main() -> ExitCode {
@@ -36,10 +37,11 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors carry names and reasons from the peer: escaped like every line pcp prints.
+            eprintln!("error: {}", printable(&e.to_string()));
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                eprintln!("  caused by: {s}");
+                eprintln!("  caused by: {}", printable(&s.to_string()));
                 src = s.source();
             }
             ExitCode::from(1)

@@ -199,11 +199,17 @@ pub fn check_name(name: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Whether `name` has the form `.pcp-<digits>.part` that receivers use for files in progress.
+/// The name of the marker a receiver keeps in a top-level folder while it fills it.
+pub const UNFINISHED_MARK: &str = ".pcp-unfinished";
+
+/// Whether `name` is reserved for a receiver's files in progress: `.pcp-<hex>.part`, or the
+/// [`UNFINISHED_MARK`].
 pub fn is_temp_name(name: &[u8]) -> bool {
-    name.strip_prefix(b".pcp-")
-        .and_then(|r| r.strip_suffix(b".part"))
-        .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+    name == UNFINISHED_MARK.as_bytes()
+        || name
+            .strip_prefix(b".pcp-")
+            .and_then(|r| r.strip_suffix(b".part"))
+            .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_hexdigit))
 }
 
 impl Manifest {
@@ -380,6 +386,8 @@ mod tests {
             vec![e(1, 0, b"a\0b", Kind::File)],
             vec![e(1, 0, &[b'a'; 256], Kind::File)],
             vec![e(1, 0, b".pcp-1.part", Kind::Symlink)],
+            vec![e(1, 0, b".pcp-0a1b2c3d4e5f6789.part", Kind::File)],
+            vec![e(1, 0, b".pcp-unfinished", Kind::File)],
             vec![e(1, 0, b"a", Kind::File), e(2, 0, b"a", Kind::Dir)],
             vec![e(1, 0, b"a", Kind::File), e(2, 1, b"b", Kind::File)],
             vec![e(1, 2, b"a", Kind::File), e(2, 0, b"b", Kind::Dir)],

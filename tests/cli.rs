@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{ip, send_loopback, snapshot, Sending, PCP};
+use common::{send_loopback, snapshot, Lan, Sending, PCP};
 
 /// `pcp receive --yes` dialling `addr` directly, into `out` (the code is added by the caller).
 fn receive_cmd(addr: &str, out: &std::path::Path) -> Command {
@@ -99,61 +99,35 @@ fn bad_codes_are_refused_clearly() {
             "none",
             "--peer",
             "/ip4/127.0.0.1/tcp/9",
-            "bubble-enemy-resultt",
+            "bubble-enemy-resultt-increase",
         ])
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("'resultt' is not a word"));
+    // A word missing is refused before anything is tried (no attempt spent on the sender).
+    let r = Command::new(PCP)
+        .args([
+            "receive",
+            "--discovery",
+            "none",
+            "--peer",
+            "/ip4/127.0.0.1/tcp/9",
+        ])
+        .args(["bubble", "enemy", "result"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("4 to 12 words") && err.contains("this one has 3"),
+        "{err}"
+    );
     let r = Command::new(PCP)
         .args(["send", "--code", "bubble-enemy", "/"])
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(1));
-}
-
-/// Two network namespaces joined by a veth pair, removed on drop (even when a test fails).
-struct Lan {
-    a: String,
-    b: String,
-}
-
-impl Lan {
-    fn new(tag: &str) -> Lan {
-        let id = std::process::id() % 100_000;
-        let lan = Lan {
-            a: format!("pcp{tag}a{id}"),
-            b: format!("pcp{tag}b{id}"),
-        };
-        ip(&["netns", "add", &lan.a]);
-        ip(&["netns", "add", &lan.b]);
-        ip(&[
-            "link", "add", "vA", "netns", &lan.a, "type", "veth", "peer", "name", "vB", "netns",
-            &lan.b,
-        ]);
-        for (ns, dev, addr) in [
-            (&lan.a, "vA", "10.77.0.1/24"),
-            (&lan.b, "vB", "10.77.0.2/24"),
-        ] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        lan
-    }
-
-    fn exec(&self, ns: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, PCP]);
-        c
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
-    }
 }
 
 #[test]

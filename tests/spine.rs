@@ -67,9 +67,19 @@ async fn receive_into<S: pcp::fetch::FileSource>(
     m: &pcp::manifest::Manifest,
     out: &std::path::Path,
 ) -> pcp::Result<receive::Summary> {
+    receive_over(src, m, out, false).await
+}
+
+/// [`receive_into`], replacing what is in the way if `overwrite`.
+async fn receive_over<S: pcp::fetch::FileSource>(
+    src: &S,
+    m: &pcp::manifest::Manifest,
+    out: &std::path::Path,
+    overwrite: bool,
+) -> pcp::Result<receive::Summary> {
     let opts = ReceiveOptions {
         out: out.to_path_buf(),
-        overwrite: false,
+        overwrite,
     };
     within(
         60,
@@ -132,7 +142,13 @@ async fn full_tree_arrives_identical() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // What is already there and identical passes the preflight (a rerun skips it) ...
+    // A finished receive leaves no marker: pcp never merges into a folder that is there,
+    // a rerun is refused before anything is touched ...
+    let err = receive::preflight(&manifest, &opts).unwrap_err();
+    assert!(matches!(err, Error::TargetExists(_)), "{err}");
+    // ... unless the folder is one an interrupted receive left (it carries the marker): then
+    // what is there and identical passes (a rerun skips it) ...
+    std::fs::write(out.path().join("photos/.pcp-unfinished"), b"").unwrap();
     receive::preflight(&manifest, &opts).unwrap();
     // ... but a different file of another size in the way stops everything before it starts.
     std::fs::write(out.path().join("photos/empty.txt"), b"not empty").unwrap();
@@ -226,8 +242,11 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
     assert!(moved * 100 <= total * 55, "moved {moved} of {total}");
     assert_eq!(moved + summary.reused, total);
 
-    // A third run finds everything complete and moves nothing.
-    let third = receive_into(&client, &m, out.path()).await.unwrap();
+    // A third run finds the folder finished: refused, as any folder that is there; with
+    // --overwrite it finds every file identical and moves nothing.
+    let err = receive_into(&client, &m, out.path()).await.unwrap_err();
+    assert!(matches!(err, Error::TargetExists(_)), "{err}");
+    let third = receive_over(&client, &m, out.path(), true).await.unwrap();
     assert_eq!((third.bytes, third.reused), (0, total));
     s.finish().await.unwrap();
 }
@@ -240,8 +259,10 @@ async fn corrupted_partial_data_is_not_trusted() {
     std::fs::create_dir(&d).unwrap();
     let content = bytes(40 << 20, 31);
     std::fs::write(d.join("f"), &content).unwrap();
-    // A leftover temporary file whose second 16 MiB piece is damaged.
+    // A leftover temporary file whose second 16 MiB piece is damaged, in the folder an
+    // interrupted receive left (with its marker).
     std::fs::create_dir(out.path().join("data")).unwrap();
+    std::fs::write(out.path().join("data/.pcp-unfinished"), b"").unwrap();
     let mut bad = content[..(30 << 20)].to_vec();
     bad[(20 << 20) + 5] ^= 0xff;
     let part = part_of(&out.path().join("data"), "f");
@@ -371,7 +392,7 @@ mod hostile {
                             }))
                             .await
                             .unwrap();
-                            let _accept = r.recv().await;
+                            // The manifest right behind the offer; then the answer.
                             w.send_now(Msg::Manifest(ManifestChunk {
                                 entries,
                                 last: true,
@@ -559,7 +580,12 @@ mod hostile_receiver {
         std::fs::create_dir(src.path().join("d")).unwrap();
         std::fs::write(src.path().join("d/f"), bytes(3 << 20, 41)).unwrap();
         let code = Code::generate(4);
-        let sender = start_sender(&[src.path().join("d")], &code).await;
+        // Several receivers at once (`--keep`): a misbehaving one cannot hurt the others.
+        let keep = pcp::share::ServeOptions {
+            keep: true,
+            ..Default::default()
+        };
+        let sender = start_sender_with(&[src.path().join("d")], &code, keep).await;
 
         let mut bad = within(20, connect(&sender.addr, &code)).await.unwrap();
         let m = bad.accept(false).await.unwrap();

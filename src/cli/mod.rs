@@ -3,6 +3,21 @@
 //! only turns arguments into library calls and events into lines (the code on stdout,
 //! everything else on stderr).
 
+/// Prints a line on stderr; the whole line goes through [`printable`](crate::text::printable),
+/// since it may carry names and reasons from the peer.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::text::printable(&format!($($arg)*)))
+    };
+}
+
+/// [`say!`] without the newline (a prompt).
+macro_rules! say_part {
+    ($($arg:tt)*) => {
+        eprint!("{}", $crate::text::printable(&format!($($arg)*)))
+    };
+}
+
 mod mount;
 mod node;
 mod receive;
@@ -68,10 +83,13 @@ enum Cmd {
 }
 
 impl Cli {
-    /// Whether the command handles Ctrl-C itself (`mount` unmounts and exits 0; `send` tells
-    /// its receivers); the others stop at once.
+    /// Whether the command handles Ctrl-C itself (`mount` unmounts; `send` and `receive` tell
+    /// the other side); the others stop at once.
     pub fn handles_signals(&self) -> bool {
-        matches!(self.cmd, Cmd::Mount(_) | Cmd::Send(_) | Cmd::Node(_))
+        matches!(
+            self.cmd,
+            Cmd::Mount(_) | Cmd::Send(_) | Cmd::Node(_) | Cmd::Receive(_)
+        )
     }
 }
 

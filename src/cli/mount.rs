@@ -12,7 +12,7 @@ use libp2p::Multiaddr;
 use super::receive::find;
 use super::ui::{parse_size, plural, read_code, roots, Ui};
 use super::{interrupted, seek};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fetch::RemoteEvent;
 use crate::mount::check_mountpoint;
 use crate::mount::run::{LiveMount, MountRequest};
@@ -20,9 +20,12 @@ use crate::net::discovery::Discovery;
 
 #[derive(Args, Debug)]
 pub(super) struct MountArgs {
-    /// The code from `pcp send`; `-` reads PCP_CODE or asks.
-    code: String,
+    /// The code from `pcp send` (words separated by '-' or spaces); `-` reads PCP_CODE or
+    /// asks, which keeps the code out of `ps` for the life of the mount.
+    #[arg(value_name = "CODE", required = true, num_args = 1..)]
+    code: Vec<String>,
     /// An empty folder to mount on.
+    #[arg(required = true)]
     mountpoint: PathBuf,
     /// Dial this address instead of discovering the sender (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
@@ -39,6 +42,9 @@ pub(super) struct MountArgs {
     /// Let other local users read the mount.
     #[arg(long)]
     allow_other: bool,
+    /// Mount even on a folder that has files in it (the mount hides them while it lasts).
+    #[arg(long)]
+    nonempty: bool,
     /// Give up when no sender has authenticated within this time.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     wait: Duration,
@@ -49,9 +55,16 @@ pub(super) struct MountArgs {
 
 pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<()> {
     // Refuse a bad mountpoint before looking for anyone.
-    check_mountpoint(&a.mountpoint)?;
-    let code = read_code(Some(a.code))?;
-    let receiver = find(&code, &seek(&discovery, a.peer, a.wait, a.allow_relay)).await?;
+    check_mountpoint(&a.mountpoint, a.nonempty)?;
+    let code = read_code(&a.code)?;
+    let seek = seek(&discovery, a.peer, a.wait, a.allow_relay);
+    // Ctrl-C or SIGTERM while looking, authenticating or mounting: stop at once, mount nothing.
+    let signal = interrupted();
+    tokio::pin!(signal);
+    let receiver = tokio::select! {
+        r = find(&code, &seek) => r?,
+        _ = &mut signal => return Err(Error::Interrupted),
+    };
     let req = MountRequest {
         mountpoint: a.mountpoint.clone(),
         cache_size: a.cache_size,
@@ -59,30 +72,31 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
         allow_other: a.allow_other,
         copy_out: a.copy_out,
     };
-    let mut live = LiveMount::start(receiver, &req).await?;
-    let offer = live.offer.clone();
-    eprintln!(
+    let c = receiver.contents().clone();
+    let mut live = tokio::select! {
+        r = LiveMount::start(receiver, &req) => r?,
+        _ = &mut signal => return Err(Error::Interrupted),
+    };
+    say!(
         "Mounted {} ({}, {}) read-only at {}. Ctrl-C to unmount.",
-        roots(&offer.roots),
-        plural(offer.files, "file"),
-        HumanBytes(offer.bytes),
+        roots(&c.roots),
+        plural(c.files, "file"),
+        HumanBytes(c.bytes),
         a.mountpoint.display()
     );
-    let bar = live.copy_out.as_ref().map(|_| ui.bar(offer.bytes));
+    let bar = live.copy_out.as_ref().map(|_| ui.bar(c.bytes));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let signal = interrupted();
-    tokio::pin!(signal);
     loop {
         tokio::select! {
             _ = &mut signal => break,
             Some(ev) = live.events.recv() => match ev {
-                RemoteEvent::Lost(why) => eprintln!("warning: lost the sender ({why}); reconnecting; reads fail with EIO after {:?} meanwhile", a.timeout),
-                RemoteEvent::Reconnected => eprintln!("Reconnected to the sender."),
-                RemoteEvent::Ended(why) => eprintln!("warning: the sender stopped sharing ({why}); reads now fail with EIO. Ctrl-C to unmount."),
+                RemoteEvent::Lost(why) => say!("warning: lost the sender ({why}); reconnecting; reads fail with EIO after {:?} meanwhile", a.timeout),
+                RemoteEvent::Reconnected => say!("Reconnected to the sender."),
+                RemoteEvent::Ended(why) => say!("warning: the sender stopped sharing ({why}); reads now fail with EIO. Ctrl-C to unmount."),
             },
             _ = tick.tick() => {
                 if !live.is_alive() {
-                    eprintln!("{} was unmounted.", a.mountpoint.display());
+                    say!("{} was unmounted.", a.mountpoint.display());
                     break;
                 }
                 copy_out_progress(&mut live, bar.as_ref()).await;
@@ -90,9 +104,9 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
         }
     }
     if live.unmount().await {
-        eprintln!("The mount was busy: detached it; it disappears when the last program using it closes it.");
+        say!("The mount was busy: detached it; it disappears when the last program using it closes it.");
     } else {
-        eprintln!("Unmounted {}.", a.mountpoint.display());
+        say!("Unmounted {}.", a.mountpoint.display());
     }
     Ok(())
 }
@@ -112,11 +126,11 @@ async fn copy_out_progress(live: &mut LiveMount, bar: Option<&indicatif::Progres
     }
     let copy = live.copy_out.take().expect("checked");
     match copy.result().await {
-        Ok(s) => eprintln!(
+        Ok(s) => say!(
             "Copy-out finished: {} ({}, all verified).",
             plural(s.files, "file"),
             HumanBytes(s.bytes)
         ),
-        Err(e) => eprintln!("warning: copy-out failed: {e}"),
+        Err(e) => say!("warning: copy-out failed: {e}"),
     }
 }

@@ -42,7 +42,7 @@ pub(super) async fn helper_node(a: NodeArgs, discovery: Discovery) -> Result<()>
         println!("{addr}");
     }
     let _ = std::io::stdout().flush();
-    eprintln!("pcp node running: DHT server, circuit relay v2, AutoNAT v2. Ctrl-C to stop.");
+    say!("pcp node running: DHT server, circuit relay v2, AutoNAT v2. Ctrl-C to stop.");
     interrupted().await;
     Err(Error::Interrupted)
 }

@@ -10,20 +10,23 @@ use clap::Args;
 use indicatif::HumanBytes;
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::seek;
 use super::ui::{confirm, plural, read_code, roots, Ui};
+use super::{interrupted, seek};
 use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::fetch::connect::Seek;
 use crate::net::discovery::Discovery;
-use crate::receive::run::Receiver;
+use crate::receive::run::{reason_for_sender, Receiver};
 use crate::receive::{Progress, ReceiveOptions, Summary};
 
 #[derive(Args, Debug)]
 pub(super) struct ReceiveArgs {
-    /// The code from `pcp send`. Without it, PCP_CODE is read, or you are asked.
-    code: Option<String>,
+    /// The code from `pcp send` (words separated by '-' or spaces). Better left out: then
+    /// PCP_CODE is read, or you are asked, and the code stays out of `ps`.
+    #[arg(value_name = "CODE")]
+    code: Vec<String>,
     /// Folder to receive into.
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -49,41 +52,69 @@ pub(super) async fn find(code: &Code, seek: &Seek) -> Result<Receiver> {
     let (tx, mut rx) = mpsc::channel::<String>(8);
     let printer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
-            eprintln!("{line}");
+            say!("{line}");
         }
     });
     let found = Receiver::connect(code, seek, tx).await;
     let _ = printer.await;
     let found = found?;
-    eprintln!(
+    say!(
         "Found the sender on {}, authenticated ({}).",
-        found.via, found.connection
+        found.via,
+        found.connection
     );
     Ok(found)
 }
 
 pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Result<()> {
-    let code = read_code(a.code)?;
-    let started = Instant::now();
-    let receiver = find(&code, &seek(&discovery, a.peer, a.wait, a.allow_relay)).await?;
-    let offer = receiver.offer().clone();
+    let code = read_code(&a.code)?;
+    let seek = seek(&discovery, a.peer, a.wait, a.allow_relay);
+    // Looking for the sender: nothing to tell anyone when interrupted.
+    let receiver = tokio::select! {
+        r = find(&code, &seek) => r?,
+        _ = interrupted() => return Err(Error::Interrupted),
+    };
+    let c = receiver.contents().clone();
     let what = format!(
         "{} — {}, {}",
-        roots(&offer.roots),
-        plural(offer.files, "file"),
-        HumanBytes(offer.bytes)
+        roots(&c.roots),
+        plural(c.files, "file"),
+        HumanBytes(c.bytes)
     );
-    if a.yes {
-        eprintln!("Offer: {what}. Accepting.");
+    if !c.hidden.is_empty() {
+        say!(
+            "warning: the share puts hidden names at the top of {}: {} (check them before you accept)",
+            a.out.display(),
+            roots(&c.hidden)
+        );
+    }
+    let answer = if a.yes {
+        say!("Offer: {what}. Accepting.");
+        Ok(true)
     } else {
         let q = format!("Offer: {what}. Accept?");
-        if !tokio::task::spawn_blocking(move || confirm(&q))
-            .await
-            .map_err(|e| Error::io("prompt", std::io::Error::other(e)))??
-        {
+        tokio::select! {
+            r = tokio::task::spawn_blocking(move || confirm(&q)) => {
+                r.map_err(|e| Error::io("prompt", std::io::Error::other(e))).and_then(|r| r)
+            }
+            _ = interrupted() => Err(Error::Interrupted),
+        }
+    };
+    match answer {
+        Ok(true) => {}
+        Ok(false) => {
             receiver.decline().await?;
-            eprintln!("Declined; nothing was written.");
+            say!("Declined; nothing was written.");
             return Ok(());
+        }
+        Err(e) => {
+            // The sender hears why instead of seeing a lost connection.
+            let reason = match &e {
+                Error::Interrupted => "the receiver was interrupted (Ctrl-C)".to_string(),
+                other => reason_for_sender(other),
+            };
+            let _ = receiver.abort(reason).await;
+            return Err(e);
         }
     }
     let opts = ReceiveOptions {
@@ -93,13 +124,19 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     let accepted = receiver.accept(&opts).await?;
     let (files, bytes) = accepted.manifest().totals();
     let progress = Arc::new(Progress::default());
-    let bar = ui.bar(offer.bytes);
-    let work = accepted.run(&opts, progress.clone());
+    let bar = ui.bar(bytes);
+    // The transfer's own time: from the first data request to the last verified byte.
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let work = accepted.run(&opts, progress.clone(), stop.clone());
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let signal = interrupted();
+    tokio::pin!(signal);
     let summary = loop {
         tokio::select! {
             r = &mut work => break r,
+            _ = &mut signal, if !stop.is_cancelled() => stop.cancel(),
             _ = tick.tick() => {
                 let p = &progress;
                 bar.set_position(p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed));
@@ -110,7 +147,7 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     bar.finish_and_clear();
     let summary = summary?;
     print_summary(
-        &offer.roots,
+        &c.roots,
         files,
         bytes,
         &summary,
@@ -129,7 +166,7 @@ fn print_summary(names: &[Vec<u8>], files: u64, bytes: u64, summary: &Summary, s
     } else {
         String::new()
     };
-    eprintln!(
+    say!(
         "Received {} ({}, {}, all verified) in {:.1} s: {} moved ({}/s){resumed}.",
         roots(names),
         plural(files, "file"),

@@ -26,7 +26,7 @@ pub(super) struct SendArgs {
     /// Number of words in the generated code.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(MIN_WORDS as i64..=MAX_WORDS as i64))]
     words: u8,
-    /// Use this code instead of a random one (BIP39 English words, at least 3).
+    /// Use this code instead of a random one (BIP39 English words: at least 4, 3 different).
     #[arg(long)]
     code: Option<String>,
     /// Listen address (repeatable). Default: all interfaces, TCP and QUIC, ephemeral ports.
@@ -36,27 +36,27 @@ pub(super) struct SendArgs {
 
 pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()> {
     let code = match &a.code {
-        Some(c) => Code::parse(c)?,
+        Some(c) => Code::parse_custom(c)?,
         None => Code::generate(a.words as usize),
     };
     let sender = Sender::start(a.paths, code, a.listen, discovery).await?;
     for w in sender.warnings() {
-        eprintln!("warning: {w}");
+        say!("warning: {w}");
     }
     let offer = sender.offer();
     let phrase = sender.code().phrase();
     println!("Code is: {phrase}");
     let _ = std::io::stdout().flush();
-    eprintln!(
+    say!(
         "Sharing {} ({}, {}).",
         roots(&offer.roots),
         plural(offer.files, "file"),
         HumanBytes(offer.bytes)
     );
-    eprintln!("On the other machine run: pcp receive {phrase}");
+    say!("On the other machine run `pcp receive` (or `pcp mount - FOLDER`) and type the code.");
     if ui.verbose > 0 {
         for a in sender.listen_addrs() {
-            eprintln!("Listening on {a}");
+            say!("Listening on {a}");
         }
     }
     let (tx, mut rx) = mpsc::channel(16);
@@ -98,7 +98,7 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
             } else {
                 "the receiver has everything"
             };
-            eprintln!(
+            say!(
                 "Done: {what} ({} sent in {:.1} s).",
                 HumanBytes(sender.share().served()),
                 started.elapsed().as_secs_f64()
@@ -125,13 +125,13 @@ impl Printer {
             SendEvent::Share(ev) => return self.share(ev),
             SendEvent::Dht(line) => {
                 if !self.published || self.ui.verbose > 0 {
-                    eprintln!("{line}");
+                    say!("{line}");
                 }
                 self.published = true;
             }
             SendEvent::RelayReserved(a) => {
                 if self.ui.verbose > 0 {
-                    eprintln!("Reachable through a relay: {a}");
+                    say!("Reachable through a relay: {a}");
                 }
             }
         }
@@ -141,17 +141,17 @@ impl Printer {
     fn share(&mut self, ev: ShareEvent) -> bool {
         match ev {
             ShareEvent::Authenticated { connection, .. } => {
-                eprintln!("Receiver authenticated ({connection}).")
+                say!("Receiver authenticated ({connection}).")
             }
             ShareEvent::Resumed { connection, .. } => {
-                eprintln!("Receiver reconnected ({connection}).")
+                say!("Receiver reconnected ({connection}).")
             }
-            ShareEvent::WrongCode { attempts } => eprintln!(
+            ShareEvent::WrongCode { attempts } => say!(
                 "warning: someone tried a wrong code ({attempts} of {MAX_FAILED_ATTEMPTS} attempts); if it was not your receiver, someone may be guessing"
             ),
             ShareEvent::Accepted { mount, .. } => {
                 self.mounted |= mount;
-                eprintln!(
+                say!(
                     "{}",
                     if mount {
                         "Receiver mounted the share."
@@ -161,9 +161,12 @@ impl Printer {
                 );
                 return true;
             }
-            ShareEvent::Declined { .. } => eprintln!("The receiver declined."),
+            ShareEvent::Declined { .. } => say!("The receiver declined."),
             ShareEvent::Finished { .. } => {}
-            ShareEvent::Lost { reason, .. } => eprintln!(
+            ShareEvent::Stopped { reason, .. } => {
+                say!("The receiver stopped: {reason}. Still sharing; Ctrl-C to stop.")
+            }
+            ShareEvent::Lost { reason, .. } => say!(
                 "warning: lost the receiver: {reason}; waiting for it to come back (Ctrl-C to stop)"
             ),
         }

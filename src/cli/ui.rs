@@ -56,15 +56,20 @@ pub(super) fn roots(roots: &[Vec<u8>]) -> String {
     }
 }
 
-/// The code from the argument, PCP_CODE, or a prompt (so it need not show up in `ps`).
-pub(super) fn read_code(arg: Option<String>) -> Result<Code> {
-    if let Some(c) = arg.filter(|c| c != "-") {
-        return Ok(Code::parse(&c)?);
+/// The code from the arguments (its words, or `-`), PCP_CODE, or a prompt. A code on the
+/// command line is visible to every local user (`ps`, /proc) for as long as pcp runs.
+pub(super) fn read_code(args: &[String]) -> Result<Code> {
+    if !args.is_empty() && args != ["-"] {
+        say!(
+            "warning: a code on the command line is visible to other users of this machine; \
+             next time leave it out (or give -) and type it, or set PCP_CODE"
+        );
+        return Ok(Code::parse(&args.join(" "))?);
     }
     if let Ok(c) = std::env::var("PCP_CODE") {
         return Ok(Code::parse(&c)?);
     }
-    eprint!("Enter the code: ");
+    say_part!("Enter the code: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     std::io::stdin()
@@ -82,7 +87,7 @@ pub(super) fn confirm(question: &str) -> Result<bool> {
             std::io::Error::other("standard input is not a terminal; pass --yes to accept"),
         ));
     }
-    eprint!("{question} [y/N] ");
+    say_part!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     std::io::stdin()

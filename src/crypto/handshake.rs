@@ -20,6 +20,21 @@ use crate::proto::{
 /// How long a handshake (or a data stream's join) may take before the stream is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a sender waits for a receiver to close after telling it its code was wrong.
+const REJECTION_DELIVERY: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the peer still sends (at most a few KiB) until it closes its side.
+async fn drain<S: AsyncRead + Unpin>(io: &mut S) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    for _ in 0..8 {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Runs `fut` (a handshake step) within [`HANDSHAKE_TIMEOUT`]; `what` names it in the error.
 pub async fn timed<T>(what: &'static str, fut: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
@@ -183,8 +198,10 @@ async fn confirm<S: AsyncRead + AsyncWrite + Unpin>(
         write_frame(io, &Confirm { mac: reply }.encode_to_vec()).await?;
         io.flush().await.map_err(lost)?;
         if !ok {
-            // Close our side cleanly so the rejection arrives before the stream goes away.
+            // Close our side cleanly, then wait (briefly) for the receiver to close its side:
+            // it has read the rejection by then, even if the share stops right after.
             let _ = io.shutdown().await;
+            let _ = tokio::time::timeout(REJECTION_DELIVERY, drain(io)).await;
             return Err(Error::WrongCode);
         }
     }

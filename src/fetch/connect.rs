@@ -1,11 +1,13 @@
 //! From a code to an authenticated session: gather candidate senders (given addresses or
 //! discovery), dial them, and run the handshake; the first sender that authenticates wins.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::code::Code;
@@ -72,7 +74,34 @@ async fn prefer_direct(node: &Node, peer: libp2p::PeerId, allow_relay: bool) -> 
     }
 }
 
-async fn attempt(node: Node, code: Code, c: Candidate, allow_relay: bool) -> Result<Found> {
+/// Senders a receive tries the code on, at most, however many candidates discovery yields:
+/// each gets one online guess, so impostors that announce themselves cost at most this many.
+pub const MAX_GUESSES: usize = 5;
+
+/// The peers the code was tried on in this run: one guess per peer, whatever number of
+/// addresses or discovery methods led to it, and at most [`MAX_GUESSES`] in all.
+#[derive(Clone, Default)]
+struct Guesses(Arc<Mutex<HashSet<PeerId>>>);
+
+impl Guesses {
+    /// Claims the guess on `peer`; false if it had one already or the budget is spent.
+    fn claim(&self, peer: PeerId) -> bool {
+        let mut g = self.0.lock().expect("lock");
+        g.len() < MAX_GUESSES && g.insert(peer)
+    }
+
+    fn spent(&self) -> bool {
+        self.0.lock().expect("lock").len() >= MAX_GUESSES
+    }
+}
+
+async fn attempt(
+    node: Node,
+    code: Code,
+    c: Candidate,
+    allow_relay: bool,
+    guesses: Guesses,
+) -> Result<Found> {
     let mut last = Error::Network("no address to dial".into());
     for addr in &c.addrs {
         match node.dial(addr.clone()).await {
@@ -80,6 +109,13 @@ async fn attempt(node: Node, code: Code, c: Candidate, allow_relay: bool) -> Res
                 if c.peer.is_some_and(|p| p != peer) {
                     last = Error::Network(format!("{addr} is another peer"));
                     continue;
+                }
+                if !guesses.claim(peer) {
+                    // Another candidate leads to the same sender (or the budget is spent): the
+                    // attempt under way there decides; this one leaves it alone.
+                    return Err(Error::Network(format!(
+                        "{peer} was tried already in this run"
+                    )));
                 }
                 prefer_direct(&node, peer, allow_relay).await?;
                 let session = Session::authenticate(&node, peer, &code).await?;
@@ -170,6 +206,7 @@ pub async fn find(
     let deadline = tokio::time::sleep(opts.wait);
     tokio::pin!(deadline);
     let mut attempts = FuturesUnordered::new();
+    let guesses = Guesses::default();
     let mut last_err: Option<Error> = None;
     let mut open = true;
     loop {
@@ -177,21 +214,35 @@ pub async fn find(
             c = rx.recv(), if open => match c {
                 Some(c) => {
                     tracing::debug!(?c, "candidate");
-                    attempts.push(attempt(node.clone(), code.clone(), c, opts.allow_relay));
+                    if c.peer.is_some_and(|p| guesses.0.lock().expect("lock").contains(&p)) {
+                        continue;
+                    }
+                    if guesses.spent() {
+                        tracing::debug!("the guess budget is spent; candidate ignored");
+                        continue;
+                    }
+                    attempts.push(attempt(node.clone(), code.clone(), c, opts.allow_relay, guesses.clone()));
                 }
                 None => open = false,
             },
             Some(r) = attempts.next() => match r {
                 Ok(found) => return Ok(found),
-                Err(Error::WrongCode) => return Err(Error::WrongCode),
+                // One candidate said the code is wrong: it is out. Tell the user now unless
+                // another candidate is still being tried (an impostor cannot end the search).
+                Err(Error::WrongCode) => last_err = Some(Error::WrongCode),
                 Err(e) => {
                     tracing::debug!("candidate failed: {e}");
-                    last_err = Some(e);
+                    if !matches!(last_err, Some(Error::WrongCode)) {
+                        last_err = Some(e);
+                    }
                 }
             },
             _ = &mut deadline => {
                 return Err(last_err.unwrap_or(Error::PeerNotFound(opts.wait)));
             }
+        }
+        if attempts.is_empty() && matches!(last_err, Some(Error::WrongCode)) {
+            return Err(Error::WrongCode);
         }
         if !open && attempts.is_empty() {
             return Err(last_err.unwrap_or(Error::PeerNotFound(opts.wait)));

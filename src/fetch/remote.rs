@@ -54,7 +54,7 @@ pub struct Remote {
     /// The control stream of the current session, held so the sender sees us alive; handed to
     /// a watcher task that notices when the sender goes away.
     /// Asks the session watcher to send Done; it answers when the sender has seen it.
-    finish: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+    finish: Mutex<Option<oneshot::Sender<(Option<String>, oneshot::Sender<()>)>>>,
 }
 
 impl Remote {
@@ -113,11 +113,21 @@ impl Remote {
     /// Tells the sender we are done (it stops sharing), if connected, and waits (at most
     /// `wait`) until it has heard it.
     pub async fn finish(&self, wait: Duration) {
+        self.end(None, wait).await
+    }
+
+    /// Tells the sender we stop because of `reason` (it prints it), if connected, and waits
+    /// (at most `wait`) until it has heard it.
+    pub async fn abort(&self, reason: String, wait: Duration) {
+        self.end(Some(reason), wait).await
+    }
+
+    async fn end(&self, why: Option<String>, wait: Duration) {
         let Some(tx) = self.finish.lock().expect("lock").take() else {
             return;
         };
         let (done, heard) = oneshot::channel();
-        if tx.send(done).is_ok() {
+        if tx.send((why, done)).is_ok() {
             let _ = tokio::time::timeout(wait, heard).await;
         }
     }
@@ -125,7 +135,7 @@ impl Remote {
     /// Watches the control stream: the sender's abort is final, a lost stream starts a
     /// reconnection. `finish` sends Done on it.
     fn watch_session(self: &Arc<Self>, mut session: Session) {
-        let (tx, rx) = oneshot::channel::<oneshot::Sender<()>>();
+        let (tx, rx) = oneshot::channel::<(Option<String>, oneshot::Sender<()>)>();
         *self.finish.lock().expect("lock") = Some(tx);
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -144,11 +154,13 @@ impl Remote {
                         other => me.lost(&other, Instant::now()),
                     }
                 }
-                done = rx => {
-                    let _ = session.finish().await;
-                    if let Ok(done) = done {
-                        let _ = done.send(());
-                    }
+                end = rx => {
+                    let Ok((why, done)) = end else { return };
+                    let _ = match why {
+                        None => session.finish().await,
+                        Some(reason) => session.abort(reason).await,
+                    };
+                    let _ = done.send(());
                 }
             }
         });

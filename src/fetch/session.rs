@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::proto::{
-    envelope::Msg, Accept, Decline, Done, Offer, Role, MAX_ENTRIES, MAX_MANIFEST_BYTES,
+    envelope::Msg, Abort, Accept, Decline, Done, Entry, Offer, Role, MAX_ENTRIES,
+    MAX_MANIFEST_BYTES,
 };
 
 pub(super) type Io = Compat<Stream>;
@@ -51,6 +52,7 @@ pub struct Session {
     reader: SecureReader<ReadHalf<Io>>,
     writer: SecureWriter<WriteHalf<Io>>,
     offer: Option<Offer>,
+    manifest: Option<Manifest>,
 }
 
 impl Session {
@@ -63,6 +65,7 @@ impl Session {
             reader,
             writer,
             offer: None,
+            manifest: None,
         }
     }
 
@@ -133,15 +136,14 @@ impl Session {
         }
     }
 
-    /// Declines the offer (the sender stops sharing).
-    pub async fn decline(self) -> Result<()> {
-        self.end(Msg::Decline(Decline {})).await
-    }
-
-    /// Accepts the offer and reads and validates the whole manifest.
-    pub async fn accept(&mut self, mount: bool) -> Result<Manifest> {
+    /// The whole manifest, read and validated (the sender sends it right behind the offer;
+    /// nothing is answered before it is checked). Bounded in memory: each entry counts its
+    /// encoded size plus what it takes in memory against [`MAX_MANIFEST_BYTES`].
+    pub async fn manifest(&mut self) -> Result<&Manifest> {
+        if self.manifest.is_some() {
+            return Ok(self.manifest.as_ref().expect("checked"));
+        }
         let offer = self.offer().await?;
-        self.writer.send_now(Msg::Accept(Accept { mount })).await?;
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         loop {
@@ -153,10 +155,14 @@ impl Session {
                             offer.entries
                         )));
                     }
-                    bytes += c.entries.iter().map(|e| e.encoded_len()).sum::<usize>();
+                    bytes += c
+                        .entries
+                        .iter()
+                        .map(|e| e.encoded_len() + std::mem::size_of::<Entry>())
+                        .sum::<usize>();
                     if bytes > MAX_MANIFEST_BYTES {
                         return Err(Error::InvalidManifest(format!(
-                            "the manifest is larger than {} MiB",
+                            "the manifest takes more than {} MiB",
                             MAX_MANIFEST_BYTES >> 20
                         )));
                     }
@@ -180,7 +186,25 @@ impl Session {
                 entries.len()
             )));
         }
-        Manifest::validate(entries)
+        Ok(self.manifest.insert(Manifest::validate(entries)?))
+    }
+
+    /// Declines the offer (the sender stops sharing), once the manifest is read.
+    pub async fn decline(mut self) -> Result<()> {
+        let _ = self.manifest().await;
+        self.end(Msg::Decline(Decline {})).await
+    }
+
+    /// Ends the session saying why (the sender prints the reason).
+    pub async fn abort(self, reason: String) -> Result<()> {
+        self.end(Msg::Abort(Abort { reason })).await
+    }
+
+    /// Accepts the offer (for a mount: `mount`) and returns the validated manifest.
+    pub async fn accept(&mut self, mount: bool) -> Result<Manifest> {
+        self.manifest().await?;
+        self.writer.send_now(Msg::Accept(Accept { mount })).await?;
+        Ok(self.manifest.take().expect("read above"))
     }
 
     /// Opens `n` data streams, one after another (each waits for the sender's ready), and

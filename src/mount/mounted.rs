@@ -33,9 +33,51 @@ pub fn is_stale(path: &Path) -> bool {
     r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
 
+/// What is mounted at `path`, if it is a mount point (from /proc/self/mountinfo).
+fn mounted_at(path: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let point = f.get(4)?.replace("\\040", " ");
+        if Path::new(&point) != real {
+            return None;
+        }
+        let sep = f.iter().position(|x| *x == "-")?;
+        Some(format!("{} ({})", f.get(sep + 2)?, f.get(sep + 1)?))
+    })
+}
+
 /// Refuses a mountpoint before anything else happens: one left by a dead FUSE process (with
-/// the command that clears it), or one that is not an existing folder.
-pub fn check_mountpoint(path: &Path) -> Result<()> {
+/// the command that clears it), one that is not an existing folder, one where something is
+/// mounted already, and (unless `nonempty`) one whose files the mount would hide.
+pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
+    check_folder(path)?;
+    if let Some(what) = mounted_at(path) {
+        return Err(Error::io(
+            format!("cannot mount on {}", path.display()),
+            std::io::Error::other(format!(
+                "{what} is mounted there already; unmount it first or pick another folder"
+            )),
+        ));
+    }
+    let has_files = std::fs::read_dir(path)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_files && !nonempty {
+        return Err(Error::io(
+            format!("cannot mount on {}", path.display()),
+            std::io::Error::other(
+                "the folder is not empty and the mount would hide its files; pick an empty \
+                 folder or pass --nonempty",
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A stale mount, or not a folder.
+fn check_folder(path: &Path) -> Result<()> {
     if is_stale(path) {
         return Err(Error::io(
             format!(
@@ -71,7 +113,7 @@ pub fn mount<S: FileSource>(
     opts: &MountOptions,
     rt: tokio::runtime::Handle,
 ) -> Result<Mounted> {
-    check_mountpoint(path)?;
+    check_folder(path)?;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let adapter = Adapter { fs, rt, uid, gid };
@@ -93,8 +135,19 @@ pub fn mount<S: FileSource>(
     };
     config.n_threads = Some(4);
     config.clone_fd = true;
-    let session = fuser::spawn_mount(adapter, path, &config)
-        .map_err(|e| Error::io(format!("cannot mount on {}", path.display()), e))?;
+    let session = fuser::spawn_mount(adapter, path, &config).map_err(|e| {
+        let e = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => std::io::Error::other(format!(
+                "{e}: mounting needs /dev/fuse and the right to mount: run as root, or install \
+                 fuse3 (fusermount3) and make /dev/fuse usable by your user"
+            )),
+            std::io::ErrorKind::NotFound => std::io::Error::other(format!(
+                "{e}: is FUSE available? (/dev/fuse, and the fuse3 package for fusermount3)"
+            )),
+            _ => e,
+        };
+        Error::io(format!("cannot mount on {}", path.display()), e)
+    })?;
     raise_readahead(path);
     Ok(Mounted {
         session: Some(session),

@@ -14,7 +14,6 @@ use super::fs::MountFs;
 use super::mounted::{mount, MountOptions, Mounted};
 use crate::error::{Error, Result};
 use crate::fetch::{Remote, RemoteEvent};
-use crate::proto::Offer;
 use crate::receive::run::Receiver;
 use crate::receive::{receive_all, Progress, ReceiveOptions, Summary};
 
@@ -54,7 +53,6 @@ impl CopyOut {
 pub struct LiveMount {
     mounted: Mounted,
     remote: Arc<Remote>,
-    pub offer: Offer,
     /// Lost, reconnected, ended: the sender's state changes.
     pub events: mpsc::Receiver<RemoteEvent>,
     pub copy_out: Option<CopyOut>,
@@ -63,7 +61,7 @@ pub struct LiveMount {
 impl LiveMount {
     /// Accepts the offer of `receiver` for mounting and mounts it as `req` says.
     pub async fn start(receiver: Receiver, req: &MountRequest) -> Result<LiveMount> {
-        let (mut session, offer, addrs) = receiver.into_parts();
+        let (mut session, addrs) = receiver.into_parts();
         let manifest = Arc::new(session.accept(true).await?);
         let node = session.node().clone();
         let (tx, events) = mpsc::channel(16);
@@ -77,12 +75,24 @@ impl LiveMount {
         let opts = MountOptions {
             allow_other: req.allow_other,
         };
-        let mounted = mount(
+        let mounted = match mount(
             fs.clone(),
             &req.mountpoint,
             &opts,
             tokio::runtime::Handle::current(),
-        )?;
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                // The sender hears why instead of seeing a lost connection.
+                remote
+                    .abort(
+                        format!("the receiver could not mount: {e}"),
+                        Duration::from_secs(1),
+                    )
+                    .await;
+                return Err(e);
+            }
+        };
         let copy_out = req.copy_out.clone().map(|out| {
             let progress = Arc::new(Progress::default());
             let opts = ReceiveOptions {
@@ -99,7 +109,6 @@ impl LiveMount {
         Ok(LiveMount {
             mounted,
             remote,
-            offer,
             events,
             copy_out,
         })

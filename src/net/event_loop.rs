@@ -29,7 +29,7 @@ pub(super) struct EventLoop {
     listening: Vec<Multiaddr>,
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId>>>,
     conns: HashMap<PeerId, Vec<(ConnectionId, ConnectionInfo)>>,
-    provides: HashMap<kad::QueryId, oneshot::Sender<Result<()>>>,
+    provides: HashMap<kad::QueryId, oneshot::Sender<Result<u32>>>,
     lookups: HashMap<kad::QueryId, mpsc::Sender<DhtUpdate>>,
     /// Relays we asked for a reservation.
     reserved: HashSet<PeerId>,
@@ -331,14 +331,16 @@ impl EventLoop {
             } => match result {
                 kad::QueryResult::StartProviding(r) => {
                     if let Some(reply) = self.provides.remove(&id) {
-                        let _ = reply.send(r.map(|_| ()).map_err(|e| {
+                        // Peers that answered the publication (stored the record).
+                        let stored = stats.num_successes();
+                        let _ = reply.send(r.map(|_| stored).map_err(|e| {
                             Error::Network(format!("publishing to the DHT failed: {e:?}"))
                         }));
                     }
                 }
                 kad::QueryResult::GetProviders(r) => {
                     if let Some(tx) = self.lookups.get(&id) {
-                        let _ = tx.try_send(DhtUpdate::Asked(stats.num_requests()));
+                        let _ = tx.try_send(DhtUpdate::Asked(stats.num_successes()));
                         if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
                             let _ =
                                 tx.try_send(DhtUpdate::Providers(providers.into_iter().collect()));

@@ -53,7 +53,7 @@ pub struct NodeConfig {
 pub enum DhtUpdate {
     /// Providers found (more may follow).
     Providers(Vec<PeerId>),
-    /// How many peers the lookup has asked so far.
+    /// How many peers have answered the lookup so far.
     Asked(u32),
     /// The lookup ended.
     Finished,

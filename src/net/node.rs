@@ -59,7 +59,7 @@ pub(super) enum Command {
     },
     Provide {
         key: kad::RecordKey,
-        reply: oneshot::Sender<Result<()>>,
+        reply: oneshot::Sender<Result<u32>>,
     },
     StopProviding {
         key: kad::RecordKey,
@@ -268,8 +268,9 @@ impl Node {
         self.events.subscribe()
     }
 
-    /// Announces that we provide `key` on the DHT (and keeps re-announcing until stopped).
-    pub async fn provide(&self, key: kad::RecordKey) -> Result<()> {
+    /// Announces that we provide `key` on the DHT (and keeps re-announcing until stopped);
+    /// returns how many DHT peers stored the record.
+    pub async fn provide(&self, key: kad::RecordKey) -> Result<u32> {
         self.ask(|reply| Command::Provide { key, reply }).await?
     }
 

@@ -1,103 +1,330 @@
-//! The receiver's disk: temporary names, permission bits, times, and clearing what is in the
-//! way. Every path here is below `--out`; nothing follows a symlink.
+//! The receiver's disk, reached only through directory handles below `--out`: every folder is
+//! opened one component at a time with `O_NOFOLLOW` from the `--out` handle, so no symlink (one
+//! the share made, or one that was there) and no case-folding filesystem can lead a write
+//! outside it. Temporary files are created exclusively (`O_EXCL`), final names are taken with
+//! `RENAME_NOREPLACE` unless `--overwrite`, and modes are the sender's without setuid/setgid,
+//! masked by the umask.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::{Error, IoContext, Result};
+use lru::LruCache;
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 use crate::proto::Entry;
 
+/// Folder handles kept open for the files being written.
+const OPEN_DIRS: usize = 64;
+
+/// The marker left in a top-level folder while pcp fills it: a later receive of the same share
+/// may resume into a folder that carries it, and into no other folder.
+pub(super) const UNFINISHED: &str = crate::manifest::UNFINISHED_MARK;
+
+/// The process umask (read once; 022 when it cannot be read).
+fn umask() -> u32 {
+    static UMASK: OnceLock<u32> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+    })
+}
+
 /// Permission bits to apply: the sender's, without setuid and setgid (a received file must not
-/// gain privileges on this machine).
+/// gain privileges on this machine), masked by the umask as any new file is.
 pub(super) fn safe_mode(mode: u32) -> u32 {
-    mode & 0o1777
+    mode & 0o1777 & !umask()
 }
 
 /// The temporary name a file is written under, next to its final place (reserved: see
 /// `manifest::is_temp_name`). Derived from the name alone, so a later share of the same files
 /// finds it again and resumes.
-pub(super) fn part_name(e: &Entry) -> std::ffi::OsString {
+pub(super) fn part_name(e: &Entry) -> Vec<u8> {
     let h = blake3::hash(&e.name);
     let hex: String = h.as_bytes()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!(".pcp-{hex}.part").into()
+    format!(".pcp-{hex}.part").into_bytes()
 }
 
-pub(super) fn set_mtime(path: &Path, e: &Entry, nofollow: bool) -> Result<()> {
-    let ts = libc::timespec {
-        tv_sec: e.mtime_sec as libc::time_t,
-        tv_nsec: e.mtime_nsec as libc::c_long,
-    };
-    let times = [ts, ts];
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::io("bad path", std::io::Error::other("NUL in path")))?;
-    let flags = if nofollow {
-        libc::AT_SYMLINK_NOFOLLOW
+fn cstr(name: &[u8]) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::other("NUL in a name"))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
     } else {
-        0
-    };
-    // SAFETY: c is a valid NUL-terminated path and times points at two timespecs.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), flags) };
-    if r != 0 {
-        return Err(Error::io(
-            format!("cannot set the time of {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
+        Ok(())
     }
-    Ok(())
 }
 
-pub(super) fn set_file_times(f: &File, e: &Entry) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+/// `openat(dir, name, flags)`; never follows a symlink at `name`.
+fn open_at(dir: &File, name: &[u8], flags: libc::c_int, mode: u32) -> io::Result<File> {
+    let c = cstr(name)?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a valid dirfd and NUL-terminated name; the returned fd is owned by the File.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The folder `name` in `dir` (a symlink there is an error, not followed).
+pub(super) fn open_dir(dir: &File, name: &[u8]) -> io::Result<File> {
+    open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+}
+
+/// A file of `dir` for reading (a symlink there is an error).
+pub(super) fn open_file(dir: &File, name: &[u8]) -> io::Result<File> {
+    open_at(dir, name, libc::O_RDONLY, 0)
+}
+
+/// What is at `name` in `dir`, without following a symlink; `None` if nothing.
+pub(super) fn stat(dir: &File, name: &[u8]) -> io::Result<Option<libc::stat>> {
+    let c = cstr(name)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid dirfd, name and a writable stat buffer.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    match check(r) {
+        // SAFETY: fstatat succeeded and filled the buffer.
+        Ok(()) => Ok(Some(unsafe { st.assume_init() })),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+pub(super) fn is_file(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+pub(super) fn is_symlink(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+/// Creates folder `name` in `dir` (owner-only until its final mode is set).
+pub(super) fn mkdir(dir: &File, name: &[u8]) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid dirfd and name.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })
+}
+
+/// Creates an empty file `name` in `dir`, failing if anything is there.
+pub(super) fn create_new(dir: &File, name: &[u8]) -> io::Result<File> {
+    open_at(
+        dir,
+        name,
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+        0o600,
+    )
+}
+
+/// The temporary file: created exclusively, or (resuming) the regular file an earlier run left.
+pub(super) fn open_part(dir: &File, name: &[u8]) -> io::Result<File> {
+    match create_new(dir, name) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let f = open_at(dir, name, libc::O_RDWR, 0)?;
+            if !f.metadata()?.is_file() {
+                return Err(io::Error::other(
+                    "a temporary name is taken by something else",
+                ));
+            }
+            Ok(f)
+        }
+        other => other,
+    }
+}
+
+pub(super) fn symlink(target: &[u8], dir: &File, name: &[u8]) -> io::Result<()> {
+    let (t, c) = (cstr(target)?, cstr(name)?);
+    // SAFETY: valid strings and dirfd.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })
+}
+
+pub(super) fn readlink(dir: &File, name: &[u8]) -> io::Result<Vec<u8>> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; crate::proto::MAX_TARGET + 1];
+    // SAFETY: valid dirfd and name; buf is writable for its length.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Moves `from` to `to` within `dir`; without `replace`, fails if `to` exists.
+pub(super) fn rename(dir: &File, from: &[u8], to: &[u8], replace: bool) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    let flags = if replace { 0 } else { libc::RENAME_NOREPLACE };
+    let fd = dir.as_raw_fd();
+    // SAFETY: valid dirfd and names.
+    check(unsafe { libc::renameat2(fd, f.as_ptr(), fd, t.as_ptr(), flags) })
+}
+
+/// Removes what is at `name` in `dir` (a folder with everything in it), for `--overwrite`.
+pub(super) fn remove(dir: &File, name: &[u8]) -> io::Result<()> {
+    let c = cstr(name)?;
+    let Some(st) = stat(dir, name)? else {
+        return Ok(());
+    };
+    if is_dir(&st) {
+        let sub = open_dir(dir, name)?;
+        let entries: Vec<Vec<u8>> =
+            std::fs::read_dir(format!("/proc/self/fd/{}", sub.as_raw_fd()))?
+                .filter_map(|e| e.ok())
+                .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.file_name().as_os_str()).to_vec())
+                .collect();
+        for e in entries {
+            remove(&sub, &e)?;
+        }
+        // SAFETY: valid dirfd and name.
+        return check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) });
+    }
+    // SAFETY: valid dirfd and name.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })
+}
+
+fn times(e: &Entry) -> [libc::timespec; 2] {
     let ts = libc::timespec {
         tv_sec: e.mtime_sec as libc::time_t,
         tv_nsec: e.mtime_nsec as libc::c_long,
     };
-    let times = [ts, ts];
-    // SAFETY: the fd is open for the duration of the call; times points at two timespecs.
-    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    [ts, ts]
 }
 
-/// BLAKE3 of a local file (blocking).
-pub(super) fn hash_local(path: &Path) -> std::io::Result<[u8; 32]> {
+/// Sets the time of `name` in `dir` (of a symlink itself, not what it points at).
+pub(super) fn set_time_at(dir: &File, name: &[u8], e: &Entry) -> io::Result<()> {
+    let c = cstr(name)?;
+    let t = times(e);
+    // SAFETY: valid dirfd, name and two timespecs.
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            t.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// Sets an open file's (or folder's) time.
+pub(super) fn set_time(f: &File, e: &Entry) -> io::Result<()> {
+    let t = times(e);
+    // SAFETY: the fd is open for the duration of the call; t points at two timespecs.
+    check(unsafe { libc::futimens(f.as_raw_fd(), t.as_ptr()) })
+}
+
+/// Sets an open file's (or folder's) permission bits.
+pub(super) fn set_mode(f: &File, mode: u32) -> io::Result<()> {
+    // SAFETY: the fd is open for the duration of the call.
+    check(unsafe { libc::fchmod(f.as_raw_fd(), mode as libc::mode_t) })
+}
+
+/// BLAKE3 of an open file (blocking).
+pub(super) fn hash_file(f: File) -> io::Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
-    let f = File::open(path)?;
     h.update_reader(f)?;
     Ok(*h.finalize().as_bytes())
 }
 
-/// Removes whatever is at `path` when it is in the way of an entry of another kind.
-pub(super) fn clear_for(path: &Path, want_dir: bool) -> Result<()> {
-    match path.symlink_metadata() {
-        Ok(md) if md.is_dir() && want_dir => Ok(()),
-        Ok(md) if md.is_dir() => {
-            fs::remove_dir_all(path).ctx(|| format!("cannot replace {}", path.display()))
+pub(super) fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::io("worker task", io::Error::other(e))
+}
+
+/// `--out` and the folders below it, opened only through it.
+pub(super) struct Out {
+    root: Arc<File>,
+    /// Recently used folders by manifest id.
+    dirs: Mutex<LruCache<u64, Arc<File>>>,
+}
+
+impl Out {
+    /// Opens `--out` (the user's own choice, so a symlink there is followed).
+    pub(super) fn open(path: &Path) -> Result<Out> {
+        let root = File::open(path)
+            .and_then(|f| {
+                if f.metadata()?.is_dir() {
+                    Ok(f)
+                } else {
+                    Err(io::Error::other("not a folder"))
+                }
+            })
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        Ok(Out {
+            root: Arc::new(root),
+            dirs: Mutex::new(LruCache::new(OPEN_DIRS.try_into().expect("nonzero"))),
+        })
+    }
+
+    /// The folder with manifest id `id` (0: `--out` itself), walked down from `--out`.
+    pub(super) fn dir(&self, m: &Manifest, id: u64) -> io::Result<Arc<File>> {
+        if id == 0 {
+            return Ok(self.root.clone());
         }
-        Ok(_) => fs::remove_file(path).ctx(|| format!("cannot replace {}", path.display())),
-        Err(_) => Ok(()),
+        if let Some(d) = self.dirs.lock().expect("lock").get(&id) {
+            return Ok(d.clone());
+        }
+        let e = m
+            .get(id)
+            .ok_or_else(|| io::Error::other("no such folder"))?;
+        let parent = self.dir(m, e.parent)?;
+        let d = Arc::new(open_dir(&parent, &e.name)?);
+        self.dirs.lock().expect("lock").put(id, d.clone());
+        Ok(d)
     }
 }
 
-pub(super) fn join_err(e: tokio::task::JoinError) -> Error {
-    Error::io("worker task", std::io::Error::other(e))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Opens the temporary file without following symlinks; keeps what an earlier run left in it.
-pub(super) fn open_part(part: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(part)
-        .ctx(|| format!("cannot create {}", part.display()))
+    #[test]
+    fn nothing_is_followed_and_nothing_is_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("link")).unwrap();
+        let out = File::open(t.path()).unwrap();
+        // A symlink is never walked through, nor opened as a file.
+        assert!(open_dir(&out, b"link").is_err());
+        assert!(open_file(&out, b"link").is_err());
+        assert!(open_part(&out, b"link").is_err());
+        // Exclusive creation, then a no-replace rename that refuses an existing name.
+        let _ = create_new(&out, b"a").unwrap();
+        assert!(create_new(&out, b"a").is_err());
+        let _ = create_new(&out, b"b").unwrap();
+        assert!(rename(&out, b"a", b"b", false).is_err());
+        rename(&out, b"a", b"b", true).unwrap();
+        assert!(stat(&out, b"a").unwrap().is_none());
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    }
 }

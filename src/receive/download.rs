@@ -2,16 +2,16 @@
 //! missing chunks (a bounded number in flight), check the whole file against the sender's
 //! BLAKE3 hash, and only then give it its mode and time and move it into place.
 
-use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 
-use super::disk::{hash_local, join_err, open_part, part_name, safe_mode, set_file_times};
+use super::disk::{self, join_err, part_name, safe_mode};
 use super::resume::verify_prefix;
 use super::{Progress, CHUNK, PER_FILE_CHUNKS};
 use crate::error::{Error, IoContext, Result};
@@ -22,6 +22,9 @@ use crate::proto::Entry;
 pub(super) struct Download<'a, S> {
     pub(super) client: &'a S,
     pub(super) entry: &'a Entry,
+    /// The folder it goes in, opened below `--out`.
+    pub(super) dir: &'a Arc<File>,
+    /// Where it goes, for messages.
     pub(super) path: &'a Path,
     pub(super) overwrite: bool,
     /// Read requests in flight over the whole transfer.
@@ -38,17 +41,21 @@ impl<S: FileSource> Download<'_, S> {
     pub(super) async fn run(&self) -> Result<(u64, u64)> {
         let r = self.run_inner().await;
         if let Err(Error::Integrity(_)) = &r {
-            let part = self.part_path();
-            if part.symlink_metadata().is_ok_and(|m| m.is_file()) {
-                let _ = fs::remove_file(part);
-            }
+            let part = std::ffi::CString::new(part_name(self.entry)).expect("no NUL");
+            // SAFETY: a valid dirfd and name; unlinkat never follows a symlink.
+            unsafe {
+                libc::unlinkat(
+                    std::os::fd::AsRawFd::as_raw_fd(&**self.dir),
+                    part.as_ptr(),
+                    0,
+                )
+            };
         }
         r
     }
 
-    fn part_path(&self) -> PathBuf {
-        let dir = self.path.parent().expect("targets are below out");
-        dir.join(part_name(self.entry))
+    fn io(&self, what: &str, e: std::io::Error) -> Error {
+        Error::io(format!("{what} {}", self.path.display()), e)
     }
 
     async fn run_inner(&self) -> Result<(u64, u64)> {
@@ -58,14 +65,13 @@ impl<S: FileSource> Download<'_, S> {
             self.progress.files.fetch_add(1, Ordering::Relaxed);
             return Ok((0, size));
         }
-        let part = self.part_path();
+        let part = part_name(self.entry);
         let f = {
-            let part = part.clone();
-            Arc::new(
-                tokio::task::spawn_blocking(move || open_part(&part))
-                    .await
-                    .map_err(join_err)??,
-            )
+            let (dir, part) = (self.dir.clone(), part.clone());
+            let f = tokio::task::spawn_blocking(move || disk::open_part(&dir, &part))
+                .await
+                .map_err(join_err)?;
+            Arc::new(f.map_err(|e| self.io("cannot create the temporary file of", e))?)
         };
         let mut hasher = blake3::Hasher::new();
         let reused = verify_prefix(self.client, self.entry, &f, &mut hasher).await?;
@@ -77,7 +83,7 @@ impl<S: FileSource> Download<'_, S> {
             let id = self.entry.id;
             tokio::spawn(async move { client.hash(id).await })
         });
-        let (written, got_hash) = self.fetch(&f, &part, &mut hasher, reused).await?;
+        let (written, got_hash) = self.fetch(&f, &mut hasher, reused).await?;
         let want = match (got_hash, hash_req) {
             // An empty file's content is fully given by the manifest.
             _ if size == 0 => *blake3::hash(b"").as_bytes(),
@@ -96,16 +102,17 @@ impl<S: FileSource> Download<'_, S> {
     /// Whether the file is already here from an earlier run and is the sender's file; a
     /// different file of the same size is in the way unless `overwrite`.
     async fn already_here(&self) -> Result<bool> {
-        let same_size = self
-            .path
-            .symlink_metadata()
-            .is_ok_and(|m| m.is_file() && m.len() == self.entry.size);
+        let name = &self.entry.name;
+        let same_size = disk::stat(self.dir, name)
+            .ok()
+            .flatten()
+            .is_some_and(|st| disk::is_file(&st) && st.st_size as u64 == self.entry.size);
         if !same_size {
             return Ok(false);
         }
-        let p = self.path.to_path_buf();
+        let (dir, n) = (self.dir.clone(), name.clone());
         let (ours, theirs) = futures::join!(
-            tokio::task::spawn_blocking(move || hash_local(&p)),
+            tokio::task::spawn_blocking(move || disk::open_file(&dir, &n).and_then(disk::hash_file)),
             self.client.hash(self.entry.id)
         );
         if ours.map_err(join_err)?.ok() == Some(theirs?) {
@@ -122,7 +129,6 @@ impl<S: FileSource> Download<'_, S> {
     async fn fetch(
         &self,
         f: &Arc<File>,
-        part: &Path,
         hasher: &mut blake3::Hasher,
         from: u64,
     ) -> Result<(u64, Option<[u8; 32]>)> {
@@ -161,10 +167,10 @@ impl<S: FileSource> Download<'_, S> {
             if h.is_some() {
                 got_hash = h;
             }
-            let (f, part2, data2) = (f.clone(), part.to_path_buf(), data.clone());
+            let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
             let write = tokio::task::spawn_blocking(move || {
                 f.write_all_at(&data2, off)
-                    .ctx(|| format!("cannot write {}", part2.display()))
+                    .ctx(|| format!("cannot write {}", path.display()))
             });
             hasher.update(&data);
             write.await.map_err(join_err)??;
@@ -176,24 +182,33 @@ impl<S: FileSource> Download<'_, S> {
         Ok((written, got_hash))
     }
 
-    /// Gives the verified temporary file its mode and time and moves it into place.
-    async fn commit(&self, f: Arc<File>, part: PathBuf) -> Result<()> {
+    /// Gives the verified temporary file its mode and time and moves it into place (over an
+    /// existing file only with `--overwrite`).
+    async fn commit(&self, f: Arc<File>, part: Vec<u8>) -> Result<()> {
         let entry = self.entry.clone();
-        let final_path = self.path.to_path_buf();
+        let path = self.path.to_path_buf();
+        let dir = self.dir.clone();
         let overwrite = self.overwrite;
         tokio::task::spawn_blocking(move || -> Result<()> {
-            f.set_permissions(fs::Permissions::from_mode(safe_mode(entry.mode)))
-                .ctx(|| format!("cannot set permissions of {}", part.display()))?;
-            set_file_times(&f, &entry)
-                .ctx(|| format!("cannot set the time of {}", part.display()))?;
-            match final_path.symlink_metadata() {
-                Ok(md) if md.is_dir() && overwrite => fs::remove_dir_all(&final_path)
-                    .ctx(|| format!("cannot replace {}", final_path.display()))?,
-                Ok(_) if !overwrite => return Err(Error::TargetExists(final_path)),
+            let at = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+            disk::set_mode(&f, safe_mode(entry.mode))
+                .map_err(|e| at("cannot set permissions of", e))?;
+            disk::set_time(&f, &entry).map_err(|e| at("cannot set the time of", e))?;
+            let taken = disk::stat(&dir, &entry.name).map_err(|e| at("cannot check", e))?;
+            match taken {
+                Some(st) if disk::is_dir(&st) && overwrite => {
+                    disk::remove(&dir, &entry.name).map_err(|e| at("cannot replace", e))?
+                }
+                Some(_) if !overwrite => return Err(Error::TargetExists(path)),
                 _ => {}
             }
-            fs::rename(&part, &final_path)
-                .ctx(|| format!("cannot move {} into place", final_path.display()))
+            disk::rename(&dir, &part, &entry.name, overwrite).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::TargetExists(path.clone())
+                } else {
+                    at("cannot move into place", e)
+                }
+            })
         })
         .await
         .map_err(join_err)?

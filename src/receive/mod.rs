@@ -9,10 +9,8 @@ mod download;
 mod resume;
 pub(crate) mod run;
 
-use std::ffi::OsStr;
+use std::collections::HashSet;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -20,7 +18,7 @@ use std::sync::Arc;
 use futures::stream::StreamExt;
 use tokio::sync::Semaphore;
 
-use disk::{clear_for, safe_mode, set_mtime};
+use disk::{is_dir, is_file, is_symlink, safe_mode, Out, UNFINISHED};
 use download::Download;
 
 use crate::error::{Error, IoContext, Result};
@@ -65,32 +63,95 @@ pub struct Summary {
     pub reused: u64,
 }
 
-/// Where entry `id` goes under `out`.
+/// Where entry `id` goes under `out` (for messages; the disk is reached through [`Out`]).
 fn target(out: &Path, m: &Manifest, id: u64) -> PathBuf {
     out.join(m.rel_path(id))
 }
 
-/// Refuses to start, before anything is touched, when something under `out` is in the way
-/// (unless `overwrite`). What may already be there is what an earlier receive of the same
-/// files left: folders, the same symlinks, and files of the same size (those are compared with
-/// the sender's hash and skipped when equal, or refused when not).
-pub fn preflight(m: &Manifest, opts: &ReceiveOptions) -> Result<()> {
-    if opts.overwrite {
-        return Ok(());
+fn io_at(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::io(format!("{what} {}", path.display()), e)
+}
+
+/// What is already under `out` for the share, as found before anything is written.
+#[derive(Debug, Default)]
+pub struct Existing {
+    /// Top-level folders an interrupted receive of pcp left (they carry its marker): resumed,
+    /// and everything in them is pcp's own.
+    pub resumed: HashSet<u64>,
+    /// Top-level names that were there and are not pcp's (only with `--overwrite`).
+    pub foreign: HashSet<u64>,
+}
+
+/// Refuses to start, before anything is touched, when a top-level name of the share is taken
+/// under `out` by something that is not the same thing, unless `overwrite`. Pcp never merges
+/// into a folder it did not make: a top-level folder is taken unless it carries the marker of
+/// an unfinished receive (which resumes). Files of the same size and the same symlinks may be
+/// there from an earlier receive: files are compared with the sender's hash and kept when equal.
+pub fn preflight(m: &Manifest, opts: &ReceiveOptions) -> Result<Existing> {
+    let mut found = Existing::default();
+    let out = match disk::Out::open(&opts.out) {
+        Ok(out) => out,
+        // Nothing there yet: created empty, nothing in the way.
+        Err(_) if !opts.out.exists() => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    let root = out
+        .dir(m, 0)
+        .map_err(|e| io_at(&opts.out, "cannot open", e))?;
+    for &id in m.children(0) {
+        let e = m.get(id).expect("child exists");
+        let t = target(&opts.out, m, id);
+        let Some(st) = disk::stat(&root, &e.name).map_err(|err| io_at(&t, "cannot check", err))?
+        else {
+            continue;
+        };
+        let same = match m.kind(id) {
+            Kind::Dir => {
+                is_dir(&st)
+                    && disk::open_dir(&root, &e.name)
+                        .and_then(|d| disk::stat(&d, UNFINISHED.as_bytes()))
+                        .is_ok_and(|mark| mark.as_ref().is_some_and(is_file))
+            }
+            Kind::Symlink => {
+                is_symlink(&st) && disk::readlink(&root, &e.name).is_ok_and(|l| l == e.target)
+            }
+            _ => is_file(&st) && st.st_size as u64 == e.size,
+        };
+        if same && m.kind(id) == Kind::Dir {
+            found.resumed.insert(id);
+        } else if !same && opts.overwrite {
+            found.foreign.insert(id);
+        } else if !same {
+            return Err(Error::TargetExists(t));
+        }
     }
+    if !opts.overwrite {
+        check_resumed(m, opts, &out, &found)?;
+    }
+    Ok(found)
+}
+
+/// In the folders a receive left unfinished, what is there must be what an earlier run of the
+/// same share wrote: folders, the same symlinks, files of the same size (compared by hash later).
+fn check_resumed(m: &Manifest, opts: &ReceiveOptions, out: &Out, found: &Existing) -> Result<()> {
     for e in m.entries() {
+        if e.parent == 0 || !found.resumed.contains(&top_of(m, e.id)) {
+            continue;
+        }
+        let Ok(dir) = out.dir(m, e.parent) else {
+            continue; // its folder is not there yet: neither is it
+        };
         let t = target(&opts.out, m, e.id);
-        let Ok(md) = t.symlink_metadata() else {
+        let Some(st) = disk::stat(&dir, &e.name).map_err(|err| io_at(&t, "cannot check", err))?
+        else {
             continue;
         };
         let fits = match m.kind(e.id) {
-            Kind::Dir => md.is_dir(),
+            Kind::Dir => is_dir(&st),
             Kind::Symlink => {
-                md.file_type().is_symlink()
-                    && std::fs::read_link(&t)
-                        .is_ok_and(|l| l.as_os_str().as_bytes() == e.target.as_slice())
+                is_symlink(&st) && disk::readlink(&dir, &e.name).is_ok_and(|l| l == e.target)
             }
-            _ => md.is_file() && md.len() == e.size,
+            _ => is_file(&st) && st.st_size as u64 == e.size,
         };
         if !fits {
             return Err(Error::TargetExists(t));
@@ -106,36 +167,26 @@ pub async fn receive_all<S: FileSource>(
     opts: &ReceiveOptions,
     progress: Arc<Progress>,
 ) -> Result<Summary> {
-    preflight(m, opts)?;
+    let existing = preflight(m, opts)?;
     fs::create_dir_all(&opts.out).ctx(|| format!("cannot create {}", opts.out.display()))?;
+    let out = Out::open(&opts.out)?;
     let mut summary = Summary::default();
-    make_dirs_and_links(m, opts, &mut summary)?;
+    let foreign_dirs = make_dirs_and_links(m, opts, &out, &existing, &mut summary)?;
     let window = Arc::new(Semaphore::new(INFLIGHT_CHUNKS));
-    // Owned work items: the download futures must not borrow the manifest (they are spawned).
-    let files: Vec<(Entry, PathBuf)> = m
+    // Owned work items: futures that borrow manifest entries are not Send in general enough a
+    // way for a spawned copy-out.
+    let files: Vec<Entry> = m
         .entries()
         .iter()
         .filter(|e| e.kind == Kind::File as i32)
-        .map(|e| (e.clone(), target(&opts.out, m, e.id)))
+        .cloned()
         .collect();
-    let overwrite = opts.overwrite;
-    let mut downloads = futures::stream::iter(files.into_iter().map(|(entry, path)| {
-        let client = client.clone();
-        let window = window.clone();
-        let progress = progress.clone();
-        async move {
-            Download {
-                client: &client,
-                entry: &entry,
-                path: &path,
-                overwrite,
-                window: &window,
-                progress: &progress,
-            }
-            .run()
-            .await
-        }
-    }))
+    let (out, window, progress) = (&out, &window, &*progress);
+    let mut downloads = futures::stream::iter(
+        files
+            .into_iter()
+            .map(|entry| download_one(client.clone(), m, out, opts, entry, window, progress)),
+    )
     .buffer_unordered(PARALLEL_FILES);
     while let Some(r) = downloads.next().await {
         let (moved, reused) = r?;
@@ -144,58 +195,154 @@ pub async fn receive_all<S: FileSource>(
         summary.files += 1;
     }
     drop(downloads);
-    finish_dirs(m, opts)?;
+    finish_dirs(m, opts, out, &foreign_dirs)?;
     Ok(summary)
 }
 
-/// Folders first (parents precede children in a manifest), writable until the end, and
-/// symlinks.
-fn make_dirs_and_links(m: &Manifest, opts: &ReceiveOptions, summary: &mut Summary) -> Result<()> {
+async fn download_one<S: FileSource>(
+    client: S,
+    m: &Manifest,
+    out: &Out,
+    opts: &ReceiveOptions,
+    entry: Entry,
+    window: &Arc<Semaphore>,
+    progress: &Progress,
+) -> Result<(u64, u64)> {
+    let path = target(&opts.out, m, entry.id);
+    let dir = out
+        .dir(m, entry.parent)
+        .map_err(|e| io_at(&path, "cannot open the folder of", e))?;
+    Download {
+        client: &client,
+        entry: &entry,
+        dir: &dir,
+        path: &path,
+        overwrite: opts.overwrite,
+        window,
+        progress,
+    }
+    .run()
+    .await
+}
+
+/// Folders first (parents precede children in a manifest), owner-writable until the end, each
+/// new top-level one with the marker of an unfinished receive; and symlinks. Returns the
+/// folders that were there before and are not pcp's (their modes and times stay as they are).
+fn make_dirs_and_links(
+    m: &Manifest,
+    opts: &ReceiveOptions,
+    out: &Out,
+    existing: &Existing,
+    summary: &mut Summary,
+) -> Result<HashSet<u64>> {
+    let mut foreign = HashSet::new();
     for e in m.entries() {
         let path = target(&opts.out, m, e.id);
+        let dir = out
+            .dir(m, e.parent)
+            .map_err(|err| io_at(&path, "cannot open the folder of", err))?;
+        let st = disk::stat(&dir, &e.name).map_err(|err| io_at(&path, "cannot check", err))?;
         match m.kind(e.id) {
             Kind::Dir => {
-                if opts.overwrite {
-                    clear_for(&path, true)?;
+                match st {
+                    Some(st) if is_dir(&st) => {
+                        // Ours if it is (below) a folder pcp left unfinished; else the user's,
+                        // which only --overwrite lets us write into.
+                        if !existing.resumed.contains(&top_of(m, e.id)) {
+                            if !opts.overwrite {
+                                return Err(Error::TargetExists(path));
+                            }
+                            foreign.insert(e.id);
+                        }
+                    }
+                    Some(_) if opts.overwrite => {
+                        disk::remove(&dir, &e.name)
+                            .map_err(|err| io_at(&path, "cannot replace", err))?;
+                        disk::mkdir(&dir, &e.name)
+                            .map_err(|err| io_at(&path, "cannot create", err))?;
+                    }
+                    Some(_) => return Err(Error::TargetExists(path)),
+                    None => disk::mkdir(&dir, &e.name)
+                        .map_err(|err| io_at(&path, "cannot create", err))?,
                 }
-                if !path.is_dir() {
-                    fs::create_dir(&path).ctx(|| format!("cannot create {}", path.display()))?;
+                if e.parent == 0 && !foreign.contains(&e.id) {
+                    let d = out
+                        .dir(m, e.id)
+                        .map_err(|err| io_at(&path, "cannot open", err))?;
+                    if let Err(err) = disk::create_new(&d, UNFINISHED.as_bytes()) {
+                        if err.kind() != std::io::ErrorKind::AlreadyExists {
+                            return Err(io_at(&path, "cannot mark", err));
+                        }
+                    }
                 }
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o700 | safe_mode(e.mode)))
-                    .ctx(|| format!("cannot set permissions of {}", path.display()))?;
                 summary.dirs += 1;
             }
             Kind::Symlink => {
-                let same = std::fs::read_link(&path)
-                    .is_ok_and(|l| l.as_os_str().as_bytes() == e.target.as_slice());
+                let same = st.is_some_and(|st| is_symlink(&st))
+                    && disk::readlink(&dir, &e.name).is_ok_and(|l| l == e.target);
                 if !same {
-                    if opts.overwrite {
-                        clear_for(&path, false)?;
+                    if st.is_some() {
+                        if !opts.overwrite {
+                            return Err(Error::TargetExists(path));
+                        }
+                        disk::remove(&dir, &e.name)
+                            .map_err(|err| io_at(&path, "cannot replace", err))?;
                     }
-                    std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), &path)
-                        .ctx(|| format!("cannot create symlink {}", path.display()))?;
+                    disk::symlink(&e.target, &dir, &e.name)
+                        .map_err(|err| io_at(&path, "cannot create symlink", err))?;
                 }
-                set_mtime(&path, e, true)?;
+                disk::set_time_at(&dir, &e.name, e)
+                    .map_err(|err| io_at(&path, "cannot set the time of", err))?;
                 summary.symlinks += 1;
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(foreign)
 }
 
-/// Folder modes and times last, deepest first, since writing inside changes a folder's mtime.
-fn finish_dirs(m: &Manifest, opts: &ReceiveOptions) -> Result<()> {
+/// The top-level entry that `id` is in (or is).
+fn top_of(m: &Manifest, mut id: u64) -> u64 {
+    while let Some(e) = m.get(id) {
+        if e.parent == 0 {
+            return id;
+        }
+        id = e.parent;
+    }
+    id
+}
+
+/// Removes the markers, then sets folder modes and times, deepest first (writing inside changes
+/// a folder's mtime); folders that were the user's keep theirs.
+fn finish_dirs(
+    m: &Manifest,
+    opts: &ReceiveOptions,
+    out: &Out,
+    foreign: &HashSet<u64>,
+) -> Result<()> {
+    for &id in m.children(0) {
+        if m.kind(id) == Kind::Dir && !foreign.contains(&id) {
+            let d = out
+                .dir(m, id)
+                .map_err(|e| io_at(&target(&opts.out, m, id), "cannot open", e))?;
+            let name = std::ffi::CString::new(UNFINISHED).expect("no NUL");
+            // SAFETY: valid dirfd and name.
+            unsafe { libc::unlinkat(std::os::fd::AsRawFd::as_raw_fd(&*d), name.as_ptr(), 0) };
+        }
+    }
     for e in m
         .entries()
         .iter()
         .rev()
-        .filter(|e| e.kind == Kind::Dir as i32)
+        .filter(|e| e.kind == Kind::Dir as i32 && !foreign.contains(&e.id))
     {
         let path = target(&opts.out, m, e.id);
-        fs::set_permissions(&path, fs::Permissions::from_mode(safe_mode(e.mode)))
-            .ctx(|| format!("cannot set permissions of {}", path.display()))?;
-        set_mtime(&path, e, false)?;
+        let d = out
+            .dir(m, e.id)
+            .map_err(|err| io_at(&path, "cannot open", err))?;
+        disk::set_mode(&d, safe_mode(e.mode))
+            .map_err(|err| io_at(&path, "cannot set permissions of", err))?;
+        disk::set_time(&d, e).map_err(|err| io_at(&path, "cannot set the time of", err))?;
     }
     Ok(())
 }

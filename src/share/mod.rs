@@ -2,10 +2,11 @@
 //! its limits ([`serve`]), each inbound stream ([`stream`]), and `pcp send` as a whole
 //! ([`send`]: node, announcements, serving, reported as events).
 
+mod limits;
 pub(crate) mod send;
 mod serve;
 mod store;
 mod stream;
 
-pub use serve::{serve, ShareEnd, ShareEvent, MAX_FAILED_ATTEMPTS, MAX_STREAMS};
+pub use serve::{serve, ServeOptions, ShareEnd, ShareEvent, MAX_FAILED_ATTEMPTS, MAX_STREAMS};
 pub use store::{ReadError, Share};

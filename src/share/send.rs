@@ -9,7 +9,7 @@ use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::serve::{serve, ShareEnd, ShareEvent};
+use super::serve::{serve, ServeOptions, ShareEnd, ShareEvent};
 use super::store::Share;
 use crate::code::Code;
 use crate::error::{Error, Result};
@@ -136,7 +136,11 @@ impl Sender {
             .then(|| DhtAnnouncer::start(self.node.clone(), channel, clock, status_tx));
         let mut net_events = self.node.subscribe();
         let (tx, mut rx) = mpsc::channel(16);
-        let serving = serve(&self.node, self.share.clone(), &self.code, tx, stop.clone());
+        let opts = ServeOptions {
+            stop: stop.clone(),
+            keep: false,
+        };
+        let serving = serve(&self.node, self.share.clone(), &self.code, tx, opts);
         tokio::pin!(serving);
         loop {
             tokio::select! {

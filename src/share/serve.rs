@@ -10,6 +10,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::limits::{Attempts, StreamSlots};
 use super::store::Share;
 use super::stream::StreamCtx;
 use crate::code::Code;
@@ -21,6 +22,11 @@ use crate::net::{Node, STREAM_PROTOCOL};
 pub const MAX_FAILED_ATTEMPTS: u32 = 3;
 /// Data streams one session may open.
 pub const MAX_STREAMS: u32 = 8;
+/// Streams one peer may have open at once: a control stream, its data streams, and one more
+/// (a resumption that overlaps the stream it replaces).
+const STREAMS_PER_PEER: usize = MAX_STREAMS as usize + 2;
+/// Streams the sender serves at once, from everyone.
+const STREAMS_TOTAL: usize = 64;
 
 /// What the sharing side reports while it runs.
 #[derive(Debug, Clone)]
@@ -50,6 +56,11 @@ pub enum ShareEvent {
     Finished {
         peer: PeerId,
     },
+    /// A receiver stopped, saying why (its own error, an interruption).
+    Stopped {
+        peer: PeerId,
+        reason: String,
+    },
     /// A receiver's control stream ended without it saying it was done.
     Lost {
         peer: PeerId,
@@ -65,7 +76,8 @@ pub enum ShareEnd {
 }
 
 pub(super) enum Outcome {
-    WrongCode,
+    /// A wrong guess, the n-th.
+    WrongCode(u32),
     Authenticated,
     Finished(bool),
     Lost,
@@ -86,17 +98,33 @@ pub(super) struct Sessions {
     /// Resumption tickets by the id of the session that issued them, with the peer they
     /// belong to; kept while that receiver may come back.
     pub(super) tickets: Mutex<HashMap<[u8; 16], (PeerId, ResumeTicket)>>,
+    /// The receiver that authenticated with the code: after it, new sessions come only from it
+    /// (by resumption).
+    pub(super) receiver: Mutex<Option<PeerId>>,
+    /// Several receivers may authenticate (`--keep`).
+    pub(super) keep: bool,
 }
 
-/// Serves `share` under `code` until a receiver has finished (or declined). Cancel-safe: dropping
-/// the future stops serving.
+/// How to serve.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Cancelled to stop sharing (receivers are told).
+    pub stop: CancellationToken,
+    /// Serve several receivers, each with its own session, until stopped; otherwise the
+    /// share serves the first receiver that authenticates and ends when it has finished.
+    pub keep: bool,
+}
+
+/// Serves `share` under `code` until a receiver has finished (or declined), or with `keep`
+/// until stopped. Cancel-safe: dropping the future stops serving.
 pub async fn serve(
     node: &Node,
     share: Arc<Share>,
     code: &Code,
     events: mpsc::Sender<ShareEvent>,
-    stop: CancellationToken,
+    opts: ServeOptions,
 ) -> Result<ShareEnd> {
+    let ServeOptions { stop, keep } = opts;
     let mut incoming = node
         .control()
         .accept(STREAM_PROTOCOL)
@@ -104,10 +132,13 @@ pub async fn serve(
     let sessions = Arc::new(Sessions {
         by_id: Mutex::new(HashMap::new()),
         tickets: Mutex::new(HashMap::new()),
+        receiver: Mutex::new(None),
+        keep,
     });
+    let attempts = Attempts::new(MAX_FAILED_ATTEMPTS);
+    let slots = StreamSlots::new(STREAMS_PER_PEER, STREAMS_TOTAL);
     let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(64);
     let phrase: Arc<str> = code.phrase().into();
-    let mut failures = 0u32;
     let mut active = 0u32;
     loop {
         tokio::select! {
@@ -118,7 +149,12 @@ pub async fn serve(
             }
             s = incoming.next() => {
                 let Some((peer, stream)) = s else { return Err(Error::Network("stopped accepting streams".into())) };
+                let Some(slot) = slots.take(peer) else {
+                    tracing::debug!(%peer, "too many streams; dropping one");
+                    continue;
+                };
                 let ctx = StreamCtx {
+                    attempts: attempts.clone(),
                     node: node.clone(),
                     share: share.clone(),
                     sessions: sessions.clone(),
@@ -132,18 +168,17 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let outcome = match ctx.handle(peer, stream).await {
                         Ok(o) => o,
-                        Err(Error::WrongCode) => Outcome::WrongCode,
                         Err(e) => {
                             tracing::debug!(%peer, "stream ended: {e}");
                             Outcome::Other
                         }
                     };
+                    drop(slot);
                     let _ = done.send(outcome).await;
                 });
             }
             Some(o) = done_rx.recv() => match o {
-                Outcome::WrongCode => {
-                    failures += 1;
+                Outcome::WrongCode(failures) => {
                     let _ = events.send(ShareEvent::WrongCode { attempts: failures }).await;
                     if failures >= MAX_FAILED_ATTEMPTS {
                         // Let the last rejection reach its receiver before the node goes away.
@@ -154,7 +189,7 @@ pub async fn serve(
                 Outcome::Authenticated => active += 1,
                 Outcome::Finished(accepted) => {
                     active = active.saturating_sub(1);
-                    if active == 0 {
+                    if active == 0 && !keep {
                         return Ok(if accepted { ShareEnd::Finished } else { ShareEnd::Declined });
                     }
                 }

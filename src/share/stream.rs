@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
+use super::limits::Attempts;
 use super::serve::{Outcome, SessionState, Sessions, ShareEvent, MAX_STREAMS};
 use super::store::Share;
 use crate::crypto::{
@@ -33,6 +34,8 @@ const MAX_INFLIGHT_PER_STREAM: usize = 8;
 type Io = Compat<Stream>;
 
 pub(super) struct StreamCtx {
+    /// The share's guess budget.
+    pub(super) attempts: Arc<Attempts>,
     pub(super) node: Node,
     pub(super) share: Arc<Share>,
     pub(super) sessions: Arc<Sessions>,
@@ -54,18 +57,45 @@ impl StreamCtx {
     }
 
     /// Authenticates a receiver (with the code, or a resumption ticket it got earlier).
-    async fn authenticate(&self, peer: PeerId, hello: Hello, io: &mut Io) -> Result<SessionKeys> {
+    /// `Ok(Err(n))`: it made the n-th wrong guess.
+    async fn authenticate(
+        &self,
+        peer: PeerId,
+        hello: Hello,
+        io: &mut Io,
+    ) -> Result<std::result::Result<SessionKeys, u32>> {
         let me = self.node.peer_id();
         if hello.resume.is_empty() {
+            if !self.sessions.keep && self.sessions.receiver.lock().expect("lock").is_some() {
+                return Err(Error::Protocol("the share already has its receiver".into()));
+            }
+            // Reserved before the handshake, so parallel handshakes cannot outrun the budget.
+            let Some(attempt) = self.attempts.reserve() else {
+                return Err(Error::Protocol("too many attempts in progress".into()));
+            };
             let params = HandshakeParams::with_code(&self.phrase, Role::Sender, me, peer);
             let keys =
-                crypto::timed("the handshake", crypto::handshake(io, params, Some(hello))).await?;
+                match crypto::timed("the handshake", crypto::handshake(io, params, Some(hello)))
+                    .await
+                {
+                    Ok(keys) => keys,
+                    Err(Error::WrongCode) => return Ok(Err(attempt.failed())),
+                    Err(e) => return Err(e),
+                };
+            drop(attempt);
+            {
+                let mut receiver = self.sessions.receiver.lock().expect("lock");
+                if !self.sessions.keep && receiver.is_some_and(|r| r != peer) {
+                    return Err(Error::Protocol("the share already has its receiver".into()));
+                }
+                *receiver = Some(peer);
+            }
             self.sessions
                 .tickets
                 .lock()
                 .expect("lock")
                 .insert(keys.session_id(), (peer, keys.ticket()));
-            return Ok(keys);
+            return Ok(Ok(keys));
         }
         let ticket = {
             let tickets = self.sessions.tickets.lock().expect("lock");
@@ -75,13 +105,16 @@ impl StreamCtx {
             }
         };
         let hs = crypto::resume_handshake(io, Role::Sender, me, peer, &ticket, Some(hello));
-        crypto::timed("the handshake", hs).await
+        crypto::timed("the handshake", hs).await.map(Ok)
     }
 
     /// A new session: handshake, registration, then the control stream until it ends.
     async fn session(&self, peer: PeerId, hello: Hello, mut io: Io) -> Result<Outcome> {
         let resumed = !hello.resume.is_empty();
-        let keys = self.authenticate(peer, hello, &mut io).await?;
+        let keys = match self.authenticate(peer, hello, &mut io).await? {
+            Ok(keys) => keys,
+            Err(failures) => return Ok(Outcome::WrongCode(failures)),
+        };
         let ended = CancellationToken::new();
         self.sessions.by_id.lock().expect("lock").insert(
             keys.session_id(),
@@ -105,7 +138,16 @@ impl StreamCtx {
             ShareEvent::Authenticated { peer, connection }
         };
         let _ = self.events.send(ev).await;
-        let outcome = self.control(peer, &keys, io, resumed).await;
+        // A mount comes back by resumption; a receive that lost its session does not.
+        let mut mount = resumed;
+        let outcome = self.control(peer, &keys, io, resumed, &mut mount).await;
+        if outcome.is_err() && !mount {
+            // Its user may start `pcp receive` again: a new receiver may take its place.
+            let mut receiver = self.sessions.receiver.lock().expect("lock");
+            if *receiver == Some(peer) {
+                *receiver = None;
+            }
+        }
         self.sessions
             .by_id
             .lock()
@@ -132,6 +174,10 @@ impl StreamCtx {
                 };
                 let _ = self.events.send(ev).await;
                 Ok(Outcome::Finished(accepted))
+            }
+            Err(Error::Remote(reason)) => {
+                let _ = self.events.send(ShareEvent::Stopped { peer, reason }).await;
+                Ok(Outcome::Lost)
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -174,23 +220,30 @@ impl StreamCtx {
     }
 
     /// Runs the control stream of an authenticated session. Returns whether the offer was
-    /// accepted and the receiver finished.
+    /// accepted and the receiver finished. `mount` is set when the receiver mounts the share.
     async fn control(
         &self,
         peer: PeerId,
         keys: &SessionKeys,
         io: Io,
         resumed: bool,
+        mount: &mut bool,
     ) -> Result<bool> {
         let (mut reader, mut writer) = secure_stream(io, keys, 0);
         if resumed {
             // The receiver already has the offer and manifest.
             return wait_done(&mut reader, &mut writer, &self.stop).await;
         }
-        writer.send_now(Msg::Offer(self.share.offer())).await?;
+        // The offer and the whole manifest at once: the receiver decides on what it checked.
+        writer.send(Msg::Offer(self.share.offer())).await?;
+        self.send_manifest(&mut writer).await?;
         let accept = match reader.expect("the answer to the offer").await? {
-            Msg::Accept(a) => a,
+            Msg::Accept(a) => {
+                *mount = a.mount;
+                a
+            }
             Msg::Decline(_) => return Ok(false),
+            Msg::Abort(a) => return Err(Error::Remote(a.reason)),
             other => return Err(Error::Protocol(format!("expected accept, got {other:?}"))),
         };
         let _ = self
@@ -200,7 +253,6 @@ impl StreamCtx {
                 mount: accept.mount,
             })
             .await;
-        self.send_manifest(&mut writer).await?;
         wait_done(&mut reader, &mut writer, &self.stop).await
     }
 

@@ -14,7 +14,7 @@ use pcp::code::Code;
 use pcp::fetch::Session;
 use pcp::manifest::LocalTree;
 use pcp::net::{Node, NodeConfig};
-use pcp::share::{self, Share, ShareEnd, ShareEvent};
+use pcp::share::{self, ServeOptions, Share, ShareEnd, ShareEvent};
 use tokio::sync::mpsc;
 
 pub fn loopback() -> Vec<Multiaddr> {
@@ -40,15 +40,19 @@ pub async fn loopback_node() -> (Node, Multiaddr) {
     (node, addr)
 }
 
-/// Starts a real sender for `paths` on loopback.
+/// Starts a real sender for `paths` on loopback (one receiver, as `pcp send`).
 pub async fn start_sender(paths: &[PathBuf], code: &Code) -> Sender {
+    start_sender_with(paths, code, ServeOptions::default()).await
+}
+
+/// Starts a real sender for `paths` on loopback with `opts` (`keep`: several receivers).
+pub async fn start_sender_with(paths: &[PathBuf], code: &Code, opts: ServeOptions) -> Sender {
     let tree = LocalTree::build(paths).unwrap();
     let share = Arc::new(Share::new(tree));
     let (node, addr) = loopback_node().await;
     let (tx, events) = mpsc::channel(64);
     let (n, c) = (node.clone(), code.clone());
-    let task =
-        tokio::spawn(async move { share::serve(&n, share, &c, tx, Default::default()).await });
+    let task = tokio::spawn(async move { share::serve(&n, share, &c, tx, opts).await });
     Sender {
         node,
         addr,
@@ -223,4 +227,48 @@ pub fn ip(args: &[&str]) {
         .status()
         .expect("iproute2 is installed");
     assert!(st.success(), "ip {args:?} failed (tests run as root)");
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop (even when a test fails).
+pub struct Lan {
+    pub a: String,
+    pub b: String,
+}
+
+impl Lan {
+    pub fn new(tag: &str) -> Lan {
+        let id = std::process::id() % 100_000;
+        let lan = Lan {
+            a: format!("pcp{tag}a{id}"),
+            b: format!("pcp{tag}b{id}"),
+        };
+        ip(&["netns", "add", &lan.a]);
+        ip(&["netns", "add", &lan.b]);
+        ip(&[
+            "link", "add", "vA", "netns", &lan.a, "type", "veth", "peer", "name", "vB", "netns",
+            &lan.b,
+        ]);
+        for (ns, dev, addr) in [
+            (&lan.a, "vA", "10.77.0.1/24"),
+            (&lan.b, "vB", "10.77.0.2/24"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lan
+    }
+
+    pub fn exec(&self, ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, PCP]);
+        c
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+    }
 }

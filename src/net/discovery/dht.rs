@@ -28,21 +28,41 @@ impl DhtAnnouncer {
     ) -> DhtAnnouncer {
         let task = tokio::spawn(async move {
             let mut previous: Option<libp2p::kad::RecordKey> = None;
+            // Said once: whether a peer ever stored the record (or none could be reached).
+            let mut said: Option<bool> = None;
             loop {
                 let slot = slot_of(clock());
                 let key = dht_key(&identifier(slot, channel));
-                // Publishing can fail while the node is still joining: retry a few times.
+                // Publishing can fail while the node is still joining: retry a few times. It
+                // counts only when a DHT peer stored the record.
+                let mut stored = 0;
                 for attempt in 0..5u64 {
                     match node.provide(key.clone()).await {
-                        Ok(()) => {
-                            let _ = status.send("Published on the DHT.".to_string()).await;
+                        Ok(n) if n > 0 => {
+                            stored = n;
                             break;
                         }
-                        Err(e) => {
-                            tracing::debug!("DHT publication failed: {e}");
-                            tokio::time::sleep(Duration::from_secs(1 + attempt)).await;
-                        }
+                        Ok(_) => tracing::debug!("no DHT peer stored the record"),
+                        Err(e) => tracing::debug!("DHT publication failed: {e}"),
                     }
+                    tokio::time::sleep(Duration::from_secs(1 + attempt)).await;
+                }
+                let line = if stored > 0 {
+                    (said != Some(true)).then(|| {
+                        format!("Published on the DHT ({stored} peers stored the record).")
+                    })
+                } else {
+                    said.is_none().then(|| {
+                        "Not published on the DHT: no DHT peer could be reached (receivers on \
+                         this network still find the share by mDNS)."
+                            .to_string()
+                    })
+                };
+                if let Some(line) = line {
+                    let _ = status.send(line).await;
+                }
+                if stored > 0 || said.is_none() {
+                    said = Some(stored > 0);
                 }
                 // The previous slot's record stays: receivers look at it for one more slot.
                 if let Some(old) = previous.replace(key) {
@@ -75,6 +95,8 @@ impl DhtBrowser {
             let mut events = node.subscribe();
             let mut seen = HashSet::new();
             let mut joined = false;
+            let mut last_said = 0;
+            let mut said_unreachable = false;
             loop {
                 let slot = slot_of(clock());
                 let (tx, mut rx) = mpsc::channel::<(u8, DhtUpdate)>(64);
@@ -95,16 +117,18 @@ impl DhtBrowser {
                 }
                 drop(tx);
                 let mut asked = [0u32; 2];
-                let mut last_said = 0;
                 loop {
                     tokio::select! {
                         u = rx.recv() => match u {
                             Some((i, DhtUpdate::Asked(n))) => {
                                 asked[i as usize] = asked[i as usize].max(n);
+                                // Counts of peers that answered, said when they grew by 10
+                                // (lookups repeat every few seconds; the same count is not
+                                // said again).
                                 let total = asked[0] + asked[1];
                                 if total >= last_said + 10 {
                                     last_said = total;
-                                    let _ = status.try_send(format!("Asked {total} DHT peers..."));
+                                    let _ = status.try_send(format!("{total} DHT peers answered; no sender there yet..."));
                                 }
                             }
                             Some((_, DhtUpdate::Providers(peers))) => {
@@ -132,6 +156,13 @@ impl DhtBrowser {
                             }
                         }
                     }
+                }
+                if asked == [0, 0] && !joined && !said_unreachable {
+                    said_unreachable = true;
+                    let _ = status.try_send(
+                        "No DHT peer answered (the DHT is out of reach from here); still looking."
+                            .to_string(),
+                    );
                 }
                 // Nothing (more) found: ask again shortly; the sender may publish late.
                 tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,0 +1,173 @@
+//! Limits that hold however many requests arrive at once. The guess budget: an attempt is
+//! reserved when a handshake with the code begins and released only when its verdict is
+//! counted, and no handshake starts while failures plus handshakes in flight reach the limit,
+//! so parallel handshakes can never get more verdicts than the limit allows. Streams: a bound
+//! per peer and in all, so a peer cannot make the sender hold unbounded state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use libp2p::PeerId;
+
+/// The guess budget of one share.
+pub(crate) struct Attempts {
+    limit: u32,
+    /// (failures so far, handshakes in flight)
+    state: Mutex<(u32, u32)>,
+}
+
+/// One reserved attempt; released when dropped, unless [`failed`](Attempt::failed) counted it.
+pub(crate) struct Attempt {
+    attempts: Arc<Attempts>,
+    settled: bool,
+}
+
+impl Attempts {
+    pub(crate) fn new(limit: u32) -> Arc<Attempts> {
+        Arc::new(Attempts {
+            limit,
+            state: Mutex::new((0, 0)),
+        })
+    }
+
+    /// Reserves an attempt, or `None` while failures plus attempts in flight reach the limit.
+    pub(crate) fn reserve(self: &Arc<Self>) -> Option<Attempt> {
+        let mut st = self.state.lock().expect("lock");
+        if st.0 + st.1 >= self.limit {
+            return None;
+        }
+        st.1 += 1;
+        Some(Attempt {
+            attempts: self.clone(),
+            settled: false,
+        })
+    }
+
+    /// Failed attempts so far.
+    #[cfg(test)]
+    pub(crate) fn failures(&self) -> u32 {
+        self.state.lock().expect("lock").0
+    }
+}
+
+impl Attempt {
+    /// Counts this attempt as a wrong guess; returns the failures so far.
+    pub(crate) fn failed(mut self) -> u32 {
+        self.settled = true;
+        let mut st = self.attempts.state.lock().expect("lock");
+        st.1 -= 1;
+        st.0 += 1;
+        st.0
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.attempts.state.lock().expect("lock").1 -= 1;
+        }
+    }
+}
+
+/// Streams the sender serves at once, per peer and in all.
+pub(crate) struct StreamSlots {
+    per_peer: usize,
+    total: usize,
+    /// Streams open per peer, and their sum.
+    state: Mutex<(HashMap<PeerId, usize>, usize)>,
+}
+
+/// One stream's place; given back when dropped.
+pub(crate) struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    peer: PeerId,
+}
+
+impl StreamSlots {
+    pub(crate) fn new(per_peer: usize, total: usize) -> Arc<StreamSlots> {
+        Arc::new(StreamSlots {
+            per_peer,
+            total,
+            state: Mutex::new((HashMap::new(), 0)),
+        })
+    }
+
+    /// A place for a new stream of `peer`, or `None` when it or everyone has too many.
+    pub(crate) fn take(self: &Arc<Self>, peer: PeerId) -> Option<StreamSlot> {
+        let mut st = self.state.lock().expect("lock");
+        let (by_peer, all) = &mut *st;
+        let mine = by_peer.entry(peer).or_insert(0);
+        if *mine >= self.per_peer || *all >= self.total {
+            return None;
+        }
+        *mine += 1;
+        *all += 1;
+        Some(StreamSlot {
+            slots: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut st = self.slots.state.lock().expect("lock");
+        let (by_peer, all) = &mut *st;
+        *all -= 1;
+        if let Some(n) = by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_in_flight_count_against_the_budget() {
+        let a = Attempts::new(3);
+        let r: Vec<_> = (0..3).map(|_| a.reserve().expect("room")).collect();
+        assert!(a.reserve().is_none(), "a fourth handshake must wait");
+        let mut r = r.into_iter();
+        // A handshake that ends without a verdict gives its place back ...
+        drop(r.next());
+        let again = a.reserve().expect("room again");
+        // ... a wrong guess keeps it for good.
+        assert_eq!(r.next().unwrap().failed(), 1);
+        assert_eq!(again.failed(), 2);
+        assert!(a.reserve().is_none());
+        assert_eq!(r.next().unwrap().failed(), 3);
+        assert!(a.reserve().is_none());
+        assert_eq!(a.failures(), 3);
+    }
+
+    #[test]
+    fn attempts_hold_under_many_threads() {
+        let a = Attempts::new(3);
+        let granted: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..50)
+                .map(|_| s.spawn(|| a.reserve().map(|r| r.failed()).is_some() as usize))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 3);
+        assert_eq!(a.failures(), 3);
+    }
+
+    #[test]
+    fn streams_are_bounded_per_peer_and_in_all() {
+        let s = StreamSlots::new(2, 3);
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let a = s.take(p).unwrap();
+        let _b = s.take(p).unwrap();
+        assert!(s.take(p).is_none());
+        let _c = s.take(q).unwrap();
+        assert!(s.take(q).is_none(), "3 in all");
+        drop(a);
+        assert!(s.take(q).is_some());
+    }
+}
