@@ -39,6 +39,10 @@ struct State {
     lost_since: Option<Instant>,
 }
 
+/// Asks the session watcher to end the session (Done, or Abort with a reason) and to say when
+/// the sender has heard it.
+type EndRequest = (Option<String>, oneshot::Sender<()>);
+
 pub struct Remote {
     node: Node,
     peer: PeerId,
@@ -54,7 +58,7 @@ pub struct Remote {
     /// The control stream of the current session, held so the sender sees us alive; handed to
     /// a watcher task that notices when the sender goes away.
     /// Asks the session watcher to send Done; it answers when the sender has seen it.
-    finish: Mutex<Option<oneshot::Sender<(Option<String>, oneshot::Sender<()>)>>>,
+    finish: Mutex<Option<oneshot::Sender<EndRequest>>>,
 }
 
 impl Remote {
@@ -135,7 +139,7 @@ impl Remote {
     /// Watches the control stream: the sender's abort is final, a lost stream starts a
     /// reconnection. `finish` sends Done on it.
     fn watch_session(self: &Arc<Self>, mut session: Session) {
-        let (tx, rx) = oneshot::channel::<(Option<String>, oneshot::Sender<()>)>();
+        let (tx, rx) = oneshot::channel::<EndRequest>();
         *self.finish.lock().expect("lock") = Some(tx);
         let me = Arc::downgrade(self);
         tokio::spawn(async move {

@@ -140,9 +140,14 @@ impl Session {
     /// nothing is answered before it is checked). Bounded in memory: each entry counts its
     /// encoded size plus what it takes in memory against [`MAX_MANIFEST_BYTES`].
     pub async fn manifest(&mut self) -> Result<&Manifest> {
-        if self.manifest.is_some() {
-            return Ok(self.manifest.as_ref().expect("checked"));
+        if self.manifest.is_none() {
+            let m = self.read_manifest().await?;
+            self.manifest = Some(m);
         }
+        Ok(self.manifest.as_ref().expect("just set"))
+    }
+
+    async fn read_manifest(&mut self) -> Result<Manifest> {
         let offer = self.offer().await?;
         let mut entries = Vec::new();
         let mut bytes = 0usize;
@@ -186,7 +191,7 @@ impl Session {
                 entries.len()
             )));
         }
-        Ok(self.manifest.insert(Manifest::validate(entries)?))
+        Manifest::validate(entries)
     }
 
     /// Declines the offer (the sender stops sharing), once the manifest is read.
