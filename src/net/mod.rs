@@ -15,6 +15,9 @@ pub use node::Node;
 
 /// The libp2p protocol of pcp's streams.
 pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(crate::proto::PROTOCOL);
+/// Protocol version 1's id, no longer spoken: only probed for, and refused (see
+/// [`crate::proto::PROTOCOL_1`]).
+pub const STREAM_PROTOCOL_1: StreamProtocol = StreamProtocol::new(crate::proto::PROTOCOL_1);
 
 /// The default IPFS bootstrap peers (replaced by `--bootstrap` / `PCP_BOOTSTRAP`).
 pub const IPFS_BOOTSTRAP: &[&str] = &[
