@@ -90,6 +90,18 @@ impl ConnectionInfo {
             "TCP"
         }
     }
+
+    /// The transport's own key exchange, as this node's libp2p sets it up: TLS 1.3 on QUIC
+    /// (libp2p-tls with rustls on aws-lc-rs, which offers the hybrid X25519MLKEM768 first, so
+    /// two pcp peers agree on it), Noise XX with X25519 on TCP and on relayed connections (not
+    /// post-quantum; pcp's own session keys add ML-KEM-768 on every transport).
+    pub fn key_exchange(&self) -> &'static str {
+        if !self.relayed && self.transport() == "QUIC" {
+            "TLS 1.3 with X25519MLKEM768"
+        } else {
+            "Noise XX with X25519"
+        }
+    }
 }
 
 /// The peer id a multiaddr ends with (`/p2p/ID`), if any.
