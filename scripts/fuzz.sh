@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for a while: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-# Default: 600 s each, all targets (frame, envelope, opening, manifest, code). The cargo-fuzz
+# Default: 600 s each, all targets (frame, envelope, opening, resume, manifest, code). The cargo-fuzz
 # crate is tests/fuzz (not part of the main workspace). Seeds come from tests/fuzz/seeds/<target>
 # (the golden vectors); new inputs go to tests/fuzz/corpus/<target> (not committed), crashes to
 # tests/fuzz/artifacts/<target>. Memory is capped (-rss_limit_mb) and each
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame envelope opening manifest code)
+[ ${#targets[@]} -gt 0 ] || targets=(frame envelope opening resume manifest code)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 dir=tests/fuzz

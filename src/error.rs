@@ -26,8 +26,14 @@ pub enum Error {
     #[error("no sender found for this code within {0:?}: check the code and that `pcp send` is still running")]
     PeerNotFound(std::time::Duration),
 
-    #[error("the other side speaks an incompatible pcp protocol version: both sides need a compatible pcp release")]
-    IncompatibleVersion,
+    /// `peer` is "sender" or "receiver"; `theirs` is `None` when the peer speaks no pcp
+    /// protocol this release knows.
+    #[error("{}", incompatible(.peer, .theirs, .ours))]
+    IncompatibleVersion {
+        peer: &'static str,
+        theirs: Option<u32>,
+        ours: u32,
+    },
 
     #[error("protocol violation by the other side: {0}")]
     Protocol(String),
@@ -80,6 +86,16 @@ pub enum Error {
          resume", crate::text::human_bytes(*kept)
     )]
     SenderStopped { reason: String, kept: u64 },
+}
+
+fn incompatible(peer: &str, theirs: &Option<u32>, ours: &u32) -> String {
+    let them = match theirs {
+        Some(v) => format!("the {peer} runs pcp protocol {v}, this pcp speaks protocol {ours}"),
+        None => format!(
+            "the {peer} speaks no pcp protocol this pcp knows (this pcp speaks protocol {ours})"
+        ),
+    };
+    format!("{them}: both sides need a pcp release with the same protocol")
 }
 
 impl Error {

@@ -1,6 +1,9 @@
 //! The key schedule: one pseudorandom key per session (HKDF-SHA-256 of the agreed secret and
-//! the handshake transcript), expanded into keys typed by purpose, stream and direction. Owns
-//! nothing of the handshake itself (`handshake`) or of the record layer (`record`).
+//! the handshake transcript), expanded into keys typed by purpose, stream and direction. The
+//! agreed secret of a first handshake is hybrid: the SPAKE2 key and the ML-KEM-768 shared
+//! secret together, so the keys stay secret if either holds. Everything else (session id,
+//! stream keys, the resumption secret and so every resumed session) derives from that one
+//! key. Owns nothing of the handshake itself (`handshake`) or of the record layer (`record`).
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -32,9 +35,26 @@ pub(crate) fn hex(b: &[u8]) -> String {
 }
 
 impl SessionKeys {
-    /// Derives the session from the SPAKE2 key and the handshake transcript hash.
-    pub fn derive(role: Role, spake_key: &[u8], transcript: &[u8; 32]) -> SessionKeys {
-        let (prk, _) = Hkdf::<Sha256>::extract(Some(transcript), spake_key);
+    /// Derives the session of a first handshake: input keying material is the SPAKE2 key
+    /// followed by the ML-KEM-768 shared secret (`K || ss`, 64 bytes), salted with the
+    /// transcript hash, which covers both key exchanges.
+    pub fn hybrid(
+        role: Role,
+        spake_key: &[u8; 32],
+        kem_secret: &[u8; 32],
+        transcript: &[u8; 32],
+    ) -> SessionKeys {
+        let mut ikm = [0u8; 64];
+        ikm[..32].copy_from_slice(spake_key);
+        ikm[32..].copy_from_slice(kem_secret);
+        SessionKeys::derive(role, &ikm, transcript)
+    }
+
+    /// Derives a session from any input keying material and the transcript hash: the hybrid
+    /// secret ([`SessionKeys::hybrid`]) or, to resume, the ticket's secret, itself derived from a
+    /// hybrid session.
+    pub fn derive(role: Role, secret: &[u8], transcript: &[u8; 32]) -> SessionKeys {
+        let (prk, _) = Hkdf::<Sha256>::extract(Some(transcript), secret);
         SessionKeys {
             role,
             prk: prk.into(),
@@ -50,13 +70,13 @@ impl SessionKeys {
 
     /// Public name of the session, which extra streams quote to join it.
     pub fn session_id(&self) -> [u8; 16] {
-        let k = self.expand("pcp/1 session id");
+        let k = self.expand("pcp/2 session id");
         k[..16].try_into().expect("16 of 32")
     }
 
     /// Secret a receiver uses to re-authenticate after a lost connection without the code.
     pub fn resume_secret(&self) -> [u8; 32] {
-        self.expand("pcp/1 resume")
+        self.expand("pcp/2 resume")
     }
 
     pub(crate) fn confirm_mac(&self, of: Role, transcript: &[u8; 32]) -> Vec<u8> {
@@ -65,7 +85,7 @@ impl SessionKeys {
         } else {
             "receiver"
         };
-        let key = self.expand(&format!("pcp/1 confirm {who}"));
+        let key = self.expand(&format!("pcp/2 confirm {who}"));
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
         mac.update(transcript);
         mac.finalize().into_bytes().to_vec()
@@ -73,8 +93,8 @@ impl SessionKeys {
 
     /// The record-layer halves for stream `index` (0 is the control stream).
     pub fn stream(&self, index: u32) -> (Sealer, Opener) {
-        let s2r = self.expand(&format!("pcp/1 stream {index} sender->receiver"));
-        let r2s = self.expand(&format!("pcp/1 stream {index} receiver->sender"));
+        let s2r = self.expand(&format!("pcp/2 stream {index} sender->receiver"));
+        let r2s = self.expand(&format!("pcp/2 stream {index} receiver->sender"));
         let (send, recv) = match self.role {
             Role::Sender => (s2r, r2s),
             _ => (r2s, s2r),
@@ -122,7 +142,8 @@ mod tests {
 
     #[test]
     fn golden_key_schedule() {
-        let k = SessionKeys::derive(Role::Sender, &[7u8; 32], &[9u8; 32]);
+        // K = 07×32 (SPAKE2), ss = 08×32 (ML-KEM-768), T = 09×32.
+        let k = SessionKeys::hybrid(Role::Sender, &[7u8; 32], &[8u8; 32], &[9u8; 32]);
         assert_eq!(hex(&k.session_id()), get("session_id"));
         assert_eq!(hex(&k.resume_secret()), get("resume_secret"));
         let (mut seal, _) = k.stream(0);

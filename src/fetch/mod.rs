@@ -14,3 +14,22 @@ pub use client::Client;
 pub use remote::{Remote, RemoteEvent};
 pub use session::Session;
 pub use source::FileSource;
+
+use libp2p::PeerId;
+
+use crate::error::Error;
+use crate::net::{Node, STREAM_PROTOCOL_1};
+
+/// Says why a sender refused our protocol: if it still negotiates protocol 1's id, it runs an
+/// older pcp (nothing is sent on that stream; the sender drops it when it ends).
+pub(crate) async fn incompatible_sender(node: &Node, peer: PeerId) -> Error {
+    let theirs = match node.control().open_stream(peer, STREAM_PROTOCOL_1).await {
+        Ok(_) => Some(1),
+        Err(_) => None,
+    };
+    Error::IncompatibleVersion {
+        peer: "sender",
+        theirs,
+        ours: crate::proto::VERSION,
+    }
+}

@@ -32,7 +32,7 @@ pub(super) async fn open_stream(node: &Node, peer: PeerId) -> Result<Io> {
         match node.control().open_stream(peer, STREAM_PROTOCOL).await {
             Ok(s) => return Ok(s.compat()),
             Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
-                return Err(Error::IncompatibleVersion)
+                return Err(super::incompatible_sender(node, peer).await)
             }
             Err(e) => last = Some(e.to_string()),
         }

@@ -187,12 +187,27 @@ impl EventLoop {
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                 };
                 let relayed = endpoint.is_relayed();
-                tracing::debug!(%peer_id, %remote, relayed, "connection established");
+                let info = ConnectionInfo { remote, relayed };
+                let dialled = self.dials.remove(&connection_id);
+                // Connections pcp dialled itself (a receiver's sender) and inbound ones (a
+                // sender's receivers) carry sessions: say how the transport protects them.
+                if dialled.is_some() || endpoint.is_listener() {
+                    tracing::info!(
+                        %peer_id,
+                        remote = %info.remote,
+                        "transport keys: {} ({}{})",
+                        info.key_exchange(),
+                        if relayed { "relayed " } else { "" },
+                        info.transport()
+                    );
+                } else {
+                    tracing::debug!(%peer_id, remote = %info.remote, relayed, "connection established");
+                }
                 self.conns
                     .entry(peer_id)
                     .or_default()
-                    .push((connection_id, ConnectionInfo { remote, relayed }));
-                if let Some(reply) = self.dials.remove(&connection_id) {
+                    .push((connection_id, info));
+                if let Some(reply) = dialled {
                     let _ = reply.send(Ok(peer_id));
                 }
             }

@@ -15,6 +15,9 @@ pub use node::Node;
 
 /// The libp2p protocol of pcp's streams.
 pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(crate::proto::PROTOCOL);
+/// Protocol version 1's id, no longer spoken: only probed for, and refused (see
+/// [`crate::proto::PROTOCOL_1`]).
+pub const STREAM_PROTOCOL_1: StreamProtocol = StreamProtocol::new(crate::proto::PROTOCOL_1);
 
 /// The default IPFS bootstrap peers (replaced by `--bootstrap` / `PCP_BOOTSTRAP`).
 pub const IPFS_BOOTSTRAP: &[&str] = &[
@@ -85,6 +88,18 @@ impl ConnectionInfo {
             "QUIC"
         } else {
             "TCP"
+        }
+    }
+
+    /// The transport's own key exchange, as this node's libp2p sets it up: TLS 1.3 on QUIC
+    /// (libp2p-tls with rustls on aws-lc-rs, which offers the hybrid X25519MLKEM768 first, so
+    /// two pcp peers agree on it), Noise XX with X25519 on TCP and on relayed connections (not
+    /// post-quantum; pcp's own session keys add ML-KEM-768 on every transport).
+    pub fn key_exchange(&self) -> &'static str {
+        if !self.relayed && self.transport() == "QUIC" {
+            "TLS 1.3 with X25519MLKEM768"
+        } else {
+            "Noise XX with X25519"
         }
     }
 }

@@ -8,12 +8,18 @@ use crate::error::{Error, Result};
 
 /// The libp2p protocol id. A new major version gets a new id, so an old peer fails the
 /// multistream-select negotiation cleanly instead of misreading messages.
-pub const PROTOCOL: &str = "/pcp/1";
+pub const PROTOCOL: &str = "/pcp/2";
 /// Version carried in [`Hello`].
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The id of protocol version 1 (SPAKE2 alone, no ML-KEM). Not spoken any more: a receiver
+/// probes for it only to tell its user why a sender does not answer `/pcp/2`, and a sender
+/// answers it with a bare `Hello{version: 2}`, so an old receiver reports the mismatch.
+pub const PROTOCOL_1: &str = "/pcp/1";
 
-/// Largest plaintext frame before the handshake completes.
-pub const MAX_HANDSHAKE_FRAME: usize = 1024;
+/// Largest plaintext frame before the handshake completes. The largest is the receiver's
+/// `Opening{Hello}` with its 1184-byte ML-KEM-768 encapsulation key (1229 bytes with a
+/// SPAKE2 message; the sender's `Hello` with its 1088-byte ciphertext is 1130).
+pub const MAX_HANDSHAKE_FRAME: usize = 2048;
 /// Largest data a single read request may ask for.
 pub const MAX_READ: u32 = 1 << 20;
 /// Largest plaintext of an encrypted frame: one full read plus envelope overhead.
@@ -51,7 +57,7 @@ pub struct Opening {
 pub mod opening {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Kind {
-        /// Starts a new session: the SPAKE2 handshake.
+        /// Starts a new session: the hybrid SPAKE2 + ML-KEM handshake, or a resumption.
         #[prost(message, tag = "1")]
         Hello(super::Hello),
         /// Joins an authenticated session as an extra data stream.
@@ -66,12 +72,17 @@ pub struct Hello {
     pub version: u32,
     #[prost(enumeration = "Role", tag = "2")]
     pub role: i32,
-    /// The SPAKE2 message (33 bytes for Ed25519).
+    /// The SPAKE2 message (33 bytes for Ed25519); a 32-byte nonce when resuming.
     #[prost(bytes = "vec", tag = "3")]
     pub spake: Vec<u8>,
-    /// Set when resuming a session: proof of the resumption secret (see SPEC.md).
+    /// Set when resuming a session: the original session's id, in clear (the proof of the
+    /// resumption secret is the `Confirm`; see SPEC.md §6.6).
     #[prost(bytes = "vec", tag = "4")]
     pub resume: Vec<u8>,
+    /// ML-KEM-768: the receiver's encapsulation key (1184 bytes), the sender's ciphertext
+    /// (1088 bytes). Empty when resuming.
+    #[prost(bytes = "vec", tag = "5")]
+    pub kem: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -321,7 +332,7 @@ mod tests {
             assert_eq!(got, want, "message {name}");
             checked += 1;
         }
-        assert_eq!(checked, 14);
+        assert_eq!(checked, 15);
     }
 
     /// The plain handshake messages, hex-encoded, by vector name.
@@ -331,11 +342,23 @@ mod tests {
                 "hello",
                 hex(&Opening {
                     kind: Some(opening::Kind::Hello(Hello {
-                        version: 1,
+                        version: 2,
                         role: Role::Receiver as i32,
                         spake: vec![0xaa; 3],
                         resume: vec![],
+                        kem: vec![0xbb; 2],
                     })),
+                }
+                .encode_to_vec()),
+            ),
+            (
+                "hello_sender",
+                hex(&Hello {
+                    version: 2,
+                    role: Role::Sender as i32,
+                    spake: vec![0xaa; 3],
+                    resume: vec![],
+                    kem: vec![0xcc; 2],
                 }
                 .encode_to_vec()),
             ),

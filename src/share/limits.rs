@@ -43,6 +43,14 @@ impl Attempts {
         })
     }
 
+    /// Counts a wrong guess made without a reservation (a resumption whose proof failed);
+    /// returns the failures so far.
+    pub(crate) fn record_failure(&self) -> u32 {
+        let mut st = self.state.lock().expect("lock");
+        st.0 += 1;
+        st.0
+    }
+
     /// Failed attempts so far.
     #[cfg(test)]
     pub(crate) fn failures(&self) -> u32 {

@@ -16,7 +16,7 @@ use super::stream::StreamCtx;
 use crate::code::Code;
 use crate::crypto::{ResumeTicket, SessionKeys};
 use crate::error::{Error, Result};
-use crate::net::{Node, STREAM_PROTOCOL};
+use crate::net::{Node, STREAM_PROTOCOL, STREAM_PROTOCOL_1};
 
 /// Failed handshakes after which the share stops, so online guessing stays hopeless.
 pub const MAX_FAILED_ATTEMPTS: u32 = 3;
@@ -129,6 +129,12 @@ pub async fn serve(
         .control()
         .accept(STREAM_PROTOCOL)
         .map_err(|e| Error::Network(e.to_string()))?;
+    // Receivers of protocol 1 are answered with our version, so they report the mismatch
+    // instead of timing out.
+    let mut old = node
+        .control()
+        .accept(STREAM_PROTOCOL_1)
+        .map_err(|e| Error::Network(e.to_string()))?;
     let sessions = Arc::new(Sessions {
         by_id: Mutex::new(HashMap::new()),
         tickets: Mutex::new(HashMap::new()),
@@ -177,6 +183,9 @@ pub async fn serve(
                     let _ = done.send(outcome).await;
                 });
             }
+            Some((peer, stream)) = old.next() => {
+                tokio::spawn(refuse_protocol_1(peer, stream));
+            }
             Some(o) = done_rx.recv() => match o {
                 Outcome::WrongCode(failures) => {
                     let _ = events.send(ShareEvent::WrongCode { attempts: failures }).await;
@@ -200,4 +209,33 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Answers a protocol-1 stream with a bare `Hello{version: 2}` and closes it: a pcp of protocol
+/// 1 checks the version first and tells its user both sides need the same protocol.
+async fn refuse_protocol_1(peer: PeerId, stream: libp2p::Stream) {
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+    tracing::warn!(
+        %peer,
+        "a receiver running pcp protocol 1 was refused: this pcp speaks protocol {}; \
+         both sides need a pcp release with the same protocol",
+        crate::proto::VERSION
+    );
+    let hello = crate::proto::Hello {
+        version: crate::proto::VERSION,
+        role: crate::proto::Role::Sender as i32,
+        ..Default::default()
+    };
+    let mut io = stream.compat();
+    let answer = async {
+        crate::proto::write_frame(&mut io, &hello.encode_to_vec()).await?;
+        io.shutdown().await.map_err(crate::proto::lost)?;
+        // Wait for the receiver to hang up, so the answer is read before the stream goes.
+        let mut sink = [0u8; 1024];
+        while io.read(&mut sink).await.map_err(crate::proto::lost)? > 0 {}
+        Ok::<_, Error>(())
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), answer).await;
 }

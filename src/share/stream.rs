@@ -105,7 +105,11 @@ impl StreamCtx {
             }
         };
         let hs = crypto::resume_handshake(io, Role::Sender, me, peer, &ticket, Some(hello));
-        crypto::timed("the handshake", hs).await.map(Ok)
+        match crypto::timed("the handshake", hs).await {
+            Ok(keys) => Ok(Ok(keys)),
+            Err(Error::WrongCode) => Ok(Err(self.attempts.record_failure())),
+            Err(e) => Err(e),
+        }
     }
 
     /// A new session: handshake, registration, then the control stream until it ends.
