@@ -3,6 +3,7 @@
 //! only turns arguments into library calls and events into lines (the code on stdout,
 //! everything else on stderr).
 
+mod docs;
 mod mount;
 mod node;
 mod receive;
@@ -18,16 +19,28 @@ use libp2p::Multiaddr;
 use crate::error::{Error, Result};
 use crate::fetch::connect::Seek;
 use crate::net::discovery::{shifted_clock, Discovery, Method};
+use docs::{CompletionsArgs, ManArgs};
 use mount::MountArgs;
 use node::NodeArgs;
 use receive::ReceiveArgs;
 use send::SendArgs;
 use ui::Ui;
 
+/// What `pcp --version` prints after the name: the crate version, the commit and the build date
+/// (stamped by build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PCP_GIT_COMMIT"),
+    " ",
+    env!("PCP_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pcp",
-    version,
+    version = VERSION,
     about = "Peer copy: send, receive or mount files between two computers with a few words. No server in between."
 )]
 pub struct Cli {
@@ -65,6 +78,10 @@ enum Cmd {
     Mount(MountArgs),
     /// Run a helper node: a Kademlia DHT server, a circuit relay and an AutoNAT server.
     Node(NodeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout: pcp(1), or pcp-COMMAND(1) for one command.
+    Man(ManArgs),
 }
 
 impl Cli {
@@ -167,6 +184,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Receive(a) => receive::receive(a, discovery, ui).await,
         Cmd::Mount(a) => mount::mount(a, discovery, ui).await,
         Cmd::Node(a) => node::helper_node(a, discovery).await,
+        Cmd::Completions(a) => docs::completions(a),
+        Cmd::Man(a) => docs::man(a),
     }
 }
 
