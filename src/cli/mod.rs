@@ -56,8 +56,8 @@ pub struct Cli {
     /// --listen/--peer addresses).
     #[arg(long, global = true, value_delimiter = ',', default_value = "mdns,dht")]
     discovery: Vec<Method>,
-    /// DHT bootstrap peer (repeatable, or comma-separated in PCP_BOOTSTRAP); replaces the
-    /// default IPFS bootstrap peers.
+    /// DHT bootstrap peer, with or without /p2p/PEER_ID (repeatable, or comma-separated in
+    /// PCP_BOOTSTRAP); replaces the default IPFS bootstrap peers.
     #[arg(
         long,
         global = true,
