@@ -34,7 +34,6 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 arch=${target%%-*}
 label=$arch-linux-${target##*-}          # x86_64-linux-musl, aarch64-linux-musl, x86_64-linux-gnu
 name=pcp-$version-$label
-host=$(rustc -vV | sed -n 's/^host: //p')
 
 die() {
     echo "release.sh: $*" >&2
@@ -42,7 +41,10 @@ die() {
 }
 
 # --- What the build needs, checked before anything is built. -------------------------------
-command -v cargo >/dev/null || die "cargo is missing (install Rust with rustup)"
+for tool in cargo rustc; do
+    command -v $tool >/dev/null || die "$tool is missing (install Rust with rustup)"
+done
+host=$(rustc -vV | sed -n 's/^host: //p')
 [ -n "$version" ] || die "cannot read the version from Cargo.toml"
 sysroot=$(rustc --print sysroot)
 if [ ! -d "$sysroot/lib/rustlib/$target/lib" ]; then
