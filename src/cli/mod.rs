@@ -18,6 +18,7 @@ macro_rules! say_part {
     };
 }
 
+mod docs;
 mod mount;
 mod node;
 mod receive;
@@ -33,16 +34,28 @@ use libp2p::Multiaddr;
 use crate::error::{Error, Result};
 use crate::fetch::connect::Seek;
 use crate::net::discovery::{shifted_clock, Discovery, Method};
+use docs::{CompletionsArgs, ManArgs};
 use mount::MountArgs;
 use node::NodeArgs;
 use receive::ReceiveArgs;
 use send::SendArgs;
 use ui::Ui;
 
+/// What `pcp --version` prints after the name: the crate version, the commit and the build date
+/// (stamped by build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PCP_GIT_COMMIT"),
+    " ",
+    env!("PCP_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pcp",
-    version,
+    version = VERSION,
     about = "Peer copy: send, receive or mount files between two computers with a few words. No server in between."
 )]
 pub struct Cli {
@@ -58,8 +71,8 @@ pub struct Cli {
     /// --listen/--peer addresses).
     #[arg(long, global = true, value_delimiter = ',', default_value = "mdns,dht")]
     discovery: Vec<Method>,
-    /// DHT bootstrap peer (repeatable, or comma-separated in PCP_BOOTSTRAP); replaces the
-    /// default IPFS bootstrap peers.
+    /// DHT bootstrap peer, with or without /p2p/PEER_ID (repeatable, or comma-separated in
+    /// PCP_BOOTSTRAP); replaces the default IPFS bootstrap peers.
     #[arg(
         long,
         global = true,
@@ -80,6 +93,10 @@ enum Cmd {
     Mount(MountArgs),
     /// Run a helper node: a Kademlia DHT server, a circuit relay and an AutoNAT server.
     Node(NodeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout: pcp(1), or pcp-COMMAND(1) for one command.
+    Man(ManArgs),
 }
 
 impl Cli {
@@ -185,6 +202,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Receive(a) => receive::receive(a, discovery, ui).await,
         Cmd::Mount(a) => mount::mount(a, discovery, ui).await,
         Cmd::Node(a) => node::helper_node(a, discovery).await,
+        Cmd::Completions(a) => docs::completions(a),
+        Cmd::Man(a) => docs::man(a),
     }
 }
 

@@ -1,7 +1,9 @@
 //! `pcp node`: a helper node (DHT server, circuit relay v2, AutoNAT v2) that prints its
-//! addresses on stdout and runs until Ctrl-C.
+//! addresses on stdout and runs until Ctrl-C or SIGTERM. With `--key FILE` its identity (and so
+//! its `/p2p/` addresses) survives restarts, as a service needs.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::Args;
 use libp2p::Multiaddr;
@@ -9,6 +11,7 @@ use libp2p::Multiaddr;
 use super::interrupted;
 use crate::error::{Error, Result};
 use crate::net::discovery::{Discovery, Method};
+use crate::net::identity::{self, KeyOrigin};
 use crate::net::{Node, NodeConfig, Role};
 
 #[derive(Args, Debug)]
@@ -16,6 +19,11 @@ pub(super) struct NodeArgs {
     /// Listen address (repeatable). Default: all interfaces, TCP and QUIC, port 4001.
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
+    /// Keep the node's identity (an Ed25519 libp2p keypair) in FILE, so its peer ID stays the
+    /// same across restarts: created with mode 0600 if missing; refused if group or others may
+    /// access it. Without it, every start has a new peer ID.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 pub(super) async fn helper_node(a: NodeArgs, discovery: Discovery) -> Result<()> {
@@ -27,7 +35,29 @@ pub(super) async fn helper_node(a: NodeArgs, discovery: Discovery) -> Result<()>
     } else {
         a.listen
     };
-    let node = Node::start(NodeConfig {
+    let key = match &a.key {
+        None => libp2p::identity::Keypair::generate_ed25519(),
+        Some(path) => {
+            let (key, origin) = identity::load_or_create(path)?;
+            let peer = key.public().to_peer_id();
+            match origin {
+                KeyOrigin::Created => {
+                    say!(
+                        "Created a new node key in {} (peer ID {peer}).",
+                        path.display()
+                    )
+                }
+                KeyOrigin::Loaded => {
+                    say!(
+                        "Loaded the node key from {} (peer ID {peer}).",
+                        path.display()
+                    )
+                }
+            }
+            key
+        }
+    };
+    let cfg = NodeConfig {
         listen,
         role: Role::Helper,
         // Helpers join each other (or the IPFS DHT) like everyone else.
@@ -36,8 +66,8 @@ pub(super) async fn helper_node(a: NodeArgs, discovery: Discovery) -> Result<()>
         } else {
             discovery.bootstrap
         },
-    })
-    .await?;
+    };
+    let node = Node::start_with_key(cfg, key).await?;
     for addr in node.listen_addrs().await? {
         println!("{addr}");
     }

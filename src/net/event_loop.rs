@@ -33,6 +33,9 @@ pub(super) struct EventLoop {
     lookups: HashMap<kad::QueryId, mpsc::Sender<DhtUpdate>>,
     /// Relays we asked for a reservation.
     reserved: HashSet<PeerId>,
+    /// Dials to bootstrap addresses given without `/p2p/` (at most one per address given):
+    /// whoever answers joins Kademlia with that address.
+    bare_bootstrap: HashMap<ConnectionId, Multiaddr>,
 }
 
 impl EventLoop {
@@ -42,6 +45,7 @@ impl EventLoop {
         events: broadcast::Sender<NetEvent>,
         role: Role,
         listening: Vec<Multiaddr>,
+        bare_bootstrap: HashMap<ConnectionId, Multiaddr>,
     ) -> EventLoop {
         EventLoop {
             swarm,
@@ -54,6 +58,7 @@ impl EventLoop {
             provides: HashMap::new(),
             lookups: HashMap::new(),
             reserved: HashSet::new(),
+            bare_bootstrap,
         }
     }
 
@@ -210,6 +215,9 @@ impl EventLoop {
                 if let Some(reply) = dialled {
                     let _ = reply.send(Ok(peer_id));
                 }
+                if let Some(addr) = self.bare_bootstrap.remove(&connection_id) {
+                    self.bootstrap_through(peer_id, addr);
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -234,6 +242,9 @@ impl EventLoop {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Network(error.to_string())));
                 }
+                if let Some(addr) = self.bare_bootstrap.remove(&connection_id) {
+                    tracing::info!("cannot reach bootstrap address {addr}: {error}");
+                }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listening.retain(|a| *a != address);
@@ -241,6 +252,21 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => self.new_listen_addr(address),
             SwarmEvent::Behaviour(ev) => self.handle_behaviour(ev),
             other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    /// A bootstrap address given without `/p2p/` answered as `peer`: Kademlia learns it there
+    /// and looks for the peers near us through it.
+    fn bootstrap_through(&mut self, peer: PeerId, addr: Multiaddr) {
+        let Some(k) = self.kad() else { return };
+        match k.add_address(&peer, addr.clone()) {
+            kad::RoutingUpdate::Success => {
+                let _ = k.bootstrap();
+                tracing::info!("joined the DHT through {peer} (bootstrap address {addr})");
+            }
+            other => tracing::info!(
+                "bootstrap peer {peer} at {addr} not added to the DHT routing table: {other:?}"
+            ),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod discovery;
 mod event_loop;
+pub mod identity;
 mod node;
 
 use libp2p::multiaddr::Protocol;
@@ -47,7 +48,8 @@ pub struct NodeConfig {
     /// Addresses to listen on; empty means none (a receiver that only dials).
     pub listen: Vec<Multiaddr>,
     pub role: Role,
-    /// DHT bootstrap peers (with `/p2p/`), for the `Peer` and `Helper` roles.
+    /// DHT bootstrap peers, for the `Peer` and `Helper` roles. An address without `/p2p/` is
+    /// dialled as it is and its peer learnt from the connection.
     pub bootstrap: Vec<Multiaddr>,
 }
 

@@ -1,13 +1,14 @@
 //! The handle to the swarm task ([`Node`]) and how the swarm is built: transports (TCP with
 //! Noise and Yamux, QUIC, relayed), behaviours by role, listeners, and joining the DHT.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
     autonat, dcutr, identify, identity, kad, noise, ping, relay, tcp, yamux, Multiaddr, PeerId,
     Swarm,
@@ -194,20 +195,29 @@ async fn listen_all(swarm: &mut Swarm<Behaviour>, listen: &[Multiaddr]) -> Resul
     Ok(early)
 }
 
-/// Advertises our addresses and dials the bootstrap peers (DHT roles only).
+/// Advertises our addresses and dials the bootstrap peers (DHT roles only). A peer given with
+/// `/p2p/ID` goes into Kademlia at once; a plain address is dialled, and the event loop adds
+/// whoever answers there once the connection is up (the returned dials).
 fn join_dht(
     swarm: &mut Swarm<Behaviour>,
     addrs: &[Multiaddr],
     bootstrap: &[Multiaddr],
-) -> Result<()> {
+) -> HashMap<ConnectionId, Multiaddr> {
     for a in addrs {
         advertise(swarm, a);
     }
+    let mut bare_dials = HashMap::new();
     for b in bootstrap {
         let Some(peer) = peer_of(b) else {
-            return Err(Error::Network(format!(
-                "bootstrap address {b} lacks /p2p/PEER_ID"
-            )));
+            let opts = DialOpts::unknown_peer_id().address(b.clone()).build();
+            let id = opts.connection_id();
+            match swarm.dial(opts) {
+                Ok(()) => {
+                    bare_dials.insert(id, b.clone());
+                }
+                Err(e) => tracing::info!(%b, "cannot dial bootstrap address: {e}"),
+            }
+            continue;
         };
         if let Some(k) = swarm.behaviour_mut().kad.as_mut() {
             let bare: Multiaddr = b
@@ -221,9 +231,11 @@ fn join_dht(
         }
     }
     if let Some(k) = swarm.behaviour_mut().kad.as_mut() {
+        // Fails with no known peer yet (only plain addresses): the event loop bootstraps again
+        // when one of those answers.
         let _ = k.bootstrap();
     }
-    Ok(())
+    bare_dials
 }
 
 /// Makes a listen address known as ours to the DHT and peers (provider records carry only
@@ -241,20 +253,29 @@ pub(super) fn advertise(swarm: &mut Swarm<Behaviour>, a: &Multiaddr) {
 }
 
 impl Node {
-    /// Builds the swarm, starts listening and returns once every listener has an address.
+    /// Builds the swarm with a new identity, starts listening and returns once every listener
+    /// has an address.
     pub async fn start(cfg: NodeConfig) -> Result<Node> {
-        let key = identity::Keypair::generate_ed25519();
+        Node::start_with_key(cfg, identity::Keypair::generate_ed25519()).await
+    }
+
+    /// [`Node::start`] with a given identity (`pcp node --key`: the same peer ID every start).
+    pub async fn start_with_key(cfg: NodeConfig, key: identity::Keypair) -> Result<Node> {
         let peer_id = key.public().to_peer_id();
         let role = cfg.role;
         let mut swarm = build_swarm(key, role)?;
         let control = swarm.behaviour().stream.new_control();
         let listening = listen_all(&mut swarm, &cfg.listen).await?;
-        if role != Role::Local {
-            join_dht(&mut swarm, &listening, &cfg.bootstrap)?;
-        }
+        let bare_bootstrap = if role != Role::Local {
+            join_dht(&mut swarm, &listening, &cfg.bootstrap)
+        } else {
+            HashMap::new()
+        };
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        tokio::spawn(EventLoop::new(swarm, rx, events.clone(), role, listening).run());
+        tokio::spawn(
+            EventLoop::new(swarm, rx, events.clone(), role, listening, bare_bootstrap).run(),
+        );
         Ok(Node {
             peer_id,
             control,

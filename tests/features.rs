@@ -1,0 +1,332 @@
+//! The real `pcp` binary for what surrounds a transfer: shell completions, the manual page,
+//! `--version`, and `pcp node` as a service (an identity kept in a key file, bootstrapping from
+//! a plain address). Nodes listen on loopback only and bootstrap only from each other.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::PCP;
+
+const COMMANDS: [&str; 6] = ["send", "receive", "mount", "node", "completions", "man"];
+
+fn pcp(args: &[&str]) -> Output {
+    Command::new(PCP)
+        .args(args)
+        .env_remove("PCP_BOOTSTRAP")
+        .stdin(Stdio::null())
+        .output()
+        .expect("pcp runs")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "pcp failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).expect("utf-8")
+}
+
+#[test]
+fn every_shell_gets_a_completion_script_and_bash_knows_the_commands() {
+    let bash = stdout(&pcp(&["completions", "bash"]));
+    assert!(bash.contains("complete -F _pcp"), "{bash}");
+    assert!(
+        bash.contains(&format!("opts=\"{} help\"", COMMANDS.join(" "))),
+        "{bash}"
+    );
+    for c in COMMANDS {
+        assert!(bash.contains(&format!("pcp,{c})")), "no {c} in:\n{bash}");
+    }
+    // The options of a command are completed too.
+    assert!(bash.contains("--allow-relay") && bash.contains("--key"));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let s = stdout(&pcp(&["completions", shell]));
+        assert!(s.contains("receive") && s.contains("mount"), "{shell}: {s}");
+    }
+    let bad = pcp(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stdout.is_empty());
+}
+
+#[test]
+fn the_manual_page_is_roff_and_lists_the_commands() {
+    let page = stdout(&pcp(&["man"]));
+    assert!(page.starts_with(".TH pcp 1 "), "{page}");
+    assert!(page.contains(".SH SYNOPSIS") && page.contains(".SH SUBCOMMANDS"));
+    for c in COMMANDS {
+        assert!(
+            page.contains(&format!("pcp\\-{c}(1)")),
+            "no {c} in:\n{page}"
+        );
+    }
+    assert!(
+        !page.contains("pcp\\-help(1)"),
+        "no page for `help`:\n{page}"
+    );
+    let node = stdout(&pcp(&["man", "node"]));
+    assert!(node.starts_with(".TH pcp-node 1 "), "{node}");
+    assert!(node.contains("\\-\\-key"), "{node}");
+    // Stopping early (`pcp man | head`) is no error.
+    let mut child = Command::new(PCP)
+        .arg("man")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_version_names_the_commit_and_the_build_date() {
+    let v = stdout(&pcp(&["--version"]));
+    let rest = v
+        .trim()
+        .strip_prefix(&format!("pcp {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{v:?}"));
+    let (commit, date) = rest.split_once(' ').unwrap_or_else(|| panic!("{v:?}"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => assert_eq!(commit, head, "{v:?}"),
+        None => assert!(
+            commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{v:?}"
+        ),
+    }
+    let d: Vec<&str> = date.split('-').collect();
+    assert!(
+        d.len() == 3
+            && [4, 2, 2]
+                .iter()
+                .zip(&d)
+                .all(|(n, p)| p.len() == *n && p.chars().all(|c| c.is_ascii_digit())),
+        "{v:?}"
+    );
+}
+
+/// Collects a pipe's lines into a shared string from a background thread.
+fn drain(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let sink = buf.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    buf
+}
+
+/// A running `pcp node` on loopback, killed on drop.
+struct HelperNode {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for HelperNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HelperNode {
+    /// `pcp node --listen /ip4/127.0.0.1/tcp/0` with `args`; PCP_BOOTSTRAP is cleared, so it
+    /// dials nothing unless `args` say so.
+    fn start(args: &[&str]) -> HelperNode {
+        let mut child = Command::new(PCP)
+            .arg("node")
+            .args(args)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env_remove("PCP_BOOTSTRAP")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pcp node starts");
+        let stdout = drain(child.stdout.take().unwrap());
+        let stderr = drain(child.stderr.take().unwrap());
+        HelperNode {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The `/ip4/127.0.0.1/tcp/PORT/p2p/ID` address it printed.
+    fn addr(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(a) = self
+                .stdout
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("/ip4/127.0.0.1/tcp/") && l.contains("/p2p/"))
+            {
+                return a.trim().to_string();
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("pcp node exited ({st}): {}", self.stderr.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pcp node printed no address: {}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pcp node did not stop within 10 s of SIGTERM");
+    }
+
+    /// Waits until stderr contains `what`.
+    fn wait_for_log(&mut self, what: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.stderr.lock().unwrap().contains(what) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("pcp node exited ({st}): {}", self.stderr.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} within {secs} s in:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn peer_id(addr: &str) -> &str {
+    addr.rsplit_once("/p2p/").expect("a /p2p/ address").1
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_node_with_a_key_file_keeps_its_peer_id_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    let key_arg = key.to_str().unwrap();
+    let args = ["--key", key_arg, "--discovery", "none"];
+
+    let mut first = HelperNode::start(&args);
+    let a = first.addr();
+    assert_eq!(first.terminate(), Some(130));
+    assert!(
+        first
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("Created a new node key"),
+        "{}",
+        first.stderr.lock().unwrap()
+    );
+    assert_eq!(mode(&key), 0o600, "the key file is private");
+
+    let mut second = HelperNode::start(&args);
+    let b = second.addr();
+    assert_eq!(peer_id(&a), peer_id(&b), "same identity after a restart");
+    assert!(second
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("Loaded the node key"));
+    assert_eq!(second.terminate(), Some(130));
+
+    // Without --key, every start is someone new.
+    let mut other = HelperNode::start(&["--discovery", "none"]);
+    assert_ne!(peer_id(&other.addr()), peer_id(&a));
+}
+
+#[test]
+fn a_node_refuses_a_key_file_others_can_read_or_that_is_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    let bytes = libp2p::identity::Keypair::generate_ed25519()
+        .to_protobuf_encoding()
+        .unwrap();
+    std::fs::write(&key, &bytes).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key_arg = key.to_str().unwrap();
+    let run = || {
+        pcp(&[
+            "node",
+            "--key",
+            key_arg,
+            "--discovery",
+            "none",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+    };
+    let r = run();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(r.stdout.is_empty(), "no address printed");
+    assert!(
+        err.contains("refusing the node key") && err.contains("mode 0644"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("chmod 600 {key_arg}")), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), bytes, "left as it was");
+
+    std::fs::write(&key, b"garbage").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = run();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a libp2p keypair"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), b"garbage", "left as it was");
+}
+
+#[test]
+fn a_node_bootstraps_from_an_address_without_a_peer_id() {
+    let mut first = HelperNode::start(&["--discovery", "none"]);
+    let a = first.addr();
+    let bare = a.rsplit_once("/p2p/").unwrap().0.to_string();
+    // A dead plain address beside it (port 1 on loopback: refused at once) must not stop the
+    // node or the join through the live one.
+    let boot = format!("/ip4/127.0.0.1/tcp/1,{bare}");
+    let mut second = HelperNode::start(&["-v", "--discovery", "dht", "--bootstrap", &boot]);
+    second.addr();
+    second.wait_for_log(&format!("joined the DHT through {}", peer_id(&a)), 20);
+    second.wait_for_log("cannot reach bootstrap address /ip4/127.0.0.1/tcp/1", 20);
+}
