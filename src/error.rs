@@ -81,7 +81,7 @@ pub enum Error {
     Interrupted,
 
     #[error(
-        "the sender stopped sharing ({reason}); {} received and verified so far are kept: \
+        "{reason}; {} received and verified so far are kept: \
          run `pcp receive` again, with a new share of the same files into the same folder, to \
          resume", crate::text::human_bytes(*kept)
     )]

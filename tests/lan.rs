@@ -89,9 +89,9 @@ fn three_wrong_guesses_each_get_the_wrong_code_error_at_once() {
             took.as_secs_f64()
         );
         // A bound that catches a guess left without a verdict (it waited for --wait, 30 s);
-        // the time itself is a benchmark figure (quiet machine: about 1 s, mDNS included).
+        // the time itself is a benchmark figure: 1-2 s, up to 6 s when mDNS misses a query.
         assert!(
-            took < Duration::from_secs(6),
+            took < Duration::from_secs(20),
             "guess {i} took {took:?}: {err}"
         );
     }

@@ -37,7 +37,17 @@ impl Drop for Mount {
 }
 
 async fn mount_share(paths: &[PathBuf], code: &Code, timeout: Duration) -> Mount {
-    let sender = start_sender(paths, code).await;
+    mount_share_with(paths, code, timeout, Default::default()).await
+}
+
+/// [`mount_share`] from a sender serving as `opts` says (`keep`: other receivers too).
+async fn mount_share_with(
+    paths: &[PathBuf],
+    code: &Code,
+    timeout: Duration,
+    opts: pcp::share::ServeOptions,
+) -> Mount {
+    let sender = start_sender_with(paths, code, opts).await;
     let mut m = mount_addr(&sender.addr, code, timeout).await;
     m._sender = Some(sender);
     m
@@ -725,7 +735,18 @@ async fn sixteen_mount_readers_and_a_receive_at_once() {
     let src = tempfile::tempdir().unwrap();
     tree(src.path());
     let code = Code::generate(4);
-    let m = mount_share(&[src.path().join("share")], &code, Duration::from_secs(30)).await;
+    // A share that serves several receivers (`--keep`): a mount and a receive at once.
+    let keep = pcp::share::ServeOptions {
+        keep: true,
+        ..Default::default()
+    };
+    let m = mount_share_with(
+        &[src.path().join("share")],
+        &code,
+        Duration::from_secs(30),
+        keep,
+    )
+    .await;
     let share = src.path().join("share");
     let names = [
         "big.bin",

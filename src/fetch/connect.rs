@@ -153,7 +153,25 @@ pub async fn find(
     opts: &FindOptions,
     status: mpsc::Sender<String>,
 ) -> Result<Found> {
-    let (tx, mut rx) = mpsc::channel::<Candidate>(16);
+    let (mut rx, _sources) = sources(node, code, opts, &status).await?;
+    try_candidates(node, code, opts, &mut rx).await
+}
+
+/// Where candidates come from while they are tried: the discovery that is running.
+struct Sources {
+    _mdns: Option<MdnsBrowser>,
+    _dht: Option<DhtBrowser>,
+}
+
+/// Starts the sources of candidates: the given addresses (all queued at once), or discovery.
+async fn sources(
+    node: &Node,
+    code: &Code,
+    opts: &FindOptions,
+    status: &mpsc::Sender<String>,
+) -> Result<(mpsc::Receiver<Candidate>, Sources)> {
+    // Room for every given address, so queueing them never waits for the search to start.
+    let (tx, rx) = mpsc::channel::<Candidate>(16 + opts.peers.len());
     let mut _browser = None;
     let mut _dht = None;
     if !opts.peers.is_empty() {
@@ -202,7 +220,23 @@ pub async fn find(
             ));
         }
     }
-    drop(tx);
+    Ok((
+        rx,
+        Sources {
+            _mdns: _browser,
+            _dht,
+        },
+    ))
+}
+
+/// Tries candidates as they come, each peer once and at most [`MAX_GUESSES`] of them, until
+/// one authenticates, the wait is over, or no candidate is left.
+async fn try_candidates(
+    node: &Node,
+    code: &Code,
+    opts: &FindOptions,
+    rx: &mut mpsc::Receiver<Candidate>,
+) -> Result<Found> {
     let deadline = tokio::time::sleep(opts.wait);
     tokio::pin!(deadline);
     let mut attempts = FuturesUnordered::new();

@@ -5,7 +5,7 @@
 //! [`FileSource`] port every reader of a share goes through ([`source`]).
 
 mod client;
-pub(crate) mod connect;
+pub mod connect;
 mod remote;
 mod session;
 mod source;

@@ -142,12 +142,21 @@ impl<S: FileSource> Download<'_, S> {
                 let len = (size - next_off).min(CHUNK as u64) as u32;
                 let off = next_off;
                 let client = self.client.clone();
-                let permit = self
-                    .window
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed");
+                // Wait for a place only while holding none: a file that waited with requests
+                // of its own not yet sent (they go out when polled) could hold places that
+                // every other file waits for, and nothing would move.
+                let permit = if pending.is_empty() {
+                    self.window
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("never closed")
+                } else {
+                    match self.window.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    }
+                };
                 pending.push_back(async move {
                     let r = client.read(id, off, len).await;
                     drop(permit);
