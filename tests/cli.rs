@@ -5,23 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{send_loopback, snapshot, Lan, Sending, PCP};
-
-/// `pcp receive --yes` dialling `addr` directly, into `out` (the code is added by the caller).
-fn receive_cmd(addr: &str, out: &std::path::Path) -> Command {
-    let mut c = Command::new(PCP);
-    c.args([
-        "receive",
-        "--yes",
-        "--discovery",
-        "none",
-        "--peer",
-        addr,
-        "--out",
-    ])
-    .arg(out);
-    c
-}
+use common::{receive_cmd, send_loopback, snapshot, Lan, Sending, PCP};
 
 #[test]
 fn receive_by_the_binary_on_loopback() {

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bytes, send_loopback, snapshot, Lan, Sending, PCP};
+use common::{bytes, receive_cmd, send_loopback, snapshot, Lan, Sending, PCP};
 
 /// `pcp receive --yes` in namespace `ns` of `lan` with default discovery, into `out`.
 fn lan_receive(lan: &Lan, out: &std::path::Path, code: &str) -> std::process::Output {
@@ -156,17 +156,7 @@ fn the_sender_prints_the_receivers_own_error() {
     let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
     std::fs::create_dir(out.path().join("notes")).unwrap();
-    let r = Command::new(PCP)
-        .args([
-            "receive",
-            "--yes",
-            "--discovery",
-            "none",
-            "--peer",
-            &addr,
-            "--out",
-        ])
-        .arg(out.path())
+    let r = receive_cmd(&addr, out.path())
         .args(s.code.split('-')) // the code as separate words
         .output()
         .unwrap();
@@ -202,17 +192,7 @@ fn a_sender_that_stops_is_reported_with_what_was_kept() {
     let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
     // Slow reads: a tiny window is enough to stop the sender mid-transfer.
-    let mut r = Command::new(PCP)
-        .args([
-            "receive",
-            "--yes",
-            "--discovery",
-            "none",
-            "--peer",
-            &addr,
-            "--out",
-        ])
-        .arg(out.path())
+    let mut r = receive_cmd(&addr, out.path())
         .arg(&s.code)
         .stderr(Stdio::piped())
         .spawn()
@@ -243,17 +223,7 @@ fn a_sender_that_stops_is_reported_with_what_was_kept() {
     // And a new share of the same files resumes into the same folder.
     let mut s2 = send_loopback(&src.path().join("big"), &[]);
     let addr = s2.loopback_addr();
-    let ok = Command::new(PCP)
-        .args([
-            "receive",
-            "--yes",
-            "--discovery",
-            "none",
-            "--peer",
-            &addr,
-            "--out",
-        ])
-        .arg(out.path())
+    let ok = receive_cmd(&addr, out.path())
         .arg(&s2.code)
         .output()
         .unwrap();
@@ -331,17 +301,7 @@ fn hostile_names_are_escaped_and_existing_folders_are_left_alone() {
     std::fs::write(ssh.join("authorized_keys"), b"mine").unwrap();
     std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
     let before = std::fs::metadata(&ssh).unwrap();
-    let r = Command::new(PCP)
-        .args([
-            "receive",
-            "--yes",
-            "--discovery",
-            "none",
-            "--peer",
-            &addr,
-            "--out",
-        ])
-        .arg(home.path())
+    let r = receive_cmd(&addr, home.path())
         .arg(&s.code)
         .output()
         .unwrap();
@@ -368,17 +328,7 @@ fn hostile_names_are_escaped_and_existing_folders_are_left_alone() {
     let mut s = send_loopback(&src.path().join(".ssh"), &[]);
     let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
-    let r = Command::new(PCP)
-        .args([
-            "receive",
-            "--yes",
-            "--discovery",
-            "none",
-            "--peer",
-            &addr,
-            "--out",
-        ])
-        .arg(out.path())
+    let r = receive_cmd(&addr, out.path())
         .arg(&s.code)
         .output()
         .unwrap();

@@ -193,7 +193,6 @@ pub(super) fn rename(dir: &File, from: &[u8], to: &[u8], replace: bool) -> io::R
 
 /// Removes what is at `name` in `dir` (a folder with everything in it), for `--overwrite`.
 pub(super) fn remove(dir: &File, name: &[u8]) -> io::Result<()> {
-    let c = cstr(name)?;
     let Some(st) = stat(dir, name)? else {
         return Ok(());
     };
@@ -207,11 +206,30 @@ pub(super) fn remove(dir: &File, name: &[u8]) -> io::Result<()> {
         for e in entries {
             remove(&sub, &e)?;
         }
+        let c = cstr(name)?;
         // SAFETY: valid dirfd and name.
         return check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) });
     }
+    unlink(dir, name)
+}
+
+/// Removes the file (or symlink) `name` of `dir`; never follows a symlink.
+pub(super) fn unlink(dir: &File, name: &[u8]) -> io::Result<()> {
+    let c = cstr(name)?;
     // SAFETY: valid dirfd and name.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })
+}
+
+/// Whether what is at `name` of `dir` (`st`) is what an earlier run of the same share wrote
+/// for `e`: a folder, the same symlink, or a file of the same size (compared by hash later).
+pub(super) fn fits(dir: &File, e: &Entry, st: &libc::stat) -> bool {
+    match crate::proto::Kind::try_from(e.kind) {
+        Ok(crate::proto::Kind::Dir) => is_dir(st),
+        Ok(crate::proto::Kind::Symlink) => {
+            is_symlink(st) && readlink(dir, &e.name).is_ok_and(|l| l == e.target)
+        }
+        _ => is_file(st) && st.st_size as u64 == e.size,
+    }
 }
 
 fn times(e: &Entry) -> [libc::timespec; 2] {

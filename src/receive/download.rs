@@ -41,15 +41,7 @@ impl<S: FileSource> Download<'_, S> {
     pub(super) async fn run(&self) -> Result<(u64, u64)> {
         let r = self.run_inner().await;
         if let Err(Error::Integrity(_)) = &r {
-            let part = std::ffi::CString::new(part_name(self.entry)).expect("no NUL");
-            // SAFETY: a valid dirfd and name; unlinkat never follows a symlink.
-            unsafe {
-                libc::unlinkat(
-                    std::os::fd::AsRawFd::as_raw_fd(&**self.dir),
-                    part.as_ptr(),
-                    0,
-                )
-            };
+            let _ = disk::unlink(self.dir, &part_name(self.entry));
         }
         r
     }

@@ -105,18 +105,12 @@ pub fn preflight(m: &Manifest, opts: &ReceiveOptions) -> Result<Existing> {
         else {
             continue;
         };
-        let same = match m.kind(id) {
-            Kind::Dir => {
-                is_dir(&st)
-                    && disk::open_dir(&root, &e.name)
-                        .and_then(|d| disk::stat(&d, UNFINISHED.as_bytes()))
-                        .is_ok_and(|mark| mark.as_ref().is_some_and(is_file))
-            }
-            Kind::Symlink => {
-                is_symlink(&st) && disk::readlink(&root, &e.name).is_ok_and(|l| l == e.target)
-            }
-            _ => is_file(&st) && st.st_size as u64 == e.size,
-        };
+        // A folder is ours only if an unfinished receive marked it.
+        let same = disk::fits(&root, e, &st)
+            && (m.kind(id) != Kind::Dir
+                || disk::open_dir(&root, &e.name)
+                    .and_then(|d| disk::stat(&d, UNFINISHED.as_bytes()))
+                    .is_ok_and(|mark| mark.as_ref().is_some_and(is_file)));
         if same && m.kind(id) == Kind::Dir {
             found.resumed.insert(id);
         } else if !same && opts.overwrite {
@@ -146,14 +140,7 @@ fn check_resumed(m: &Manifest, opts: &ReceiveOptions, out: &Out, found: &Existin
         else {
             continue;
         };
-        let fits = match m.kind(e.id) {
-            Kind::Dir => is_dir(&st),
-            Kind::Symlink => {
-                is_symlink(&st) && disk::readlink(&dir, &e.name).is_ok_and(|l| l == e.target)
-            }
-            _ => is_file(&st) && st.st_size as u64 == e.size,
-        };
-        if !fits {
+        if !disk::fits(&dir, e, &st) {
             return Err(Error::TargetExists(t));
         }
     }
@@ -325,9 +312,7 @@ fn finish_dirs(
             let d = out
                 .dir(m, id)
                 .map_err(|e| io_at(&target(&opts.out, m, id), "cannot open", e))?;
-            let name = std::ffi::CString::new(UNFINISHED).expect("no NUL");
-            // SAFETY: valid dirfd and name.
-            unsafe { libc::unlinkat(std::os::fd::AsRawFd::as_raw_fd(&*d), name.as_ptr(), 0) };
+            let _ = disk::unlink(&d, UNFINISHED.as_bytes());
         }
     }
     for e in m

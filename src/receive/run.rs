@@ -186,12 +186,8 @@ pub(crate) fn reason_for_sender(e: &Error) -> String {
         Error::TargetExists(_) => {
             "a name of the share is already taken in the receiver's folder".to_string()
         }
-        Error::Io { context, source } => {
-            format!(
-                "the receiver failed: {}: {source}",
-                context.split(' ').next().unwrap_or("")
-            )
-        }
+        // The context names a local path: only the cause goes to the sender.
+        Error::Io { source, .. } => format!("the receiver failed: {source}"),
         other => format!("the receiver failed: {other}"),
     }
 }

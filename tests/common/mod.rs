@@ -272,3 +272,19 @@ impl Drop for Lan {
         let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
     }
 }
+
+/// `pcp receive --yes` dialling `addr` directly, into `out` (the code is added by the caller).
+pub fn receive_cmd(addr: &str, out: &std::path::Path) -> Command {
+    let mut c = Command::new(PCP);
+    c.args([
+        "receive",
+        "--yes",
+        "--discovery",
+        "none",
+        "--peer",
+        addr,
+        "--out",
+    ])
+    .arg(out);
+    c
+}
