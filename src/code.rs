@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bip39::Language;
 use rand::Rng;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Fewest words a code may have: with 2048 words each, 4 words leave 33 secret bits after the
 /// channel word (which is public), so 3 online guesses succeed with odds of 3 in 2^33.
@@ -34,39 +35,45 @@ pub enum CodeError {
     TooWeak,
 }
 
-/// A normalised code phrase: lower-case BIP39 English words.
+/// A normalised code phrase: lower-case BIP39 English words, kept as their indices in the
+/// list and wiped from memory when dropped (as is every phrase built from it).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Code {
-    words: Vec<&'static str>,
+    words: Vec<u16>,
+}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        self.words.zeroize();
+    }
 }
 
 impl Code {
     /// A fresh random code of `n` words (clamped to the allowed range).
     pub fn generate(n: usize) -> Code {
-        let list = Language::English.word_list();
         let mut rng = rand::rngs::OsRng;
         let n = n.clamp(MIN_WORDS, MAX_WORDS);
         Code {
-            words: (0..n).map(|_| list[rng.gen_range(0..2048)]).collect(),
+            words: (0..n).map(|_| rng.gen_range(0..2048u16)).collect(),
         }
     }
 
     /// Parses a phrase typed by a person: words separated by `-`, `_`, spaces or tabs, in any
     /// letter case.
     pub fn parse(s: &str) -> Result<Code, CodeError> {
-        let parts: Vec<String> = s
-            .split(|c: char| c == '-' || c == '_' || c.is_whitespace())
-            .filter(|w| !w.is_empty())
-            .map(|w| w.to_lowercase())
-            .collect();
+        let parts: Zeroizing<Vec<String>> = Zeroizing::new(
+            s.split(|c: char| c == '-' || c == '_' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .map(|w| w.to_lowercase())
+                .collect(),
+        );
         if !(MIN_WORDS..=MAX_WORDS).contains(&parts.len()) {
             return Err(CodeError::WordCount(parts.len()));
         }
-        let list = Language::English.word_list();
         let words = parts
             .iter()
             .map(|w| match Language::English.find_word(w) {
-                Some(i) => Ok(list[i as usize]),
+                Some(i) => Ok(i),
                 None => Err(CodeError::UnknownWord(w.clone())),
             })
             .collect::<Result<_, _>>()?;
@@ -86,18 +93,17 @@ impl Code {
 
     /// The public channel number: the first word's index in the BIP39 list (0..2048).
     pub fn channel(&self) -> u16 {
-        Language::English
-            .find_word(self.words[0])
-            .expect("words are validated")
+        self.words[0]
     }
 
     /// The canonical phrase, `w1-w2-w3-w4`: what SPAKE2 is keyed with and what users see.
-    pub fn phrase(&self) -> String {
-        self.words.join("-")
+    pub fn phrase(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.words().join("-"))
     }
 
-    pub fn words(&self) -> &[&'static str] {
-        &self.words
+    pub fn words(&self) -> Vec<&'static str> {
+        let list = Language::English.word_list();
+        self.words.iter().map(|&i| list[i as usize]).collect()
     }
 }
 
@@ -136,7 +142,7 @@ mod tests {
     #[test]
     fn parses_any_separator_and_case() {
         let a = Code::parse("Bubble-ENEMY result  increase").unwrap();
-        assert_eq!(a.phrase(), "bubble-enemy-result-increase");
+        assert_eq!(a.phrase().as_str(), "bubble-enemy-result-increase");
         assert_eq!(a.channel(), Language::English.find_word("bubble").unwrap());
         let b = Code::parse(" bubble_enemy\tresult-increase ").unwrap();
         assert_eq!(a, b);

@@ -45,7 +45,7 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
     }
     let offer = sender.offer();
     let phrase = sender.code().phrase();
-    println!("Code is: {phrase}");
+    println!("Code is: {}", phrase.as_str());
     let _ = std::io::stdout().flush();
     say!(
         "Sharing {} ({}, {}).",

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use zeroize::Zeroizing;
+
 use crate::code::Code;
 use crate::error::{Error, Result};
 
@@ -64,14 +66,14 @@ pub(super) fn read_code(args: &[String]) -> Result<Code> {
             "warning: a code on the command line is visible to other users of this machine; \
              next time leave it out (or give -) and type it, or set PCP_CODE"
         );
-        return Ok(Code::parse(&args.join(" "))?);
+        return Ok(Code::parse(&Zeroizing::new(args.join(" ")))?);
     }
     if let Ok(c) = std::env::var("PCP_CODE") {
-        return Ok(Code::parse(&c)?);
+        return Ok(Code::parse(&Zeroizing::new(c))?);
     }
     say_part!("Enter the code: ");
     let _ = std::io::stderr().flush();
-    let mut line = String::new();
+    let mut line = Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
         .read_line(&mut line)

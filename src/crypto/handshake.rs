@@ -12,6 +12,7 @@ use libp2p::PeerId;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
+use zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::kem::{self, KemKeyPair};
@@ -218,18 +219,23 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     if peer.role != other(p.role) as i32 {
         return Err(Error::Protocol("peer claims the wrong role".into()));
     }
-    let key = spake
-        .finish(&peer.spake)
-        .map_err(|e| Error::Protocol(format!("bad SPAKE2 message: {e:?}")))?;
-    let key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| Error::Protocol("SPAKE2 key of unexpected length".into()))?;
+    let key = Zeroizing::new(
+        spake
+            .finish(&peer.spake)
+            .map_err(|e| Error::Protocol(format!("bad SPAKE2 message: {e:?}")))?,
+    );
+    let key: Zeroizing<[u8; 32]> = Zeroizing::new(
+        key.as_slice()
+            .try_into()
+            .map_err(|_| Error::Protocol("SPAKE2 key of unexpected length".into()))?,
+    );
     let (smsg, rmsg) = if p.role == Role::Sender {
         (&my_msg, &peer.spake)
     } else {
         (&peer.spake, &my_msg)
     };
     let t = transcript(&[&id, smsg, rmsg, &ek, &ct]);
+    let kem_secret = Zeroizing::new(kem_secret);
     let keys = SessionKeys::hybrid(p.role, &key, &kem_secret, &t);
     confirm(io, &keys, &t).await?;
     let peer_id = if p.role == Role::Sender {

@@ -7,6 +7,7 @@
 use ml_kem::array::Array;
 use ml_kem::{ml_kem_768, Decapsulate, KeyExport, B32};
 use rand::RngCore;
+use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
 
@@ -28,9 +29,10 @@ impl KemKeyPair {
             rand::rngs::OsRng.fill_bytes(&mut s);
             s
         });
-        KemKeyPair {
-            dk: ml_kem_768::DecapsulationKey::from_seed(Array::from(seed)),
-        }
+        let mut seed = Array::from(seed);
+        let dk = ml_kem_768::DecapsulationKey::from_seed(seed);
+        seed.zeroize();
+        KemKeyPair { dk }
     }
 
     /// The encapsulation key, as sent in the receiver's `Hello.kem`.
@@ -64,7 +66,9 @@ pub(super) fn encapsulate(ek: &[u8], m: Option<[u8; 32]>) -> Result<(Vec<u8>, [u
         rand::rngs::OsRng.fill_bytes(&mut m);
         m
     });
-    let (ct, ss) = ek.encapsulate_deterministic(&B32::from(m));
+    let mut m = B32::from(m);
+    let (ct, ss) = ek.encapsulate_deterministic(&m);
+    m.zeroize();
     Ok((ct.to_vec(), ss.into()))
 }
 

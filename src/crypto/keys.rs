@@ -8,6 +8,7 @@
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use zeroize::Zeroize;
 
 use super::record::{Opener, Sealer};
 use crate::proto::Role;
@@ -47,7 +48,9 @@ impl SessionKeys {
         let mut ikm = [0u8; 64];
         ikm[..32].copy_from_slice(spake_key);
         ikm[32..].copy_from_slice(kem_secret);
-        SessionKeys::derive(role, &ikm, transcript)
+        let keys = SessionKeys::derive(role, &ikm, transcript);
+        ikm.zeroize();
+        keys
     }
 
     /// Derives a session from any input keying material and the transcript hash: the hybrid
@@ -85,8 +88,9 @@ impl SessionKeys {
         } else {
             "receiver"
         };
-        let key = self.expand(&format!("pcp/2 confirm {who}"));
+        let mut key = self.expand(&format!("pcp/2 confirm {who}"));
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+        key.zeroize();
         mac.update(transcript);
         mac.finalize().into_bytes().to_vec()
     }
@@ -95,11 +99,14 @@ impl SessionKeys {
     pub fn stream(&self, index: u32) -> (Sealer, Opener) {
         let s2r = self.expand(&format!("pcp/2 stream {index} sender->receiver"));
         let r2s = self.expand(&format!("pcp/2 stream {index} receiver->sender"));
-        let (send, recv) = match self.role {
+        let (mut send, mut recv) = match self.role {
             Role::Sender => (s2r, r2s),
             _ => (r2s, s2r),
         };
-        (Sealer::new(&send), Opener::new(&recv))
+        let halves = (Sealer::new(&send), Opener::new(&recv));
+        send.zeroize();
+        recv.zeroize();
+        halves
     }
 
     pub fn role(&self) -> Role {
@@ -107,7 +114,8 @@ impl SessionKeys {
     }
 }
 
-/// the code: the first session's id and its resumption secret.
+/// What a receiver keeps to re-authenticate after a lost connection without typing the code
+/// again: the first session's id and its resumption secret.
 #[derive(Clone)]
 pub struct ResumeTicket {
     pub session: [u8; 16],
@@ -126,6 +134,20 @@ impl SessionKeys {
             session: self.session_id(),
             secret: self.resume_secret(),
         }
+    }
+}
+
+// Key material is wiped when it is dropped (the ciphers wipe their own keys: chacha20poly1305
+// zeroizes on drop).
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.prk.zeroize();
+    }
+}
+
+impl Drop for ResumeTicket {
+    fn drop(&mut self) {
+        self.secret.zeroize();
     }
 }
 

@@ -7,6 +7,8 @@ pub(crate) mod send;
 mod serve;
 mod store;
 mod stream;
+mod tickets;
 
 pub use serve::{serve, ServeOptions, ShareEnd, ShareEvent, MAX_FAILED_ATTEMPTS, MAX_STREAMS};
 pub use store::{ReadError, Share};
+pub use tickets::TICKET_IDLE;

@@ -14,7 +14,8 @@ use super::limits::{Attempts, StreamSlots};
 use super::store::Share;
 use super::stream::StreamCtx;
 use crate::code::Code;
-use crate::crypto::{ResumeTicket, SessionKeys};
+use super::tickets::{Tickets, TICKET_IDLE};
+use crate::crypto::SessionKeys;
 use crate::error::{Error, Result};
 use crate::net::{Node, STREAM_PROTOCOL, STREAM_PROTOCOL_1};
 
@@ -95,9 +96,8 @@ pub(super) struct SessionState {
 
 pub(super) struct Sessions {
     pub(super) by_id: Mutex<HashMap<[u8; 16], SessionState>>,
-    /// Resumption tickets by the id of the session that issued them, with the peer they
-    /// belong to; kept while that receiver may come back.
-    pub(super) tickets: Mutex<HashMap<[u8; 16], (PeerId, ResumeTicket)>>,
+    /// Resumption tickets, kept while their receiver may come back.
+    pub(super) tickets: Tickets,
     /// The receiver that authenticated with the code: after it, new sessions come only from it
     /// (by resumption).
     pub(super) receiver: Mutex<Option<PeerId>>,
@@ -137,14 +137,14 @@ pub async fn serve(
         .map_err(|e| Error::Network(e.to_string()))?;
     let sessions = Arc::new(Sessions {
         by_id: Mutex::new(HashMap::new()),
-        tickets: Mutex::new(HashMap::new()),
+        tickets: Tickets::new(TICKET_IDLE),
         receiver: Mutex::new(None),
         keep,
     });
     let attempts = Attempts::new(MAX_FAILED_ATTEMPTS);
     let slots = StreamSlots::new(STREAMS_PER_PEER, STREAMS_TOTAL);
     let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(64);
-    let phrase: Arc<str> = code.phrase().into();
+    let phrase = Arc::new(code.phrase());
     let mut active = 0u32;
     loop {
         tokio::select! {

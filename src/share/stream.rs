@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::limits::Attempts;
 use super::serve::{Outcome, SessionState, Sessions, ShareEvent, MAX_STREAMS};
 use super::store::Share;
+use super::tickets::{Refusal, TICKET_IDLE};
 use crate::crypto::{
     self, secure_stream, HandshakeParams, SecureReader, SecureWriter, SessionKeys,
 };
@@ -39,7 +40,7 @@ pub(super) struct StreamCtx {
     pub(super) node: Node,
     pub(super) share: Arc<Share>,
     pub(super) sessions: Arc<Sessions>,
-    pub(super) phrase: Arc<str>,
+    pub(super) phrase: Arc<zeroize::Zeroizing<String>>,
     pub(super) events: mpsc::Sender<ShareEvent>,
     pub(super) outcomes: mpsc::Sender<Outcome>,
     /// Cancelled when the user stops the share: every receiver is told so.
@@ -63,7 +64,7 @@ impl StreamCtx {
         peer: PeerId,
         hello: Hello,
         io: &mut Io,
-    ) -> Result<std::result::Result<SessionKeys, u32>> {
+    ) -> Result<std::result::Result<(SessionKeys, [u8; 16]), u32>> {
         let me = self.node.peer_id();
         if hello.resume.is_empty() {
             if !self.sessions.keep && self.sessions.receiver.lock().expect("lock").is_some() {
@@ -90,23 +91,29 @@ impl StreamCtx {
                 }
                 *receiver = Some(peer);
             }
-            self.sessions
-                .tickets
-                .lock()
-                .expect("lock")
-                .insert(keys.session_id(), (peer, keys.ticket()));
-            return Ok(Ok(keys));
+            self.sessions.tickets.issue(peer, keys.ticket());
+            return Ok(Ok((keys.clone(), keys.session_id())));
         }
-        let ticket = {
-            let tickets = self.sessions.tickets.lock().expect("lock");
-            match tickets.get(hello.resume.as_slice()) {
-                Some((p, t)) if *p == peer => t.clone(),
-                _ => return Err(Error::Protocol("resumption of an unknown session".into())),
+        let ticket = match self.sessions.tickets.resume(&hello.resume, peer) {
+            Ok(t) => t,
+            Err(Refusal::Unknown) => {
+                return Err(Error::Protocol("resumption of an unknown session".into()))
+            }
+            Err(Refusal::Expired) => {
+                return Err(Error::Protocol(format!(
+                    "resumption ticket unused for over {} min; it has expired",
+                    TICKET_IDLE.as_secs() / 60
+                )))
             }
         };
+        let id = ticket.session;
         let hs = crypto::resume_handshake(io, Role::Sender, me, peer, &ticket, Some(hello));
-        match crypto::timed("the handshake", hs).await {
-            Ok(keys) => Ok(Ok(keys)),
+        let r = crypto::timed("the handshake", hs).await;
+        if r.is_err() {
+            self.sessions.tickets.end(&id);
+        }
+        match r {
+            Ok(keys) => Ok(Ok((keys, id))),
             Err(Error::WrongCode) => Ok(Err(self.attempts.record_failure())),
             Err(e) => Err(e),
         }
@@ -115,8 +122,8 @@ impl StreamCtx {
     /// A new session: handshake, registration, then the control stream until it ends.
     async fn session(&self, peer: PeerId, hello: Hello, mut io: Io) -> Result<Outcome> {
         let resumed = !hello.resume.is_empty();
-        let keys = match self.authenticate(peer, hello, &mut io).await? {
-            Ok(keys) => keys,
+        let (keys, ticket) = match self.authenticate(peer, hello, &mut io).await? {
+            Ok(k) => k,
             Err(failures) => return Ok(Outcome::WrongCode(failures)),
         };
         let ended = CancellationToken::new();
@@ -158,6 +165,7 @@ impl StreamCtx {
             .expect("lock")
             .remove(&keys.session_id());
         ended.cancel();
+        self.sessions.tickets.end(&ticket);
         self.ended(peer, outcome).await
     }
 
@@ -166,11 +174,7 @@ impl StreamCtx {
         match outcome {
             Ok(accepted) => {
                 // Finished or declined: this receiver will not come back.
-                self.sessions
-                    .tickets
-                    .lock()
-                    .expect("lock")
-                    .retain(|_, (p, _)| *p != peer);
+                self.sessions.tickets.forget(peer);
                 let ev = if accepted {
                     ShareEvent::Finished { peer }
                 } else {
