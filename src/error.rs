@@ -74,6 +74,12 @@ pub enum Error {
     #[error("connection to the other side was lost: {0}")]
     ConnectionLost(String),
 
+    /// The sender closed a new stream before answering its first message: it never read it (a
+    /// busy sender may drop a stream it has no room for), so no guess was made and trying
+    /// again is safe.
+    #[error("the sender closed the stream before answering: {0}")]
+    Unanswered(String),
+
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, &'static str),
 

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(cli::run_until_interrupted(cli));
     rt.shutdown_timeout(Duration::from_millis(200));
+    cli::json::end(&result);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Interrupted) => {
@@ -38,10 +39,16 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // Errors carry names and reasons from the peer: escaped like every line pcp prints.
-            eprintln!("error: {}", printable(&e.to_string()));
+            // A cause is shown once: most messages already end with their cause's text.
+            let mut shown = e.to_string();
+            eprintln!("error: {}", printable(&shown));
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                eprintln!("  caused by: {}", printable(&s.to_string()));
+                let text = s.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {}", printable(&text));
+                    shown.push_str(&text);
+                }
                 src = s.source();
             }
             ExitCode::from(1)

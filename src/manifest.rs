@@ -69,6 +69,14 @@ impl LocalTree {
             let meta = std::fs::metadata(p).ctx(|| format!("cannot share {}", p.display()))?;
             t.add(0, &name, p, &meta)?;
         }
+        if t.entries.is_empty() {
+            // Every path was skipped (a device, a FIFO, an unfinished download): no code for
+            // nothing.
+            return Err(Error::io(
+                "nothing to share",
+                std::io::Error::other(t.warnings.join("; ")),
+            ));
+        }
         Ok(t)
     }
 

@@ -30,6 +30,50 @@ fn receive_by_the_binary_on_loopback() {
         snapshot(&src.path().join("d")),
         snapshot(&out.path().join("d"))
     );
+    // The sender counts what this receiver was sent, over the transfer's own time.
+    let sent = s.stderr.lock().unwrap().clone();
+    assert!(
+        sent.contains("Done: the receiver has everything (3.00 MiB sent in "),
+        "{sent}"
+    );
+}
+
+#[test]
+fn errors_say_their_cause_once_and_nothing_is_not_shared() {
+    let r = Command::new(PCP)
+        .args(["send", "--discovery", "none", "/nonexistent/pcp-test"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot share /nonexistent/pcp-test"),
+        "{err}"
+    );
+    // Nothing but a device: no code is printed for an empty share.
+    let r = Command::new(PCP)
+        .args([
+            "send",
+            "--discovery",
+            "none",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        r.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert!(
+        err.contains("error: nothing to share") && err.contains("special file /dev/null"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -153,4 +197,184 @@ fn found_by_mdns_across_a_veth_lan() {
         snapshot(&src.path().join("share")),
         snapshot(&out.path().join("share"))
     );
+}
+
+#[test]
+fn a_kept_share_serves_several_receivers_at_once_until_ctrl_c() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("d")).unwrap();
+    std::fs::write(src.path().join("d/data"), common::bytes(4 << 20, 7)).unwrap();
+    std::fs::write(src.path().join("d/note"), b"for everyone").unwrap();
+    let mut s = send_loopback(&src.path().join("d"), &["--keep"]);
+    let addr = s.loopback_addr();
+    // One wrong code first: it counts, but the share goes on.
+    let out = tempfile::tempdir().unwrap();
+    let wrong = receive_cmd(&addr, out.path())
+        .arg("abandon-ability-able-about")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    // Four receivers at once, each into its own folder.
+    let outs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let runs: Vec<_> = outs
+        .iter()
+        .map(|o| {
+            receive_cmd(&addr, o.path())
+                .env("PCP_CODE", &s.code)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (r, o) in runs.into_iter().zip(&outs) {
+        let r = r.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{err}");
+        assert!(err.contains("all verified"), "{err}");
+        assert_eq!(
+            snapshot(&src.path().join("d")),
+            snapshot(&o.path().join("d"))
+        );
+    }
+    // Still sharing: one more receiver later.
+    assert_eq!(s.wait(1), None, "{}", s.stderr.lock().unwrap());
+    let late = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, late.path())
+        .env("PCP_CODE", &s.code)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
+    assert_eq!(s.wait(10), Some(0), "{}", s.stderr.lock().unwrap());
+    let err = s.stderr.lock().unwrap().clone();
+    for n in 1..=5 {
+        assert!(
+            err.contains(&format!("Receiver {n} is done (4.00 MiB sent in ")),
+            "{err}"
+        );
+    }
+    assert!(err.contains("1 of 3 attempts"), "{err}");
+    assert!(
+        err.contains("Stopped sharing: 5 receivers finished, 0 declined."),
+        "{err}"
+    );
+}
+
+/// The `--json` lines of `out`, each parsed (a line that is not a JSON object fails the test).
+fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert!(v["event"].is_string(), "no event name: {l}");
+            v
+        })
+        .collect()
+}
+
+fn names(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn json_events_on_both_sides_and_nothing_else_on_stdout() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("d")).unwrap();
+    std::fs::write(src.path().join("d/data"), common::bytes(2 << 20, 3)).unwrap();
+    let mut send = Command::new(PCP)
+        .args(["--json", "-v", "--discovery", "none", "send", "--listen"])
+        .args(["/ip4/127.0.0.1/tcp/0"])
+        .arg(src.path().join("d"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(send.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let code: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(code["event"], "code", "{first}");
+    assert_eq!(
+        (code["files"].as_u64(), code["bytes"].as_u64()),
+        (Some(1), Some(2 << 20))
+    );
+    assert_eq!(code["roots"][0], "d/", "folders end with /");
+    let phrase = code["code"].as_str().unwrap().to_string();
+    let mut err = BufReader::new(send.stderr.take().unwrap());
+    let addr = loop {
+        let mut l = String::new();
+        assert!(err.read_line(&mut l).unwrap() > 0, "no address");
+        if let Some(a) = l.trim().strip_prefix("Listening on ") {
+            if a.starts_with("/ip4/127.0.0.1/tcp") {
+                break a.to_string();
+            }
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let dst = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, dst.path())
+        .arg("--json")
+        .env("PCP_CODE", &phrase)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let ev = json_lines(&r.stdout);
+    let n = names(&ev);
+    assert_eq!(&n[..2], ["found", "offer"], "{n:?}");
+    assert_eq!(ev[1]["bytes"], 2 << 20);
+    let done = ev.last().unwrap();
+    assert_eq!(done["event"], "done", "{n:?}");
+    assert_eq!(done["exit_code"], 0);
+    assert_eq!(
+        (done["files"].as_u64(), done["bytes"].as_u64()),
+        (Some(1), Some(2 << 20))
+    );
+    assert!(n[2..n.len() - 1].iter().all(|e| *e == "progress"), "{n:?}");
+    assert!(send.wait().unwrap().success());
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut out, &mut rest).unwrap();
+    let ev = json_lines(&rest);
+    let n: Vec<&str> = names(&ev)
+        .into_iter()
+        .filter(|e| *e != "progress")
+        .collect();
+    assert_eq!(
+        n,
+        [
+            "receiver_authenticated",
+            "receiver_accepted",
+            "receiver_done",
+            "done"
+        ],
+        "{ev:?}"
+    );
+    let done = ev.last().unwrap();
+    assert_eq!(
+        (done["exit_code"].as_u64(), done["bytes"].as_u64()),
+        (Some(0), Some(2 << 20))
+    );
+    // An error is an event too, with its exit code.
+    let r = Command::new(PCP)
+        .args([
+            "--json",
+            "--discovery",
+            "none",
+            "send",
+            "/nonexistent/pcp-json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    let ev = json_lines(&r.stdout);
+    assert_eq!(names(&ev), ["error"]);
+    assert_eq!(ev[0]["exit_code"], 1);
+    assert!(ev[0]["message"].as_str().unwrap().contains("cannot share"));
 }

@@ -497,6 +497,11 @@ fn public_peers_find_each_other_through_the_dht() {
     assert_transferred(&net, &r, &mut s, src.path(), out.path());
     let line = found_line(&r).unwrap();
     assert!(line.contains("direct"), "{line}\n{}", report(&net, &r, &s));
+    // Publication is claimed once, with the count of peers that stored the record.
+    let err = s.stderr.lock().unwrap().clone();
+    assert_eq!(err.matches("Published on the DHT (").count(), 1, "{err}");
+    assert!(err.contains("peers stored the record)."), "{err}");
+    assert!(!err.contains("Not published"), "{err}");
     eprintln!(
         "public peers: {line} (receiver ran {:.1} s)",
         r.took.as_secs_f64()
@@ -668,4 +673,31 @@ fn a_receiver_that_finds_no_one_gives_up_clearly() {
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     eprintln!("no sender: gave up after {:.1} s", r.took.as_secs_f64());
+}
+
+#[test]
+fn a_sender_that_reaches_no_dht_peer_says_so_once() {
+    let src = tree(5);
+    let mut net = Net::new("lone", 5);
+    let sender = net.public_peer("snd", 21);
+    // The only bootstrap peer is an address on this network where no one answers.
+    let nobody = format!("/ip4/{}/tcp/4001", net.public_ip(99));
+    let s = send_dht(&net, &sender, &[nobody], &src.path().join("share"), &[]);
+    let said = |s: &Sending| {
+        s.stderr
+            .lock()
+            .unwrap()
+            .contains("Not published on the DHT")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !said(&s) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = s.stderr.lock().unwrap().clone();
+    assert!(said(&s), "{err}");
+    assert_eq!(err.matches("Not published on the DHT").count(), 1, "{err}");
+    assert!(!err.contains("Published on the DHT ("), "{err}");
+    // --discovery dht: nothing claims that mDNS takes over.
+    assert!(!err.contains("mDNS"), "{err}");
+    drop(s);
 }

@@ -19,6 +19,7 @@ macro_rules! say_part {
 }
 
 mod docs;
+pub mod json;
 mod mount;
 mod node;
 mod receive;
@@ -67,6 +68,10 @@ pub struct Cli {
     /// Do not draw progress bars (also off when stderr is not a terminal).
     #[arg(long, global = true)]
     no_progress: bool,
+    /// Print one JSON object per line on stdout for every event (code, receivers, progress,
+    /// done or error with the exit code), and nothing else there; see README "Scripting".
+    #[arg(long, global = true)]
+    pub json: bool,
     /// How to find the other side: any of mdns, dht (comma-separated), or none (only
     /// --listen/--peer addresses).
     #[arg(long, global = true, value_delimiter = ',', default_value = "mdns,dht")]
@@ -192,8 +197,11 @@ fn seek(discovery: &Discovery, peers: Vec<Multiaddr>, wait: Duration, allow_rela
 
 /// Runs the command.
 pub async fn run(cli: Cli) -> Result<()> {
+    if cli.json {
+        json::enable();
+    }
     let ui = Ui {
-        progress: !cli.no_progress && std::io::stderr().is_terminal(),
+        progress: !cli.no_progress && !cli.json && std::io::stderr().is_terminal(),
         verbose: cli.verbose,
     };
     let discovery = discovery(&cli);

@@ -8,10 +8,11 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::HumanBytes;
 use libp2p::Multiaddr;
+use serde_json::json;
 
 use super::receive::find;
 use super::ui::{parse_size, plural, read_code, roots, Ui};
-use super::{interrupted, seek};
+use super::{interrupted, json, seek};
 use crate::error::{Error, Result};
 use crate::fetch::RemoteEvent;
 use crate::mount::check_mountpoint;
@@ -84,15 +85,27 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
         HumanBytes(c.bytes),
         a.mountpoint.display()
     );
+    json::emit(
+        "mounted",
+        json!({
+            "mountpoint": a.mountpoint.display().to_string(),
+            "roots": c.roots.iter().map(|r| String::from_utf8_lossy(r)).collect::<Vec<_>>(),
+            "files": c.files,
+            "bytes": c.bytes,
+        }),
+    );
     let bar = live.copy_out.as_ref().map(|_| ui.bar(c.bytes));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            Some(ev) = live.events.recv() => match ev {
-                RemoteEvent::Lost(why) => say!("warning: lost the sender ({why}); reconnecting; reads fail with EIO after {:?} meanwhile", a.timeout),
-                RemoteEvent::Reconnected => say!("Reconnected to the sender."),
-                RemoteEvent::Ended(why) => say!("warning: the sender stopped sharing ({why}); reads now fail with EIO. Ctrl-C to unmount."),
+            Some(ev) = live.events.recv() => {
+                remote_json(&ev);
+                match ev {
+                    RemoteEvent::Lost(why) => say!("warning: lost the sender ({why}); reconnecting; reads fail with EIO after {:?} meanwhile", a.timeout),
+                    RemoteEvent::Reconnected => say!("Reconnected to the sender."),
+                    RemoteEvent::Ended(why) => say!("warning: the sender stopped sharing ({why}); reads now fail with EIO. Ctrl-C to unmount."),
+                }
             },
             _ = tick.tick() => {
                 if !live.is_alive() {
@@ -103,11 +116,13 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
             }
         }
     }
-    if live.unmount().await {
+    let busy = live.unmount().await;
+    if busy {
         say!("The mount was busy: detached it; it disappears when the last program using it closes it.");
     } else {
         say!("Unmounted {}.", a.mountpoint.display());
     }
+    json::done(json!({ "unmounted": a.mountpoint.display().to_string(), "detached_busy": busy }));
     Ok(())
 }
 
@@ -126,11 +141,31 @@ async fn copy_out_progress(live: &mut LiveMount, bar: Option<&indicatif::Progres
     }
     let copy = live.copy_out.take().expect("checked");
     match copy.result().await {
-        Ok(s) => say!(
-            "Copy-out finished: {} ({}, all verified).",
-            plural(s.files, "file"),
-            HumanBytes(s.bytes)
-        ),
-        Err(e) => say!("warning: copy-out failed: {e}"),
+        Ok(s) => {
+            say!(
+                "Copy-out finished: {} ({}, all verified).",
+                plural(s.files, "file"),
+                HumanBytes(s.bytes)
+            );
+            json::emit(
+                "copy_out_done",
+                json!({ "files": s.files, "bytes": s.bytes }),
+            );
+        }
+        Err(e) => {
+            say!("warning: copy-out failed: {e}");
+            json::emit("copy_out_failed", json!({ "message": e.to_string() }));
+        }
+    }
+}
+
+/// The `--json` event for a change in the connection to the sender.
+fn remote_json(ev: &RemoteEvent) {
+    match ev {
+        RemoteEvent::Lost(why) => json::emit("sender_lost", json!({ "reason": why.to_string() })),
+        RemoteEvent::Reconnected => json::emit("sender_reconnected", json!({})),
+        RemoteEvent::Ended(why) => {
+            json::emit("sender_stopped", json!({ "reason": why.to_string() }))
+        }
     }
 }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::HumanBytes;
 use libp2p::Multiaddr;
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::ui::{confirm, plural, read_code, roots, Ui};
-use super::{interrupted, seek};
+use super::{interrupted, json, seek};
 use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::fetch::connect::Seek;
@@ -63,6 +64,10 @@ pub(super) async fn find(code: &Code, seek: &Seek) -> Result<Receiver> {
         found.via,
         found.connection
     );
+    json::emit(
+        "found",
+        json!({ "via": found.via, "connection": found.connection }),
+    );
     Ok(found)
 }
 
@@ -88,6 +93,14 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
             roots(&c.hidden)
         );
     }
+    json::emit(
+        "offer",
+        json!({
+            "roots": c.roots.iter().map(|r| String::from_utf8_lossy(r)).collect::<Vec<_>>(),
+            "files": c.files,
+            "bytes": c.bytes,
+        }),
+    );
     let answer = if a.yes {
         say!("Offer: {what}. Accepting.");
         Ok(true)
@@ -105,6 +118,7 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
         Ok(false) => {
             receiver.decline().await?;
             say!("Declined; nothing was written.");
+            json::done(json!({ "declined": true }));
             return Ok(());
         }
         Err(e) => {
@@ -131,6 +145,7 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     let work = accepted.run(&opts, progress.clone(), stop.clone());
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut throttle = json::Throttle::default();
     let signal = interrupted();
     tokio::pin!(signal);
     let summary = loop {
@@ -139,20 +154,30 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
             _ = &mut signal, if !stop.is_cancelled() => stop.cancel(),
             _ = tick.tick() => {
                 let p = &progress;
-                bar.set_position(p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed));
-                bar.set_message(format!("{}/{} files", p.files.load(Ordering::Relaxed), files));
+                let done = p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed);
+                let files_done = p.files.load(Ordering::Relaxed);
+                bar.set_position(done);
+                bar.set_message(format!("{files_done}/{files} files"));
+                if json::on() && throttle.ready() {
+                    json::emit(
+                        "progress",
+                        json!({ "bytes": done, "total": bytes, "files": files_done, "total_files": files }),
+                    );
+                }
             }
         }
     };
     bar.finish_and_clear();
     let summary = summary?;
-    print_summary(
-        &c.roots,
-        files,
-        bytes,
-        &summary,
-        started.elapsed().as_secs_f64(),
-    );
+    let secs = started.elapsed().as_secs_f64();
+    print_summary(&c.roots, files, bytes, &summary, secs);
+    json::done(json!({
+        "files": files,
+        "bytes": bytes,
+        "moved": summary.bytes,
+        "reused": summary.reused,
+        "seconds": secs,
+    }));
     Ok(())
 }
 

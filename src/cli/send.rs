@@ -1,17 +1,19 @@
 //! `pcp send`: prints the code on stdout, then what happens to the share on stderr.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar};
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::interrupted;
 use super::ui::{plural, roots, Ui};
+use super::{interrupted, json};
 use crate::code::{Code, MAX_WORDS, MIN_WORDS};
 use crate::error::{Error, Result};
 use crate::net::discovery::Discovery;
@@ -32,6 +34,10 @@ pub(super) struct SendArgs {
     /// Listen address (repeatable). Default: all interfaces, TCP and QUIC, ephemeral ports.
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
+    /// Keep sharing after a receiver has finished, until Ctrl-C: several receives and mounts
+    /// at once, each with its own session (three wrong codes still end the share).
+    #[arg(long)]
+    keep: bool,
 }
 
 pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()> {
@@ -45,8 +51,20 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
     }
     let offer = sender.offer();
     let phrase = sender.code().phrase();
-    println!("Code is: {}", phrase.as_str());
-    let _ = std::io::stdout().flush();
+    if json::on() {
+        json::emit(
+            "code",
+            json!({
+                "code": phrase.as_str(),
+                "roots": offer.roots.iter().map(|r| String::from_utf8_lossy(r)).collect::<Vec<_>>(),
+                "files": offer.files,
+                "bytes": offer.bytes,
+            }),
+        );
+    } else {
+        println!("Code is: {}", phrase.as_str());
+        let _ = std::io::stdout().flush();
+    }
     say!(
         "Sharing {} ({}, {}).",
         roots(&offer.roots),
@@ -54,6 +72,9 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
         HumanBytes(offer.bytes)
     );
     say!("On the other machine run `pcp receive` (or `pcp mount - FOLDER`) and type the code.");
+    if a.keep {
+        say!("Sharing with every receiver that has the code until Ctrl-C.");
+    }
     if ui.verbose > 0 {
         for a in sender.listen_addrs() {
             say!("Listening on {a}");
@@ -61,17 +82,18 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
     }
     let (tx, mut rx) = mpsc::channel(16);
     let stop = CancellationToken::new();
-    let serving = sender.run(tx, stop.clone());
+    let serving = sender.run(tx, stop.clone(), a.keep);
     tokio::pin!(serving);
     let mut bar: Option<ProgressBar> = None;
-    let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_served = 0;
     let signal = interrupted();
     tokio::pin!(signal);
     let mut printer = Printer {
         ui,
-        published: false,
         mounted: false,
+        finished: None,
+        keep: a.keep.then(Receivers::default),
     };
     let end = loop {
         tokio::select! {
@@ -79,17 +101,40 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
             // Receivers are told; `run` then ends with Interrupted within about a second.
             _ = &mut signal, if !stop.is_cancelled() => stop.cancel(),
             Some(ev) = rx.recv() => {
-                if printer.print(ev) {
+                // One bar for one receiver; with --keep each receiver has its own lines.
+                if printer.print(ev) && !a.keep {
                     bar = Some(ui.bar(offer.bytes));
                 }
             }
-            _ = tick.tick() => if let Some(b) = &bar {
-                b.set_position(sender.share().served().min(offer.bytes));
+            _ = tick.tick() => {
+                let served = sender.share().served();
+                if let Some(b) = &bar {
+                    b.set_position(served.min(offer.bytes));
+                }
+                // Every 200 ms while bytes move (with --keep: bytes sent to everyone).
+                if served != last_served {
+                    last_served = served;
+                    json::emit("progress", json!({ "bytes": served, "total": offer.bytes }));
+                }
             },
         }
     };
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    // Events sent before serving ended may still be queued: they come before the last line.
+    while let Ok(ev) = rx.try_recv() {
+        printer.print(ev);
+    }
+    if let (Some(r), Err(Error::Interrupted)) = (&printer.keep, &end) {
+        // Ctrl-C is how a --keep share ends.
+        say!(
+            "Stopped sharing: {} finished, {} declined.",
+            plural(r.finished as u64, "receiver"),
+            r.declined
+        );
+        json::done(json!({ "receivers_finished": r.finished, "receivers_declined": r.declined }));
+        return Ok(());
     }
     match end? {
         ShareEnd::Finished => {
@@ -98,11 +143,9 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
             } else {
                 "the receiver has everything"
             };
-            say!(
-                "Done: {what} ({} sent in {:.1} s).",
-                HumanBytes(sender.share().served()),
-                started.elapsed().as_secs_f64()
-            );
+            let (bytes, elapsed) = printer.finished.unwrap_or_default();
+            say!("Done: {what} ({}).", sent(bytes, elapsed));
+            json::done(json!({ "bytes": bytes, "seconds": elapsed.as_secs_f64() }));
             Ok(())
         }
         ShareEnd::Declined => Err(Error::Declined),
@@ -112,23 +155,65 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
 /// Turns the share's events into lines.
 struct Printer {
     ui: Ui,
-    /// A DHT line was printed (later ones only with -v).
-    published: bool,
     /// A receiver mounted the share.
     mounted: bool,
+    /// What the receiver that finished was sent, and in what time.
+    finished: Option<(u64, Duration)>,
+    /// With --keep: the receivers, numbered.
+    keep: Option<Receivers>,
+}
+
+/// The receivers of a --keep share: a number for each, who is connected, what finished.
+#[derive(Default)]
+struct Receivers {
+    numbers: HashMap<PeerId, usize>,
+    connected: HashSet<PeerId>,
+    finished: usize,
+    declined: usize,
+}
+
+impl Receivers {
+    fn number(&mut self, peer: PeerId) -> usize {
+        let next = self.numbers.len() + 1;
+        *self.numbers.entry(peer).or_insert(next)
+    }
+
+    /// "2 connected (receivers 1, 3)" or "none connected".
+    fn connected(&self) -> String {
+        if self.connected.is_empty() {
+            return "none connected".into();
+        }
+        let mut n: Vec<usize> = self.connected.iter().map(|p| self.numbers[p]).collect();
+        n.sort();
+        let list: Vec<String> = n.iter().map(|n| n.to_string()).collect();
+        format!("{} connected ({})", n.len(), list.join(", "))
+    }
+}
+
+/// "1.00 GiB sent in 4.2 s (243.10 MiB/s)": bytes and the time of the transfer itself.
+fn sent(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if bytes == 0 {
+        return "nothing sent".into();
+    }
+    let rate = if secs > 0.0 {
+        format!(" ({}/s)", HumanBytes((bytes as f64 / secs) as u64))
+    } else {
+        String::new()
+    };
+    format!("{} sent in {secs:.1} s{rate}", HumanBytes(bytes))
 }
 
 impl Printer {
     /// Prints `ev`; returns whether a transfer started (time for a progress bar).
     fn print(&mut self, ev: SendEvent) -> bool {
+        if json::on() {
+            event_json(&ev);
+        }
         match ev {
             SendEvent::Share(ev) => return self.share(ev),
-            SendEvent::Dht(line) => {
-                if !self.published || self.ui.verbose > 0 {
-                    say!("{line}");
-                }
-                self.published = true;
-            }
+            // The announcer says each change of state once.
+            SendEvent::Dht(line) => say!("{line}"),
             SendEvent::RelayReserved(a) => {
                 if self.ui.verbose > 0 {
                     say!("Reachable through a relay: {a}");
@@ -139,6 +224,9 @@ impl Printer {
     }
 
     fn share(&mut self, ev: ShareEvent) -> bool {
+        if let Some(r) = &mut self.keep {
+            return keep_line(r, ev);
+        }
         match ev {
             ShareEvent::Authenticated { connection, .. } => {
                 say!("Receiver authenticated ({connection}).")
@@ -161,8 +249,9 @@ impl Printer {
                 );
                 return true;
             }
-            ShareEvent::Declined { .. } => say!("The receiver declined."),
-            ShareEvent::Finished { .. } => {}
+            // The share ends with the error "the receiver declined the offer", said once.
+            ShareEvent::Declined { .. } => {}
+            ShareEvent::Finished { bytes, elapsed, .. } => self.finished = Some((bytes, elapsed)),
             ShareEvent::Stopped { reason, .. } => {
                 say!("The receiver stopped: {reason}. Still sharing; Ctrl-C to stop.")
             }
@@ -172,4 +261,114 @@ impl Printer {
         }
         false
     }
+}
+
+/// A --keep share's line for `ev`: each receiver by its number. Returns whether a transfer
+/// started.
+fn keep_line(r: &mut Receivers, ev: ShareEvent) -> bool {
+    match ev {
+        ShareEvent::Authenticated { peer, connection } => {
+            let n = r.number(peer);
+            r.connected.insert(peer);
+            say!("Receiver {n} authenticated ({connection}); {}.", r.connected());
+        }
+        ShareEvent::Resumed { peer, connection } => {
+            let n = r.number(peer);
+            r.connected.insert(peer);
+            say!("Receiver {n} reconnected ({connection}); {}.", r.connected());
+        }
+        ShareEvent::WrongCode { attempts } => say!(
+            "warning: someone tried a wrong code ({attempts} of {MAX_FAILED_ATTEMPTS} attempts for the life of the share); if it was not a receiver of yours, someone may be guessing"
+        ),
+        ShareEvent::Accepted { peer, mount } => {
+            let n = r.number(peer);
+            if mount {
+                say!("Receiver {n} mounted the share.");
+            } else {
+                say!("Receiver {n} accepted; sending...");
+            }
+            return true;
+        }
+        ShareEvent::Declined { peer } => {
+            let n = r.number(peer);
+            r.connected.remove(&peer);
+            r.declined += 1;
+            say!("Receiver {n} declined; {}.", r.connected());
+        }
+        ShareEvent::Finished {
+            peer,
+            bytes,
+            elapsed,
+        } => {
+            let n = r.number(peer);
+            r.connected.remove(&peer);
+            r.finished += 1;
+            say!(
+                "Receiver {n} is done ({}); {} finished, {}.",
+                sent(bytes, elapsed),
+                r.finished,
+                r.connected()
+            );
+        }
+        ShareEvent::Stopped { peer, reason } => {
+            let n = r.number(peer);
+            r.connected.remove(&peer);
+            say!("Receiver {n} stopped: {reason}; {}.", r.connected());
+        }
+        ShareEvent::Lost { peer, reason } => {
+            let n = r.number(peer);
+            r.connected.remove(&peer);
+            say!(
+                "warning: lost receiver {n}: {reason}; it may come back; {}.",
+                r.connected()
+            );
+        }
+    }
+    false
+}
+
+/// The `--json` event for `ev` (README "Scripting" lists them).
+fn event_json(ev: &SendEvent) {
+    let (name, fields) = match ev {
+        SendEvent::Dht(line) => ("dht", json!({ "message": line })),
+        SendEvent::RelayReserved(a) => ("relay_reserved", json!({ "address": a.to_string() })),
+        SendEvent::Share(ev) => match ev {
+            ShareEvent::Authenticated { peer, connection } => (
+                "receiver_authenticated",
+                json!({ "peer": peer.to_string(), "connection": connection }),
+            ),
+            ShareEvent::Resumed { peer, connection } => (
+                "receiver_reconnected",
+                json!({ "peer": peer.to_string(), "connection": connection }),
+            ),
+            ShareEvent::WrongCode { attempts } => (
+                "wrong_code",
+                json!({ "attempts": attempts, "limit": MAX_FAILED_ATTEMPTS }),
+            ),
+            ShareEvent::Accepted { peer, mount } => (
+                "receiver_accepted",
+                json!({ "peer": peer.to_string(), "mount": mount }),
+            ),
+            ShareEvent::Declined { peer } => {
+                ("receiver_declined", json!({ "peer": peer.to_string() }))
+            }
+            ShareEvent::Finished {
+                peer,
+                bytes,
+                elapsed,
+            } => (
+                "receiver_done",
+                json!({ "peer": peer.to_string(), "bytes": bytes, "seconds": elapsed.as_secs_f64() }),
+            ),
+            ShareEvent::Stopped { peer, reason } => (
+                "receiver_stopped",
+                json!({ "peer": peer.to_string(), "reason": reason }),
+            ),
+            ShareEvent::Lost { peer, reason } => (
+                "receiver_lost",
+                json!({ "peer": peer.to_string(), "reason": reason }),
+            ),
+        },
+    };
+    json::emit(name, fields);
 }

@@ -12,8 +12,8 @@ use libp2p::PeerId;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
-use zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use super::kem::{self, KemKeyPair};
 use super::keys::{constant_time_eq, ResumeTicket, SessionKeys};
@@ -137,8 +137,15 @@ async fn exchange_hellos<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Hello> {
     let peer = match (role, peer_hello) {
         (Role::Receiver, _) => {
-            write_opening(io, wire::opening::Kind::Hello(hello)).await?;
-            read_plain::<_, Hello>(io).await?
+            // Closed before the sender's hello: nothing keyed was sent, no guess was made.
+            let unanswered = |e| match e {
+                Error::ConnectionLost(why) => Error::Unanswered(why),
+                e => e,
+            };
+            write_opening(io, wire::opening::Kind::Hello(hello))
+                .await
+                .map_err(unanswered)?;
+            read_plain::<_, Hello>(io).await.map_err(unanswered)?
         }
         (_, Some(peer)) => {
             write_frame(io, &hello.encode_to_vec()).await?;

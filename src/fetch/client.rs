@@ -35,13 +35,34 @@ pub(super) struct Lane {
 /// Responses awaited on one lane, by request id.
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response>>>>>;
 
-/// Opens data stream `index` of the session and starts its writer and reader tasks.
+/// Attempts at opening one data stream: a sender busy with many streams at once may drop a new
+/// one before it reads it (libp2p-stream hands inbound streams over one at a time), which looks
+/// like a stream closed before `Ready`.
+const LANE_ATTEMPTS: u32 = 5;
+
+/// Opens data stream `index` of the session and starts its writer and reader tasks, trying
+/// again (20, 40, 80, 160 ms later) when the stream is closed before the sender says `Ready`.
+/// A retry is safe: a stream the sender dropped never joined, so its index is still unused.
 pub(super) async fn open_lane(
     node: &Node,
     peer: PeerId,
     keys: &SessionKeys,
     index: u32,
 ) -> Result<Lane> {
+    let mut attempt = 0;
+    loop {
+        match try_open_lane(node, peer, keys, index).await {
+            Err(Error::ConnectionLost(why)) if attempt + 1 < LANE_ATTEMPTS => {
+                tracing::debug!("data stream {index} closed before ready ({why}); again");
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn try_open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32) -> Result<Lane> {
     let mut io = open_stream(node, peer).await?;
     let join = Join {
         session: keys.session_id().to_vec(),

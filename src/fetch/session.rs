@@ -55,6 +55,9 @@ pub struct Session {
     manifest: Option<Manifest>,
 }
 
+/// Attempts at opening the control stream when the sender closes it unanswered.
+pub const OPEN_ATTEMPTS: u32 = 5;
+
 impl Session {
     fn on_control_stream(node: &Node, peer: PeerId, keys: SessionKeys, io: Io) -> Session {
         let (reader, writer) = secure_stream(io, &keys, 0);
@@ -69,13 +72,25 @@ impl Session {
         }
     }
 
-    /// Opens the control stream to `peer` (already connected) and runs the handshake.
+    /// Opens the control stream to `peer` (already connected) and runs the handshake. A stream
+    /// the sender closed before answering (it had no room for it) is opened again, up to
+    /// [`OPEN_ATTEMPTS`] times: it made no guess.
     pub async fn authenticate(node: &Node, peer: PeerId, code: &Code) -> Result<Session> {
-        let mut io = open_stream(node, peer).await?;
         let phrase = code.phrase();
-        let params = HandshakeParams::with_code(&phrase, Role::Receiver, peer, node.peer_id());
-        let keys = crypto::timed("the handshake", crypto::handshake(&mut io, params, None)).await?;
-        Ok(Session::on_control_stream(node, peer, keys, io))
+        let mut attempt = 0;
+        loop {
+            let mut io = open_stream(node, peer).await?;
+            let params = HandshakeParams::with_code(&phrase, Role::Receiver, peer, node.peer_id());
+            match crypto::timed("the handshake", crypto::handshake(&mut io, params, None)).await {
+                Ok(keys) => return Ok(Session::on_control_stream(node, peer, keys, io)),
+                Err(Error::Unanswered(why)) if attempt + 1 < OPEN_ATTEMPTS => {
+                    tracing::debug!(%peer, "handshake stream closed unanswered ({why}); again");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Re-authenticates to the sender of an earlier session with its ticket (no code needed).

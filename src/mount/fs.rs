@@ -273,7 +273,7 @@ mod tests {
         let root = fs.getattr(ROOT_INO).unwrap();
         assert_eq!(root.kind, Kind::Dir);
         let big = fs.lookup(ROOT_INO, b"big").unwrap();
-        assert_eq!((big.size, big.perm, big.kind), (8 << 20, 0o444, Kind::File));
+        assert_eq!((big.size, big.perm, big.kind), (8 << 20, 0o644, Kind::File));
         assert_eq!(big.mtime, UNIX_EPOCH + Duration::new(1_600_000_000, 5));
         assert_eq!(fs.lookup(ROOT_INO, b"nope"), Err(libc::ENOENT));
         assert_eq!(fs.lookup(big.ino, b"x"), Err(libc::ENOTDIR));

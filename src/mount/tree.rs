@@ -104,8 +104,13 @@ impl Tree {
                     } else {
                         e.size
                     },
-                    // Read-only: no write bits, whatever the sender had.
-                    perm: (e.mode & 0o7555) as u16,
+                    // The sender's bits, as sshfs or a read-only NFS shows them (the mount
+                    // refuses writes itself); no setuid/setgid; symlinks are lrwxrwxrwx.
+                    perm: if kind == Kind::Symlink {
+                        0o777
+                    } else {
+                        (e.mode & 0o1777) as u16
+                    },
                     mtime: UNIX_EPOCH + Duration::new(e.mtime_sec.max(0) as u64, e.mtime_nsec),
                     nlink: if kind == Kind::Dir { 2 } else { 1 },
                 }

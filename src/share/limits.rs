@@ -6,14 +6,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use libp2p::PeerId;
+use tokio::sync::Notify;
 
 /// The guess budget of one share.
 pub(crate) struct Attempts {
     limit: u32,
     /// (failures so far, handshakes in flight)
     state: Mutex<(u32, u32)>,
+    /// Woken when a handshake in flight gets its verdict.
+    settled: Notify,
 }
 
 /// One reserved attempt; released when dropped, unless [`failed`](Attempt::failed) counted it.
@@ -27,7 +31,29 @@ impl Attempts {
         Arc::new(Attempts {
             limit,
             state: Mutex::new((0, 0)),
+            settled: Notify::new(),
         })
+    }
+
+    /// Reserves an attempt, waiting up to `within` for a handshake in flight to get its
+    /// verdict while failures plus attempts in flight reach the limit (several receivers of a
+    /// `--keep` share authenticate one after another instead of being turned away). `None`
+    /// once the failures alone reach the limit, or when the wait runs out.
+    pub(crate) async fn wait_reserve(self: &Arc<Self>, within: Duration) -> Option<Attempt> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a verdict between the two is not missed.
+            notified.as_mut().enable();
+            if self.state.lock().expect("lock").0 >= self.limit {
+                return None;
+            }
+            if let Some(a) = self.reserve() {
+                return Some(a);
+            }
+            tokio::time::timeout_at(deadline, notified).await.ok()?;
+        }
     }
 
     /// Reserves an attempt, or `None` while failures plus attempts in flight reach the limit.
@@ -62,10 +88,14 @@ impl Attempt {
     /// Counts this attempt as a wrong guess; returns the failures so far.
     pub(crate) fn failed(mut self) -> u32 {
         self.settled = true;
-        let mut st = self.attempts.state.lock().expect("lock");
-        st.1 -= 1;
-        st.0 += 1;
-        st.0
+        let failures = {
+            let mut st = self.attempts.state.lock().expect("lock");
+            st.1 -= 1;
+            st.0 += 1;
+            st.0
+        };
+        self.attempts.settled.notify_waiters();
+        failures
     }
 }
 
@@ -73,6 +103,7 @@ impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.settled {
             self.attempts.state.lock().expect("lock").1 -= 1;
+            self.attempts.settled.notify_waiters();
         }
     }
 }
@@ -134,6 +165,29 @@ impl Drop for StreamSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_handshake_waits_for_a_verdict_then_takes_its_place() {
+        let a = Attempts::new(3);
+        let mut held: Vec<_> = (0..3).map(|_| a.reserve().expect("room")).collect();
+        let waiter = {
+            let a = a.clone();
+            tokio::spawn(async move { a.wait_reserve(Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "no room until a verdict");
+        drop(held.pop()); // a success gives its place back
+        held.push(waiter.await.unwrap().expect("its place"));
+        // Out of time while full: none.
+        assert!(a.wait_reserve(Duration::from_millis(20)).await.is_none());
+        // Once the failures alone reach the limit: none at once.
+        for r in held {
+            r.failed();
+        }
+        let t = std::time::Instant::now();
+        assert!(a.wait_reserve(Duration::from_secs(5)).await.is_none());
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
 
     #[test]
     fn attempts_in_flight_count_against_the_budget() {

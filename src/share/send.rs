@@ -109,13 +109,15 @@ impl Sender {
         &self.share
     }
 
-    /// Announces the share and serves receivers until one has finished or declined, or `stop`
+    /// Announces the share and serves receivers until one has finished or declined (with
+    /// `keep`: several receivers, each with its own session, until stopped), or `stop`
     /// is cancelled (receivers are told, and this returns [`Error::Interrupted`] within about a
     /// second). Cancel-safe: dropping the future stops sharing.
     pub async fn run(
         &self,
         events: mpsc::Sender<SendEvent>,
         stop: CancellationToken,
+        keep: bool,
     ) -> Result<ShareEnd> {
         let channel = self.code.channel();
         let clock = self.discovery.clock.clone();
@@ -130,21 +132,28 @@ impl Sender {
             None
         };
         let (status_tx, mut status) = mpsc::channel::<String>(16);
+        let mdns = self.discovery.uses(Method::Mdns);
         let _dht = self
             .discovery
             .uses(Method::Dht)
-            .then(|| DhtAnnouncer::start(self.node.clone(), channel, clock, status_tx));
+            .then(|| DhtAnnouncer::start(self.node.clone(), channel, clock, status_tx, mdns));
         let mut net_events = self.node.subscribe();
         let (tx, mut rx) = mpsc::channel(16);
         let opts = ServeOptions {
             stop: stop.clone(),
-            keep: false,
+            keep,
         };
         let serving = serve(&self.node, self.share.clone(), &self.code, tx, opts);
         tokio::pin!(serving);
         loop {
             tokio::select! {
-                r = &mut serving => return r,
+                r = &mut serving => {
+                    // What the share reported just before it ended still reaches the caller.
+                    while let Ok(ev) = rx.try_recv() {
+                        let _ = events.send(SendEvent::Share(ev)).await;
+                    }
+                    return r;
+                }
                 _ = stop.cancelled() => {
                     // Tell connected receivers (a mount then fails reads with EIO and says why).
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut serving).await;

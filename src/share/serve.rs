@@ -3,7 +3,9 @@
 //! the share ends. What the sharing side reports is a [`ShareEvent`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use futures::StreamExt;
 use libp2p::PeerId;
@@ -13,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::limits::{Attempts, StreamSlots};
 use super::store::Share;
 use super::stream::StreamCtx;
-use crate::code::Code;
 use super::tickets::{Tickets, TICKET_IDLE};
+use crate::code::Code;
 use crate::crypto::SessionKeys;
 use crate::error::{Error, Result};
 use crate::net::{Node, STREAM_PROTOCOL, STREAM_PROTOCOL_1};
@@ -53,9 +55,12 @@ pub enum ShareEvent {
     Declined {
         peer: PeerId,
     },
-    /// A receiver said it has everything.
+    /// A receiver said it has everything: `bytes` served to it, in `elapsed` from its first
+    /// data request to its word that it has everything (zero if it asked for nothing).
     Finished {
         peer: PeerId,
+        bytes: u64,
+        elapsed: std::time::Duration,
     },
     /// A receiver stopped, saying why (its own error, an interruption).
     Stopped {
@@ -92,12 +97,40 @@ pub(super) struct SessionState {
     pub(super) ended: CancellationToken,
     /// Stream indices already joined; each index's keys and nonces serve one stream only.
     pub(super) joined: HashSet<u32>,
+    /// What this receiver was served (shared by its resumed sessions).
+    pub(super) transfer: Arc<Transfer>,
+}
+
+/// Bytes served to one receiver, and when it first asked for data.
+#[derive(Default)]
+pub(super) struct Transfer {
+    bytes: AtomicU64,
+    first: OnceLock<Instant>,
+}
+
+impl Transfer {
+    /// A data request arrived (the first one starts the clock).
+    pub(super) fn requested(&self) {
+        self.first.get_or_init(Instant::now);
+    }
+
+    pub(super) fn served(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes served and time since the first request.
+    pub(super) fn totals(&self) -> (u64, std::time::Duration) {
+        let t = self.first.get().map(|f| f.elapsed()).unwrap_or_default();
+        (self.bytes.load(Ordering::Relaxed), t)
+    }
 }
 
 pub(super) struct Sessions {
     pub(super) by_id: Mutex<HashMap<[u8; 16], SessionState>>,
     /// Resumption tickets, kept while their receiver may come back.
     pub(super) tickets: Tickets,
+    /// What each receiver was served, across its sessions.
+    pub(super) transfers: Mutex<HashMap<PeerId, Arc<Transfer>>>,
     /// The receiver that authenticated with the code: after it, new sessions come only from it
     /// (by resumption).
     pub(super) receiver: Mutex<Option<PeerId>>,
@@ -138,6 +171,7 @@ pub async fn serve(
     let sessions = Arc::new(Sessions {
         by_id: Mutex::new(HashMap::new()),
         tickets: Tickets::new(TICKET_IDLE),
+        transfers: Mutex::new(HashMap::new()),
         receiver: Mutex::new(None),
         keep,
     });

@@ -15,11 +15,12 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Attempts;
-use super::serve::{Outcome, SessionState, Sessions, ShareEvent, MAX_STREAMS};
+use super::serve::{Outcome, SessionState, Sessions, ShareEvent, Transfer, MAX_STREAMS};
 use super::store::Share;
 use super::tickets::{Refusal, TICKET_IDLE};
 use crate::crypto::{
     self, secure_stream, HandshakeParams, SecureReader, SecureWriter, SessionKeys,
+    HANDSHAKE_TIMEOUT,
 };
 use crate::error::{Error, Result};
 use crate::net::Node;
@@ -71,7 +72,7 @@ impl StreamCtx {
                 return Err(Error::Protocol("the share already has its receiver".into()));
             }
             // Reserved before the handshake, so parallel handshakes cannot outrun the budget.
-            let Some(attempt) = self.attempts.reserve() else {
+            let Some(attempt) = self.attempts.wait_reserve(HANDSHAKE_TIMEOUT / 2).await else {
                 return Err(Error::Protocol("too many attempts in progress".into()));
             };
             let params = HandshakeParams::with_code(&self.phrase, Role::Sender, me, peer);
@@ -127,6 +128,14 @@ impl StreamCtx {
             Err(failures) => return Ok(Outcome::WrongCode(failures)),
         };
         let ended = CancellationToken::new();
+        let transfer = self
+            .sessions
+            .transfers
+            .lock()
+            .expect("lock")
+            .entry(peer)
+            .or_default()
+            .clone();
         self.sessions.by_id.lock().expect("lock").insert(
             keys.session_id(),
             SessionState {
@@ -134,6 +143,7 @@ impl StreamCtx {
                 keys: keys.clone(),
                 ended: ended.clone(),
                 joined: HashSet::new(),
+                transfer,
             },
         );
         let connection = match self.node.connection(peer).await {
@@ -175,8 +185,14 @@ impl StreamCtx {
             Ok(accepted) => {
                 // Finished or declined: this receiver will not come back.
                 self.sessions.tickets.forget(peer);
+                let transfer = self.sessions.transfers.lock().expect("lock").remove(&peer);
+                let (bytes, elapsed) = transfer.map(|t| t.totals()).unwrap_or_default();
                 let ev = if accepted {
-                    ShareEvent::Finished { peer }
+                    ShareEvent::Finished {
+                        peer,
+                        bytes,
+                        elapsed,
+                    }
                 } else {
                     ShareEvent::Declined { peer }
                 };
@@ -212,16 +228,16 @@ impl StreamCtx {
                 .and_then(|st| {
                     st.joined
                         .insert(join.index)
-                        .then(|| (st.keys.clone(), st.ended.clone()))
+                        .then(|| (st.keys.clone(), st.ended.clone(), st.transfer.clone()))
                 })
         };
-        let Some((keys, ended)) = joined else {
+        let Some((keys, ended, transfer)) = joined else {
             return Err(Error::Protocol(
                 "join for an unknown session or a used stream index".into(),
             ));
         };
         tokio::select! {
-            r = self.data(&keys, join.index, io) => r?,
+            r = self.data(&keys, join.index, io, &transfer) => r?,
             _ = ended.cancelled() => {}
         }
         Ok(Outcome::Other)
@@ -300,7 +316,13 @@ impl StreamCtx {
 
     /// Serves one data stream: requests in, responses out, at most
     /// [`MAX_INFLIGHT_PER_STREAM`] in progress.
-    async fn data(&self, keys: &SessionKeys, index: u32, io: Io) -> Result<()> {
+    async fn data(
+        &self,
+        keys: &SessionKeys,
+        index: u32,
+        io: Io,
+        transfer: &Transfer,
+    ) -> Result<()> {
         let (mut reader, mut writer) = secure_stream(io, keys, index);
         writer.send_now(Msg::Ready(Ready {})).await?;
         // A separate reader task, since a frame read is not cancel-safe inside select!.
@@ -328,10 +350,14 @@ impl StreamCtx {
         let result = loop {
             tokio::select! {
                 req = rx.recv(), if open && inflight.len() < MAX_INFLIGHT_PER_STREAM => match req {
-                    Some(req) => inflight.push(self.share.clone().answer(req)),
+                    Some(req) => {
+                        transfer.requested();
+                        inflight.push(self.share.clone().answer(req));
+                    }
                     None => open = false,
                 },
                 Some(resp) = inflight.next() => {
+                    transfer.served(resp.data.len());
                     if let Err(e) = writer.send(Msg::Response(resp)).await {
                         break Err(e);
                     }

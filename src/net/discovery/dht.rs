@@ -25,6 +25,7 @@ impl DhtAnnouncer {
         channel: u16,
         clock: Clock,
         status: mpsc::Sender<String>,
+        mdns: bool,
     ) -> DhtAnnouncer {
         let task = tokio::spawn(async move {
             let mut previous: Option<libp2p::kad::RecordKey> = None;
@@ -53,9 +54,12 @@ impl DhtAnnouncer {
                     })
                 } else {
                     said.is_none().then(|| {
-                        "Not published on the DHT: no DHT peer could be reached (receivers on \
-                         this network still find the share by mDNS)."
-                            .to_string()
+                        let instead = if mdns {
+                            " (receivers on this network still find the share by mDNS)"
+                        } else {
+                            ""
+                        };
+                        format!("Not published on the DHT: no DHT peer could be reached{instead}.")
                     })
                 };
                 if let Some(line) = line {
