@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use libp2p::PeerId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::session::open_stream;
 use crate::crypto::{self, secure_stream, SessionKeys};
@@ -35,13 +35,15 @@ pub(super) struct Lane {
 /// Responses awaited on one lane, by request id.
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response>>>>>;
 
-/// Opens data stream `index` of the session and starts its writer and reader tasks.
+/// Opens data stream `index` of the session and starts its writer and reader tasks. Requests
+/// may be queued at once: they follow the `Join` without waiting for the sender's `Ready`,
+/// which the returned receiver reports (or why it did not come).
 pub(super) async fn open_lane(
     node: &Node,
     peer: PeerId,
     keys: &SessionKeys,
     index: u32,
-) -> Result<Lane> {
+) -> Result<(Lane, oneshot::Receiver<Result<()>>)> {
     let mut io = open_stream(node, peer).await?;
     let join = Join {
         session: keys.session_id().to_vec(),
@@ -49,15 +51,6 @@ pub(super) async fn open_lane(
     };
     crate::proto::write_opening(&mut io, opening::Kind::Join(join)).await?;
     let (mut reader, writer) = secure_stream(io, keys, index);
-    match crypto::timed(
-        "a data stream",
-        reader.expect("the data stream to be ready"),
-    )
-    .await?
-    {
-        Msg::Ready(_) => {}
-        other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
-    }
     let pending: Pending = Default::default();
     let dead = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Outgoing>(LANE_QUEUE);
@@ -65,13 +58,33 @@ pub(super) async fn open_lane(
         pending: pending.clone(),
         dead: dead.clone(),
     };
+    let (ready_tx, ready_rx) = oneshot::channel();
     tokio::spawn(write_requests(rx, writer, failed.clone()));
     tokio::spawn(async move {
-        let why = read_responses(&mut reader, &pending).await;
+        let ready = match crypto::timed(
+            "a data stream",
+            reader.expect("the data stream to be ready"),
+        )
+        .await
+        {
+            Ok(Msg::Ready(_)) => Ok(()),
+            Ok(other) => Err(Error::Protocol(format!("expected ready, got {other:?}"))),
+            Err(e) => Err(e),
+        };
+        let why = match ready {
+            Ok(()) => {
+                let _ = ready_tx.send(Ok(()));
+                read_responses(&mut reader, &pending).await
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(Error::ConnectionLost(e.to_string())));
+                e
+            }
+        };
         tracing::debug!("data stream {index} ended: {why}");
         failed.fail_all(&why);
     });
-    Ok(Lane { tx, dead })
+    Ok((Lane { tx, dead }, ready_rx))
 }
 
 /// Marks a lane dead and fails every request still waiting on it.
@@ -149,8 +162,61 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
 }
 
 pub(super) struct ClientInner {
-    pub(super) lanes: Mutex<Vec<Lane>>,
-    pub(super) next: AtomicU64,
+    lanes: Mutex<Vec<Lane>>,
+    next: AtomicU64,
+    /// Lanes added so far, and whether the opener is done (with why it stopped early, if so).
+    opening: watch::Sender<(usize, Option<Option<String>>)>,
+}
+
+impl ClientInner {
+    pub(super) fn new() -> ClientInner {
+        ClientInner {
+            lanes: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+            opening: watch::Sender::new((0, None)),
+        }
+    }
+
+    pub(super) fn add(&self, lane: Lane) {
+        let n = {
+            let mut lanes = self.lanes.lock().expect("lock");
+            lanes.push(lane);
+            lanes.len()
+        };
+        self.opening.send_modify(|s| s.0 = n);
+    }
+
+    /// The opener is done: `why` it stopped early, if it did.
+    pub(super) fn opened(&self, why: Option<String>) {
+        self.opening.send_modify(|s| s.1 = Some(why));
+    }
+
+    /// A live lane for request `id`, waiting while none is open yet but more may come.
+    async fn lane(&self, id: u64) -> Result<Lane> {
+        let mut rx = self.opening.subscribe();
+        loop {
+            {
+                let lanes = self.lanes.lock().expect("lock");
+                let n = lanes.len();
+                if let Some(l) = (0..n)
+                    .map(|k| &lanes[(id as usize + k) % n])
+                    .find(|l| !l.dead.load(Ordering::SeqCst))
+                {
+                    return Ok(l.clone());
+                }
+            }
+            if let Some(why) = &rx.borrow_and_update().1 {
+                return Err(Error::ConnectionLost(
+                    why.clone()
+                        .unwrap_or_else(|| "no data stream is open".into()),
+                ));
+            }
+            // Woken by a new lane or the opener's end (a dropped sender also ends the wait).
+            if rx.changed().await.is_err() {
+                return Err(Error::ConnectionLost("no data stream is open".into()));
+            }
+        }
+    }
 }
 
 /// Sends requests over the session's data streams; cheap to clone, usable from many tasks.
@@ -172,15 +238,7 @@ fn remote_failure(f: Failure) -> Error {
 impl Client {
     async fn call(&self, op: request::Op) -> Result<Response> {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let lane = {
-            let lanes = self.inner.lanes.lock().expect("lock");
-            let n = lanes.len();
-            (0..n)
-                .map(|k| &lanes[(id as usize + k) % n])
-                .find(|l| !l.dead.load(Ordering::SeqCst))
-                .cloned()
-        };
-        let lane = lane.ok_or_else(|| Error::ConnectionLost("no data stream is open".into()))?;
+        let lane = self.inner.lane(id).await?;
         let (reply, rx) = oneshot::channel();
         lane.tx
             .send(Outgoing {
@@ -235,7 +293,7 @@ impl Client {
         parse_hash(&resp.hash)
     }
 
-    /// Whether at least one data stream is usable.
+    /// Whether at least one data stream is usable, or may still be (streams being opened).
     pub fn is_alive(&self) -> bool {
         self.inner
             .lanes
@@ -243,6 +301,7 @@ impl Client {
             .expect("lock")
             .iter()
             .any(|l| !l.dead.load(Ordering::SeqCst))
+            || self.inner.opening.borrow().1.is_none()
     }
 }
 

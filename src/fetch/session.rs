@@ -212,17 +212,52 @@ impl Session {
         Ok(self.manifest.take().expect("read above"))
     }
 
-    /// Opens `n` data streams, one after another (each waits for the sender's ready), and
-    /// returns a client that spreads requests over them.
+    /// Returns at once a client that spreads requests over `n` data streams, opened in the
+    /// background one after another: across a long path their opening is off the critical
+    /// path (requests wait for the first stream, not for all of them, and go out right behind
+    /// its `Join`). Each stream is opened only once the sender has answered the previous one
+    /// with `Ready`, so the sender never has more than one of our streams waiting to be
+    /// accepted (its libp2p-stream buffers one and drops the rest).
     pub async fn client(&mut self, n: u32) -> Result<Client> {
-        let inner = std::sync::Arc::new(ClientInner {
-            lanes: std::sync::Mutex::new(Vec::new()),
-            next: std::sync::atomic::AtomicU64::new(1),
+        let inner = std::sync::Arc::new(ClientInner::new());
+        let (node, peer, keys) = (self.node.clone(), self.peer, self.keys.clone());
+        let opener = std::sync::Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut why = None;
+            for index in 1..=n.max(1) {
+                let opened = open_lane(&node, peer, &keys, index).await;
+                let Some(inner) = opener.upgrade() else {
+                    return;
+                };
+                match opened {
+                    Ok((lane, ready)) => {
+                        inner.add(lane);
+                        drop(inner);
+                        match ready.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                why = Some(e.to_string());
+                                break;
+                            }
+                            Err(_) => {
+                                why = Some("data stream closed".into());
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        why = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(inner) = opener.upgrade() {
+                if let Some(why) = &why {
+                    tracing::debug!("opening data streams stopped: {why}");
+                }
+                inner.opened(why);
+            }
         });
-        for index in 1..=n.max(1) {
-            let lane = open_lane(&self.node, self.peer, &self.keys, index).await?;
-            inner.lanes.lock().expect("lock").push(lane);
-        }
         Ok(Client { inner })
     }
 
