@@ -89,6 +89,8 @@ impl Drop for Link {
             .args(["down", &self.tag])
             .stdin(Stdio::null())
             .output();
+        // wan-link.sh leaves the emulator's log behind.
+        let _ = std::fs::remove_file(format!("/run/wan-emu-{}.out", self.tag));
     }
 }
 
