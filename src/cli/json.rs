@@ -71,7 +71,6 @@ pub fn end(result: &crate::Result<()>) {
 pub struct Throttle(Option<Instant>);
 
 impl Throttle {
-
     /// Whether a progress event may go out now (and, if so, counts it as sent).
     pub fn ready(&mut self) -> bool {
         let now = Instant::now();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use libp2p::PeerId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::session::open_stream;
 use crate::crypto::{self, secure_stream, SessionKeys};
@@ -20,6 +20,9 @@ use crate::proto::{
 
 /// Requests queued per data stream before callers wait.
 const LANE_QUEUE: usize = 64;
+/// Times a data stream is opened (and a request sent) again when the sender closed the stream
+/// before joining it.
+pub(super) const LANE_ATTEMPTS: u32 = 5;
 
 struct Outgoing {
     req: Request,
@@ -35,34 +38,15 @@ pub(super) struct Lane {
 /// Responses awaited on one lane, by request id.
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response>>>>>;
 
-/// Attempts at opening one data stream: a sender busy with many streams at once may drop a new
-/// one before it reads it (libp2p-stream hands inbound streams over one at a time), which looks
-/// like a stream closed before `Ready`.
-const LANE_ATTEMPTS: u32 = 5;
-
-/// Opens data stream `index` of the session and starts its writer and reader tasks, trying
-/// again (20, 40, 80, 160 ms later) when the stream is closed before the sender says `Ready`.
-/// A retry is safe: a stream the sender dropped never joined, so its index is still unused.
+/// Opens data stream `index` of the session and starts its writer and reader tasks. Requests
+/// may be queued at once: they follow the `Join` without waiting for the sender's `Ready`,
+/// which the returned receiver reports (or why it did not come).
 pub(super) async fn open_lane(
     node: &Node,
     peer: PeerId,
     keys: &SessionKeys,
     index: u32,
-) -> Result<Lane> {
-    let mut attempt = 0;
-    loop {
-        match try_open_lane(node, peer, keys, index).await {
-            Err(Error::ConnectionLost(why)) if attempt + 1 < LANE_ATTEMPTS => {
-                tracing::debug!("data stream {index} closed before ready ({why}); again");
-                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
-}
-
-async fn try_open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32) -> Result<Lane> {
+) -> Result<(Lane, oneshot::Receiver<Result<()>>)> {
     let mut io = open_stream(node, peer).await?;
     let join = Join {
         session: keys.session_id().to_vec(),
@@ -70,15 +54,6 @@ async fn try_open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32
     };
     crate::proto::write_opening(&mut io, opening::Kind::Join(join)).await?;
     let (mut reader, writer) = secure_stream(io, keys, index);
-    match crypto::timed(
-        "a data stream",
-        reader.expect("the data stream to be ready"),
-    )
-    .await?
-    {
-        Msg::Ready(_) => {}
-        other => return Err(Error::Protocol(format!("expected ready, got {other:?}"))),
-    }
     let pending: Pending = Default::default();
     let dead = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Outgoing>(LANE_QUEUE);
@@ -86,13 +61,40 @@ async fn try_open_lane(node: &Node, peer: PeerId, keys: &SessionKeys, index: u32
         pending: pending.clone(),
         dead: dead.clone(),
     };
+    let (ready_tx, ready_rx) = oneshot::channel();
     tokio::spawn(write_requests(rx, writer, failed.clone()));
     tokio::spawn(async move {
-        let why = read_responses(&mut reader, &pending).await;
+        let ready = match crypto::timed(
+            "a data stream",
+            reader.expect("the data stream to be ready"),
+        )
+        .await
+        {
+            Ok(Msg::Ready(_)) => Ok(()),
+            Ok(other) => Err(Error::Protocol(format!("expected ready, got {other:?}"))),
+            Err(e) => Err(e),
+        };
+        let why = match ready {
+            Ok(()) => {
+                let _ = ready_tx.send(Ok(()));
+                read_responses(&mut reader, &pending).await
+            }
+            // Closed before `Ready`: the sender never joined the stream (a busy sender drops a
+            // stream it has no room for), so no request on it was answered; they may be sent
+            // again, and the stream opened again with the same index.
+            Err(Error::ConnectionLost(why)) => {
+                let _ = ready_tx.send(Err(Error::Unanswered(why.clone())));
+                Error::Unanswered(why)
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(Error::ConnectionLost(e.to_string())));
+                e
+            }
+        };
         tracing::debug!("data stream {index} ended: {why}");
         failed.fail_all(&why);
     });
-    Ok(Lane { tx, dead })
+    Ok((Lane { tx, dead }, ready_rx))
 }
 
 /// Marks a lane dead and fails every request still waiting on it.
@@ -105,12 +107,16 @@ struct Failed {
 impl Failed {
     fn fail_all(&self, why: &Error) {
         self.dead.store(true, Ordering::SeqCst);
+        let err = |m: &str| match why {
+            Error::Unanswered(_) => Error::Unanswered(m.to_string()),
+            _ => Error::ConnectionLost(m.to_string()),
+        };
         let msg = match why {
-            Error::ConnectionLost(m) => m.clone(),
+            Error::ConnectionLost(m) | Error::Unanswered(m) => m.clone(),
             other => other.to_string(),
         };
         for (_, reply) in self.pending.lock().expect("lock").drain() {
-            let _ = reply.send(Err(Error::ConnectionLost(msg.clone())));
+            let _ = reply.send(Err(err(&msg)));
         }
     }
 }
@@ -170,8 +176,61 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
 }
 
 pub(super) struct ClientInner {
-    pub(super) lanes: Mutex<Vec<Lane>>,
-    pub(super) next: AtomicU64,
+    lanes: Mutex<Vec<Lane>>,
+    next: AtomicU64,
+    /// Lanes added so far, and whether the opener is done (with why it stopped early, if so).
+    opening: watch::Sender<(usize, Option<Option<String>>)>,
+}
+
+impl ClientInner {
+    pub(super) fn new() -> ClientInner {
+        ClientInner {
+            lanes: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+            opening: watch::Sender::new((0, None)),
+        }
+    }
+
+    pub(super) fn add(&self, lane: Lane) {
+        let n = {
+            let mut lanes = self.lanes.lock().expect("lock");
+            lanes.push(lane);
+            lanes.len()
+        };
+        self.opening.send_modify(|s| s.0 = n);
+    }
+
+    /// The opener is done: `why` it stopped early, if it did.
+    pub(super) fn opened(&self, why: Option<String>) {
+        self.opening.send_modify(|s| s.1 = Some(why));
+    }
+
+    /// A live lane for request `id`, waiting while none is open yet but more may come.
+    async fn lane(&self, id: u64) -> Result<Lane> {
+        let mut rx = self.opening.subscribe();
+        loop {
+            {
+                let lanes = self.lanes.lock().expect("lock");
+                let n = lanes.len();
+                if let Some(l) = (0..n)
+                    .map(|k| &lanes[(id as usize + k) % n])
+                    .find(|l| !l.dead.load(Ordering::SeqCst))
+                {
+                    return Ok(l.clone());
+                }
+            }
+            if let Some(why) = &rx.borrow_and_update().1 {
+                return Err(Error::ConnectionLost(
+                    why.clone()
+                        .unwrap_or_else(|| "no data stream is open".into()),
+                ));
+            }
+            // Woken by a new lane or the opener's end (a dropped sender also ends the wait).
+            if rx.changed().await.is_err() {
+                return Err(Error::ConnectionLost("no data stream is open".into()));
+            }
+        }
+    }
 }
 
 /// Sends requests over the session's data streams; cheap to clone, usable from many tasks.
@@ -191,17 +250,26 @@ fn remote_failure(f: Failure) -> Error {
 }
 
 impl Client {
+    /// Sends one request and waits for its answer; a request that went out on a stream the
+    /// sender never joined (closed before `Ready`) is sent again on another one (reads and
+    /// hashes are idempotent).
     async fn call(&self, op: request::Op) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            match self.call_once(op.clone()).await {
+                Err(Error::Unanswered(why)) if attempt + 1 < LANE_ATTEMPTS => {
+                    tracing::debug!("request unanswered ({why}); again");
+                    attempt += 1;
+                }
+                Err(Error::Unanswered(why)) => return Err(Error::ConnectionLost(why)),
+                r => return r,
+            }
+        }
+    }
+
+    async fn call_once(&self, op: request::Op) -> Result<Response> {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let lane = {
-            let lanes = self.inner.lanes.lock().expect("lock");
-            let n = lanes.len();
-            (0..n)
-                .map(|k| &lanes[(id as usize + k) % n])
-                .find(|l| !l.dead.load(Ordering::SeqCst))
-                .cloned()
-        };
-        let lane = lane.ok_or_else(|| Error::ConnectionLost("no data stream is open".into()))?;
+        let lane = self.inner.lane(id).await?;
         let (reply, rx) = oneshot::channel();
         lane.tx
             .send(Outgoing {
@@ -256,7 +324,7 @@ impl Client {
         parse_hash(&resp.hash)
     }
 
-    /// Whether at least one data stream is usable.
+    /// Whether at least one data stream is usable, or may still be (streams being opened).
     pub fn is_alive(&self) -> bool {
         self.inner
             .lanes
@@ -264,6 +332,7 @@ impl Client {
             .expect("lock")
             .iter()
             .any(|l| !l.dead.load(Ordering::SeqCst))
+            || self.inner.opening.borrow().1.is_none()
     }
 }
 

@@ -18,7 +18,7 @@ use crate::fetch::{Client, Session};
 use crate::net::Node;
 
 /// Data streams per session.
-pub const STREAMS: u32 = 4;
+pub const STREAMS: u32 = 8;
 
 /// State changes a UI may want to print.
 #[derive(Debug, Clone)]

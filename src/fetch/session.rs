@@ -9,7 +9,7 @@ use prost::Message;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
-use super::client::{open_lane, Client, ClientInner};
+use super::client::{open_lane, Client, ClientInner, LANE_ATTEMPTS};
 use crate::code::Code;
 use crate::crypto::{
     self, secure_stream, HandshakeParams, SecureReader, SecureWriter, SessionKeys,
@@ -227,17 +227,63 @@ impl Session {
         Ok(self.manifest.take().expect("read above"))
     }
 
-    /// Opens `n` data streams, one after another (each waits for the sender's ready), and
-    /// returns a client that spreads requests over them.
+    /// Returns at once a client that spreads requests over `n` data streams, opened in the
+    /// background one after another: across a long path their opening is off the critical
+    /// path (requests wait for the first stream, not for all of them, and go out right behind
+    /// its `Join`). Each stream is opened only once the sender has answered the previous one
+    /// with `Ready`, so the sender never has more than one of our streams waiting to be
+    /// accepted (its libp2p-stream buffers one and drops the rest).
     pub async fn client(&mut self, n: u32) -> Result<Client> {
-        let inner = std::sync::Arc::new(ClientInner {
-            lanes: std::sync::Mutex::new(Vec::new()),
-            next: std::sync::atomic::AtomicU64::new(1),
+        let inner = std::sync::Arc::new(ClientInner::new());
+        let (node, peer, keys) = (self.node.clone(), self.peer, self.keys.clone());
+        let opener = std::sync::Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut why = None;
+            let mut index = 1;
+            let mut attempt = 0;
+            while index <= n.max(1) {
+                let opened = open_lane(&node, peer, &keys, index).await;
+                let Some(inner) = opener.upgrade() else {
+                    return;
+                };
+                match opened {
+                    Ok((lane, ready)) => {
+                        inner.add(lane);
+                        drop(inner);
+                        match ready.await {
+                            Ok(Ok(())) => {
+                                index += 1;
+                                attempt = 0;
+                            }
+                            // Dropped unread by a busy sender: the same index, a moment later.
+                            Ok(Err(Error::Unanswered(w))) if attempt + 1 < LANE_ATTEMPTS => {
+                                tracing::debug!("data stream {index} unanswered ({w}); again");
+                                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                                attempt += 1;
+                            }
+                            Ok(Err(e)) => {
+                                why = Some(e.to_string());
+                                break;
+                            }
+                            Err(_) => {
+                                why = Some("data stream closed".into());
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        why = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(inner) = opener.upgrade() {
+                if let Some(why) = &why {
+                    tracing::debug!("opening data streams stopped: {why}");
+                }
+                inner.opened(why);
+            }
         });
-        for index in 1..=n.max(1) {
-            let lane = open_lane(&self.node, self.peer, &self.keys, index).await?;
-            inner.lanes.lock().expect("lock").push(lane);
-        }
         Ok(Client { inner })
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 
 use super::cache::{assemble, Blocks, Part, SharedRun, BLOCK};
-use super::readahead::{ReadAhead, SMALL_FILE};
+use super::readahead::{ReadAhead, DIR_PREFETCH_BYTES, SMALL_FILE};
 use super::tree::{Attr, Tree};
 use super::Errno;
 use crate::error::Error;
@@ -53,6 +53,26 @@ impl<S: FileSource> MountFs<S> {
 
     pub fn source(&self) -> &S {
         self.blocks.source()
+    }
+
+    /// Right after mounting the link is idle: fetches the first small files of the tree (in
+    /// manifest order, so folder by folder) up to about `budget` bytes, in one burst of
+    /// pipelined requests. Across a long path a `cp -r` or a file manager then finds them
+    /// cached or on their way instead of paying a round trip per batch, and the connection's
+    /// congestion window has grown by the time bigger reads come. Returns the bytes asked for.
+    pub fn prefetch_small_files(&self, budget: u64) -> u64 {
+        let mut bytes = 0;
+        for e in self.tree.manifest().entries() {
+            if bytes >= budget {
+                break;
+            }
+            if e.kind == Kind::File as i32 && e.size > 0 && e.size <= SMALL_FILE {
+                self.blocks
+                    .ensure(e.id, e.size, 0..e.size.div_ceil(BLOCK), false);
+                bytes += e.size;
+            }
+        }
+        bytes
     }
 
     pub fn manifest(&self) -> &Arc<Manifest> {
@@ -160,11 +180,25 @@ impl<S: FileSource> MountFs<S> {
         let Some(batch) = self.readahead.folder(e.parent, pos) else {
             return;
         };
-        for &c in siblings.iter().skip(batch.start).take(batch.len()) {
+        // All of a batch's requests go out at once and pipeline on the data streams, so a
+        // folder of small files costs about one round trip per batch: a batch is as many
+        // files as fit a byte budget, not a fixed few.
+        let mut bytes = 0;
+        for (pos, &c) in siblings
+            .iter()
+            .enumerate()
+            .skip(batch.start)
+            .take(batch.len())
+        {
+            if bytes >= DIR_PREFETCH_BYTES {
+                self.readahead.folder_upto(e.parent, pos);
+                break;
+            }
             if let Some(s) = manifest.get(c) {
                 if s.kind == Kind::File as i32 && s.size > 0 && s.size <= SMALL_FILE {
                     self.blocks
                         .ensure(c, s.size, 0..s.size.div_ceil(BLOCK), false);
+                    bytes += s.size;
                 }
             }
         }
@@ -368,6 +402,19 @@ mod tests {
             before,
             "served from the cache"
         );
+    }
+
+    #[tokio::test]
+    async fn small_files_prefetched_at_mount_come_within_the_budget() {
+        let (fs, fake, _) = setup(Duration::from_secs(5));
+        // A budget of 3 files' worth asks for the first files in manifest order, one more
+        // than fits (a batch stops once it reaches the budget).
+        assert_eq!(fs.prefetch_small_files(3000), 1000 + 1001 + 1002);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fake.log.lock().unwrap().len(), 3);
+        let s1 = fs.lookup(ROOT_INO, b"s1").unwrap().ino;
+        assert_eq!(fs.read(s1, 0, 4096).await.unwrap().len(), 1001);
+        assert_eq!(fake.log.lock().unwrap().len(), 3, "served from the cache");
     }
 
     #[tokio::test]

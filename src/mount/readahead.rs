@@ -17,8 +17,10 @@ use crate::proto::MAX_READ;
 pub const SMALL_FILE: u64 = 256 * 1024;
 const RA_MIN: u64 = 512 * 1024;
 const RA_MAX: u64 = 16 * 1024 * 1024;
-/// Small files of a folder prefetched ahead of a reader going through it.
-pub(crate) const DIR_PREFETCH: usize = 32;
+/// Small files of a folder prefetched ahead of a reader going through it, at most ...
+pub(crate) const DIR_PREFETCH: usize = 1024;
+/// ... and about this many bytes of them (a batch stops once it reaches it).
+pub(crate) const DIR_PREFETCH_BYTES: u64 = 8 << 20;
 /// Read-ahead state is kept for this many files.
 const TRACKED_FILES: usize = 1024;
 
@@ -112,6 +114,14 @@ impl ReadAhead {
         let mut seq = self.seq.lock().expect("lock");
         let st = seq.get_or_insert_mut(id, SeqState::default);
         advance(st, offset, end, fsize, self.ra_max)
+    }
+
+    /// The last batch of `parent` stopped short, before position `upto` (its byte budget).
+    pub(crate) fn folder_upto(&self, parent: u64, upto: usize) {
+        self.dir_prefetched
+            .lock()
+            .expect("lock")
+            .insert(parent, upto);
     }
 
     /// Positions among the children of `parent` to prefetch after a read of the one at `pos`.

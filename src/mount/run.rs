@@ -17,6 +17,9 @@ use crate::fetch::{Remote, RemoteEvent};
 use crate::receive::run::Receiver;
 use crate::receive::{receive_all, Progress, ReceiveOptions, Summary};
 
+/// Bytes of small files fetched right after mounting (at most an eighth of the cache).
+const MOUNT_PREFETCH_BYTES: u64 = 8 << 20;
+
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountRequest {
@@ -72,6 +75,9 @@ impl LiveMount {
             req.cache_size,
             req.timeout,
         );
+        // While the kernel mounts, the first small files are already on their way.
+        let asked = fs.prefetch_small_files((req.cache_size / 8).min(MOUNT_PREFETCH_BYTES));
+        tracing::debug!("prefetching {asked} bytes of small files");
         let opts = MountOptions {
             allow_other: req.allow_other,
         };

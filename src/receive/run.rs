@@ -19,7 +19,7 @@ use crate::fetch::{Client, Session};
 use crate::manifest::Manifest;
 
 /// Data streams a receive opens.
-const STREAMS: u32 = 4;
+const STREAMS: u32 = 8;
 
 /// What a share holds, from its validated manifest: what the prompt shows.
 #[derive(Debug, Clone)]

@@ -1,0 +1,269 @@
+//! The real `pcp` binary across an emulated internet path (issue 13): two network namespaces
+//! joined by `wan-link.sh` (a user-space wire with 50 ms of one-way delay, so 100 ms round
+//! trips, and 100 Mbit/s). A regression guard for round trips, not a benchmark: a mount's tree
+//! must list within 8 round trips of the mount starting to connect, and `cp -r` of 100 small
+//! files out of the fresh mount must take at most 10. Times are counted from the mount's
+//! "Connecting" line (so process start-up on a busy machine is not counted) in units of the
+//! link's round trip, which dwarfs the local work at 100 ms.
+//!
+//! Needs root, /dev/net/tun and `../shared/tools/wan-link.sh` (or `PCP_WAN_LINK`): a test that
+//! cannot set up fails, it never skips. The namespaces and the mount are removed on drop, even
+//! when the test fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::PCP;
+
+const DELAY_MS: u64 = 50;
+const RTT: Duration = Duration::from_millis(2 * DELAY_MS);
+
+fn wan_link() -> PathBuf {
+    std::env::var_os("PCP_WAN_LINK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/wan-link.sh")
+        })
+}
+
+/// The emulated link, taken down (its namespaces, their processes and the wire) on drop.
+struct Link {
+    tag: String,
+}
+
+impl Link {
+    fn up(delay_ms: u64, rate_mbit: u64) -> Link {
+        let script = wan_link();
+        assert!(
+            script.exists(),
+            "no wan-link.sh at {} (set PCP_WAN_LINK)",
+            script.display()
+        );
+        // Interface names are the tag plus 2 characters: at most 15 in all.
+        let link = Link {
+            tag: format!("pw{}", std::process::id() % 100_000),
+        };
+        let out = Command::new(&script)
+            .args([
+                "up",
+                &link.tag,
+                &delay_ms.to_string(),
+                &rate_mbit.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("wan-link.sh runs");
+        assert!(
+            out.status.success(),
+            "wan-link.sh up failed (tests run as root, with /dev/net/tun): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        link
+    }
+
+    /// `PCP ARGS` in namespace `a` (sender side) or `b`, in the test's own mount namespace.
+    fn pcp(&self, side: char) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}{side}", self.tag))
+            .arg(PCP);
+        c
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for side in ['a', 'b'] {
+            let ns = format!("{}{side}", self.tag);
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+        }
+        let _ = Command::new(wan_link())
+            .args(["down", &self.tag])
+            .stdin(Stdio::null())
+            .output();
+        // wan-link.sh leaves the emulator's log behind.
+        let _ = std::fs::remove_file(format!("/run/wan-emu-{}.out", self.tag));
+    }
+}
+
+/// A child whose stderr lines are collected with the time each arrived; killed on drop (and
+/// its mountpoint, if any, detached).
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    mountpoint: Option<PathBuf>,
+}
+
+impl Proc {
+    fn start(mut cmd: Command, mountpoint: Option<PathBuf>) -> (Proc, Option<String>) {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pcp starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), l));
+            }
+        });
+        let mut first = String::new();
+        let out = child.stdout.take().unwrap();
+        let code = mountpoint.is_none().then(|| {
+            BufReader::new(out).read_line(&mut first).unwrap();
+            first
+                .strip_prefix("Code is: ")
+                .unwrap_or_else(|| panic!("no code line: {first:?}"))
+                .trim()
+                .to_string()
+        });
+        (
+            Proc {
+                child,
+                lines,
+                mountpoint,
+            },
+            code,
+        )
+    }
+
+    /// When the first line containing `what` arrived (waits up to 30 s), and that line.
+    fn line(&self, what: &str) -> (Instant, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.1.contains(what))
+            {
+                return l.clone();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("no {what:?} line: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().map(|l| format!("{}\n", l.1)).collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(mp) = &self.mountpoint {
+            let _ = Command::new("umount").arg("-l").arg(mp).status();
+        }
+    }
+}
+
+fn rtts(d: Duration) -> f64 {
+    d.as_secs_f64() / RTT.as_secs_f64()
+}
+
+#[test]
+fn across_100_ms_a_mount_lists_within_8_round_trips_and_cp_of_100_files_takes_10() {
+    let src = tempfile::tempdir().unwrap();
+    let share = src.path().join("small");
+    std::fs::create_dir(&share).unwrap();
+    for i in 0..100u32 {
+        let body: Vec<u8> = (0..4096u32).map(|j| (i * 31 + j) as u8).collect();
+        std::fs::write(share.join(format!("f{i:03}")), body).unwrap();
+    }
+    let link = Link::up(DELAY_MS, 100);
+
+    let mut send = link.pcp('a');
+    send.args([
+        "-v",
+        "--no-progress",
+        "--discovery",
+        "none",
+        "send",
+        "--listen",
+        "/ip4/10.241.0.1/tcp/0",
+    ])
+    .arg(&share);
+    let (sender, code) = Proc::start(send, None);
+    let code = code.unwrap();
+    let addr = sender
+        .line("Listening on /ip4/10.241.0.1/tcp/")
+        .1
+        .trim_start_matches("Listening on ")
+        .trim()
+        .to_string();
+
+    let mnt = tempfile::tempdir().unwrap();
+    let mp = mnt.path().to_path_buf();
+    let mut mount = link.pcp('b');
+    mount
+        .args([
+            "mount",
+            "--no-progress",
+            "--discovery",
+            "none",
+            "--peer",
+            &addr,
+            "-",
+        ])
+        .arg(&mp)
+        .env("PCP_CODE", &code);
+    let (mounter, _) = Proc::start(mount, Some(mp.clone()));
+    let (start, _) = mounter.line("Connecting to ");
+    mounter.line("Mounted ");
+    let names = std::fs::read_dir(&mp).unwrap().count();
+    let listed = start.elapsed();
+    assert_eq!(names, 100, "{}", mounter.log());
+
+    let t = Instant::now();
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&mp)
+        .arg(out.path().join("copy"))
+        .status()
+        .unwrap();
+    let copied = t.elapsed();
+    assert!(st.success(), "cp -r failed: {}", mounter.log());
+    for i in 0..100u32 {
+        let name = format!("f{i:03}");
+        assert!(
+            std::fs::read(out.path().join("copy").join(&name)).unwrap()
+                == std::fs::read(share.join(&name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    eprintln!(
+        "RTT {RTT:?}: tree listed after {:.1} round trips ({listed:?}), cp -r of 100 files in {:.1} ({copied:?})",
+        rtts(listed),
+        rtts(copied)
+    );
+    assert!(
+        rtts(listed) <= 8.0,
+        "the tree listed after {:.1} round trips ({listed:?}); at most 8: {}",
+        rtts(listed),
+        mounter.log()
+    );
+    assert!(
+        rtts(copied) <= 10.0,
+        "cp -r of 100 files took {:.1} round trips ({copied:?}); at most 10",
+        rtts(copied)
+    );
+    drop(mounter);
+    drop(sender);
+    drop(link);
+}
