@@ -12,8 +12,8 @@ use libp2p::PeerId;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
-use zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use super::kem::{self, KemKeyPair};
 use super::keys::{constant_time_eq, ResumeTicket, SessionKeys};
