@@ -68,6 +68,26 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error(
+        "the text is {0} bytes; --text takes at most 64 KiB (send a file, or pipe it into `pcp send -`)"
+    )]
+    TextTooLong(u64),
+
+    #[error(
+        "--stdout takes a share of exactly one file, and this one holds {0}: receive it into a \
+         folder instead (without --stdout)"
+    )]
+    NotOneFile(String),
+
+    #[error(
+        "the bytes written to standard output do not match the sender's BLAKE3 hash: do not use \
+         them"
+    )]
+    StreamIntegrity,
+
+    #[error("{0}")]
+    Usage(String),
+
     #[error("network: {0}")]
     Network(String),
 

@@ -8,6 +8,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::Match;
+
 use crate::error::{Error, IoContext, Result};
 use crate::proto::{Entry, Kind, MAX_ENTRIES, MAX_NAME, MAX_TARGET};
 
@@ -39,18 +42,178 @@ pub struct LocalTree {
     pub sources: Vec<Option<Source>>,
     /// Things skipped while walking (special files, unreadable folders), for the user.
     pub warnings: Vec<String>,
+    /// Entries the [`Rules`] left out (a folder counts once: nothing below it is looked at).
+    pub left_out: u64,
+    /// The share is a text message (`pcp send --text`): one small file the receiver prints.
+    pub text: bool,
+}
+
+/// One path given to `pcp send` and the name it gets at the top of the share (by default its
+/// last component).
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub path: PathBuf,
+    pub name: Option<OsString>,
+}
+
+impl From<PathBuf> for Root {
+    fn from(path: PathBuf) -> Root {
+        Root { path, name: None }
+    }
+}
+
+/// What a scan leaves out below the given paths (never a given path itself).
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// gitignore-style globs (`--exclude`), matched against paths relative to each given path.
+    pub exclude: Vec<String>,
+    /// Skip what `.gitignore`, `.ignore` and `.git/info/exclude` ignore, and `.git` itself.
+    pub gitignore: bool,
+}
+
+impl Rules {
+    /// Checks the `--exclude` patterns (an error names the bad one).
+    pub fn check(&self) -> Result<()> {
+        self.exclude_matcher().map(|_| ())
+    }
+
+    /// One matcher for all `--exclude` patterns, matched against relative paths (root `.`, so
+    /// nothing is stripped), later patterns winning as in a `.gitignore`.
+    fn exclude_matcher(&self) -> Result<Option<Gitignore>> {
+        if self.exclude.is_empty() {
+            return Ok(None);
+        }
+        let mut b = GitignoreBuilder::new(".");
+        for pat in &self.exclude {
+            b.add_line(None, pat)
+                .map_err(|e| Error::Usage(format!("invalid --exclude pattern: {e}")))?;
+        }
+        b.build()
+            .map(Some)
+            .map_err(|e| Error::Usage(format!("invalid --exclude pattern: {e}")))
+    }
+}
+
+/// The rules while one given path is walked: the `--exclude` matcher, and for `--gitignore` a
+/// stack of ignore files, one level per folder from the repository root down (deeper levels
+/// win, as in git).
+struct Filter {
+    exclude: Option<Gitignore>,
+    gitignore: bool,
+    /// Canonical path of the given path being walked (ignore files match absolute paths).
+    base: PathBuf,
+    levels: Vec<Gitignore>,
+}
+
+impl Filter {
+    /// Whether the entry at `rel` (relative to the given path) is left out.
+    fn skips(&self, rel: &Path, name: &OsStr, is_dir: bool) -> bool {
+        if self.gitignore && name == ".git" {
+            return true;
+        }
+        if let Some(ex) = &self.exclude {
+            if ex.matched(rel, is_dir).is_ignore() {
+                return true;
+            }
+        }
+        if self.gitignore {
+            let abs = self.base.join(rel);
+            for level in self.levels.iter().rev() {
+                match level.matched(&abs, is_dir) {
+                    Match::Ignore(_) => return true,
+                    Match::Whitelist(_) => return false,
+                    Match::None => {}
+                }
+            }
+        }
+        false
+    }
+
+    /// Pushes the ignore files of folder `dir` (canonical): `.git/info/exclude` if it is a
+    /// repository root, below its `.gitignore` and `.ignore` (`.ignore` wins). Returns how many
+    /// levels to pop when leaving it.
+    fn enter(&mut self, dir: &Path, warnings: &mut Vec<String>) -> usize {
+        if !self.gitignore {
+            return 0;
+        }
+        let mut pushed = 0;
+        let exclude = dir.join(".git/info/exclude");
+        if exclude.is_file() {
+            pushed += self.push(dir, &[exclude], warnings);
+        }
+        pushed
+            + self.push(
+                dir,
+                &[dir.join(".gitignore"), dir.join(".ignore")],
+                warnings,
+            )
+    }
+
+    fn push(&mut self, dir: &Path, files: &[PathBuf], warnings: &mut Vec<String>) -> usize {
+        let mut b = GitignoreBuilder::new(dir);
+        let mut any = false;
+        for f in files.iter().filter(|f| f.is_file()) {
+            any = true;
+            if let Some(e) = b.add(f) {
+                warnings.push(format!("{}: {e}", f.display()));
+            }
+        }
+        match b.build() {
+            Ok(g) if any && !g.is_empty() => {
+                self.levels.push(g);
+                1
+            }
+            Ok(_) => 0,
+            Err(e) => {
+                warnings.push(format!("ignored {}: {e}", dir.display()));
+                0
+            }
+        }
+    }
+
+    fn leave(&mut self, pushed: usize) {
+        self.levels.truncate(self.levels.len() - pushed);
+    }
+
+    /// For a given path inside a git repository: the ignore files of the folders from the
+    /// repository root down to the path's parent (the ones of the path itself come with it).
+    fn enter_ancestors(&mut self, warnings: &mut Vec<String>) -> usize {
+        if !self.gitignore {
+            return 0;
+        }
+        let base = self.base.clone();
+        let parents: Vec<&Path> = base.ancestors().skip(1).collect();
+        let Some(top) = parents.iter().position(|d| d.join(".git").exists()) else {
+            return 0;
+        };
+        let mut pushed = 0;
+        for d in parents[..=top].iter().rev() {
+            pushed += self.enter(d, warnings);
+        }
+        pushed
+    }
 }
 
 impl LocalTree {
     /// Walks `paths` without following symlinks below them. Each path becomes a top-level entry
     /// named after its last component.
     pub fn build(paths: &[PathBuf]) -> Result<LocalTree> {
+        let roots: Vec<Root> = paths.iter().cloned().map(Root::from).collect();
+        LocalTree::scan(&roots, &Rules::default())
+    }
+
+    /// [`build`](Self::build) with names of one's choosing and [`Rules`] that leave entries
+    /// out below the given paths (counted in `left_out`).
+    pub fn scan(roots: &[Root], rules: &Rules) -> Result<LocalTree> {
         let mut t = LocalTree::default();
         let mut top = HashSet::new();
-        for p in paths {
-            let name = match p.file_name() {
-                Some(n) => n.to_os_string(),
-                None => std::fs::canonicalize(p)
+        let exclude = rules.exclude_matcher()?;
+        for r in roots {
+            let p = &r.path;
+            let name = match (&r.name, p.file_name()) {
+                (Some(n), _) => n.clone(),
+                (None, Some(n)) => n.to_os_string(),
+                (None, None) => std::fs::canonicalize(p)
                     .ctx(|| format!("cannot share {}", p.display()))?
                     .file_name()
                     .map(|n| n.to_os_string())
@@ -67,7 +230,22 @@ impl LocalTree {
             }
             // A path the user named is followed if it is a symlink; nothing below it is.
             let meta = std::fs::metadata(p).ctx(|| format!("cannot share {}", p.display()))?;
-            t.add(0, &name, p, &meta)?;
+            let base = if rules.gitignore {
+                std::fs::canonicalize(p).ctx(|| format!("cannot share {}", p.display()))?
+            } else {
+                PathBuf::new()
+            };
+            let mut filter = Filter {
+                exclude: exclude.clone(),
+                gitignore: rules.gitignore,
+                base,
+                levels: Vec::new(),
+            };
+            let mut warnings = Vec::new();
+            let pushed = filter.enter_ancestors(&mut warnings);
+            t.warnings.append(&mut warnings);
+            t.add(&mut filter, 0, &name, p, Path::new(""), &meta)?;
+            filter.leave(pushed);
         }
         if t.entries.is_empty() {
             // Every path was skipped (a device, a FIFO, an unfinished download): no code for
@@ -82,9 +260,11 @@ impl LocalTree {
 
     fn add(
         &mut self,
+        filter: &mut Filter,
         parent: u64,
         name: &OsStr,
         path: &Path,
+        rel: &Path,
         meta: &std::fs::Metadata,
     ) -> Result<()> {
         if self.entries.len() as u64 >= MAX_ENTRIES {
@@ -144,13 +324,20 @@ impl LocalTree {
             };
             let mut children: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
             children.sort();
+            let mut warnings = Vec::new();
+            let dir = filter.base.join(rel);
+            let pushed = filter.enter(&dir, &mut warnings);
+            self.warnings.append(&mut warnings);
             for c in children {
                 let cp = path.join(&c);
+                let crel = rel.join(&c);
                 match std::fs::symlink_metadata(&cp) {
-                    Ok(m) => self.add(id, &c, &cp, &m)?,
+                    Ok(m) if filter.skips(&crel, &c, m.is_dir()) => self.left_out += 1,
+                    Ok(m) => self.add(filter, id, &c, &cp, &crel, &m)?,
                     Err(e) => self.warnings.push(format!("skipped {}: {e}", cp.display())),
                 }
             }
+            filter.leave(pushed);
         }
         Ok(())
     }
@@ -381,6 +568,60 @@ mod tests {
         assert_eq!(m.children(0), &[1]);
         assert_eq!(m.children(1), &[2, 3]);
         assert_eq!(m.rel_path(2), PathBuf::from("d/f"));
+    }
+
+    fn scanned(roots: &[PathBuf], rules: &Rules) -> (Vec<String>, u64) {
+        let roots: Vec<Root> = roots.iter().cloned().map(Root::from).collect();
+        let t = LocalTree::scan(&roots, rules).unwrap();
+        let m = Manifest::validate(t.entries).unwrap();
+        let names = (1..=m.len() as u64)
+            .map(|id| m.rel_path(id).to_string_lossy().into_owned())
+            .collect();
+        (names, t.left_out)
+    }
+
+    #[test]
+    fn rules_match_below_each_given_path_and_the_repository_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        std::fs::create_dir_all(repo.join("sub/a")).unwrap();
+        std::fs::write(repo.join(".gitignore"), "*.bak\n/top.txt\n").unwrap();
+        for f in ["sub/x.bak", "sub/top.txt", "sub/a/y", "sub/keep"] {
+            std::fs::write(repo.join(f), "").unwrap();
+        }
+        let sub = vec![repo.join("sub")];
+        // The repository's .gitignore applies to a folder shared from inside it; `/top.txt` is
+        // anchored to the repository root, so sub/top.txt stays.
+        let git = Rules {
+            gitignore: true,
+            ..Rules::default()
+        };
+        assert_eq!(
+            scanned(&sub, &git),
+            (
+                vec!["sub", "sub/a", "sub/a/y", "sub/keep", "sub/top.txt"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                1
+            )
+        );
+        // --exclude paths are relative to the given path: `/a` is sub/a, `sub` matches nothing
+        // below it, and a given path is never left out.
+        let ex = |pats: &[&str]| Rules {
+            exclude: pats.iter().map(|p| p.to_string()).collect(),
+            gitignore: false,
+        };
+        let (names, out) = scanned(&sub, &ex(&["/a", "sub", "*.bak", "!x.bak"]));
+        assert_eq!(names, ["sub", "sub/keep", "sub/top.txt", "sub/x.bak"]);
+        assert_eq!(out, 1);
+        let (names, out) = scanned(&[repo.join("sub/keep")], &ex(&["keep"]));
+        assert_eq!((names, out), (vec!["keep".to_string()], 0));
+        // Without --gitignore, .git is shared like any folder.
+        let (names, _) = scanned(std::slice::from_ref(&repo), &Rules::default());
+        assert!(names.contains(&"repo/.git".to_string()), "{names:?}");
+        assert!(Rules::check(&ex(&["[z-a]"])).is_err());
     }
 
     #[test]

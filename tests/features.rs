@@ -1,6 +1,8 @@
 //! The real `pcp` binary for what surrounds a transfer: shell completions, the manual page,
-//! `--version`, and `pcp node` as a service (an identity kept in a key file, bootstrapping from
-//! a plain address). Nodes listen on loopback only and bootstrap only from each other.
+//! `--version`, `pcp node` as a service (an identity kept in a key file, bootstrapping from a
+//! plain address), and the kinds of share (a text, standard input, `--stdout`, `--exclude` and
+//! `--gitignore`). Nodes listen on loopback only, with --discovery none, and bootstrap only from
+//! each other.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::PCP;
+use common::{receive_cmd, send_cmd, Sending, PCP};
 
 const COMMANDS: [&str; 6] = ["send", "receive", "mount", "node", "completions", "man"];
 
@@ -329,4 +331,292 @@ fn a_node_bootstraps_from_an_address_without_a_peer_id() {
     second.addr();
     second.wait_for_log(&format!("joined the DHT through {}", peer_id(&a)), 20);
     second.wait_for_log("cannot reach bootstrap address /ip4/127.0.0.1/tcp/1", 20);
+}
+
+/// `pcp receive --yes --stdout` dialling `addr`, with the code in PCP_CODE.
+fn receive_stdout(addr: &str, code: &str) -> Command {
+    let mut c = Command::new(PCP);
+    c.args([
+        "receive",
+        "--yes",
+        "--stdout",
+        "--discovery",
+        "none",
+        "--peer",
+        addr,
+    ])
+    .env("PCP_CODE", code)
+    .stdin(Stdio::null());
+    c
+}
+
+/// Waits until the sender's stderr holds `what`.
+fn sender_says(s: &Sending, what: &str) -> String {
+    for _ in 0..100 {
+        let err = s.stderr.lock().unwrap().clone();
+        if err.contains(what) {
+            return err;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "the sender never said {what:?}: {}",
+        s.stderr.lock().unwrap()
+    );
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir, dir);
+    v.sort();
+    v
+}
+
+fn walk(root: &Path, dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            out.push(format!("{rel}/"));
+            out.extend(walk(root, &p));
+        } else {
+            out.push(rel);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_help_tells_of_text_pipes_and_excluding() {
+    let send = stdout(&pcp(&["send", "--help"]));
+    for opt in [
+        "--text <TEXT>",
+        "--name <NAME>",
+        "--exclude <PATTERN>",
+        "--gitignore",
+    ] {
+        assert!(send.contains(opt), "no {opt} in:\n{send}");
+    }
+    assert!(send.contains("standard input"), "{send}");
+    let receive = stdout(&pcp(&["receive", "--help"]));
+    assert!(receive.contains("--stdout"), "{receive}");
+}
+
+#[test]
+fn a_text_is_printed_by_the_receiver_raw_into_a_pipe_and_no_file_is_written() {
+    // Escapes and a bidi override: raw into a pipe (a terminal would get them escaped).
+    let text = "héllo \u{1b}[2J\u{202e}\nsecond line";
+    let mut s = Sending::start(send_cmd(&["--text", text]));
+    let addr = s.loopback_addr();
+    let out = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, out.path())
+        .env("PCP_CODE", &s.code)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&r.stdout), text);
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    assert_eq!(s.wait(10), Some(0), "{}", s.stderr.lock().unwrap());
+    let said = s.stderr.lock().unwrap().clone();
+    let size = format!("Sharing a text message ({} B)", text.len());
+    assert!(said.contains(&size), "{said}");
+    assert!(said.contains("the receiver has the text"), "{said}");
+
+    let long = "x".repeat(64 * 1024 + 1);
+    let o = pcp(&[
+        "send",
+        "--discovery",
+        "none",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--text",
+        &long,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at most 64 KiB"));
+}
+
+#[test]
+fn standard_input_is_spooled_unnamed_and_received_on_stdout_verified() {
+    use std::io::Write;
+    let data = common::bytes((3 << 20) + 5, 7);
+    let tmp = tempfile::tempdir().unwrap();
+    let (r, mut w) = std::io::pipe().unwrap();
+    let mut c = send_cmd(&["-", "--name", "data.bin"]);
+    c.stdin(r).env("TMPDIR", tmp.path());
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        // In pieces, as a slow producer would.
+        for piece in sent.chunks(100_000) {
+            w.write_all(piece).unwrap();
+        }
+    });
+    let mut s = Sending::start(c);
+    writer.join().unwrap();
+    let addr = s.loopback_addr();
+    let said = sender_says(&s, "Sharing data.bin (1 file, 3.00 MiB)");
+    assert!(said.contains("Reading standard input"), "{said}");
+    // The spool has no name: nothing in TMPDIR while it is shared.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    let r = receive_stdout(&addr, &s.code).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(
+        r.stdout == data,
+        "stdout differs ({} bytes): {err}",
+        r.stdout.len()
+    );
+    assert!(
+        err.contains("Received data.bin (3.00 MiB, verified)")
+            && err.contains("written to standard output"),
+        "{err}"
+    );
+    assert_eq!(s.wait(10), Some(0), "{}", s.stderr.lock().unwrap());
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+
+    // No PATH and standard input not a terminal: shared as `stdin`, received as a file.
+    let src = tempfile::tempdir().unwrap();
+    let input = src.path().join("input");
+    std::fs::write(&input, b"piped\n").unwrap();
+    let mut c = send_cmd(&[]);
+    c.stdin(std::fs::File::open(&input).unwrap());
+    let mut s = Sending::start(c);
+    let addr = s.loopback_addr();
+    let out = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, out.path())
+        .env("PCP_CODE", &s.code)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(r.stdout.is_empty());
+    assert_eq!(std::fs::read(out.path().join("stdin")).unwrap(), b"piped\n");
+    assert_eq!(s.wait(10), Some(0));
+
+    // A name that is no file name is refused before anything is read or announced.
+    for bad in ["../x", "a/b", ".pcp-unfinished"] {
+        let o = Command::new(PCP)
+            .args([
+                "send",
+                "--discovery",
+                "none",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
+            .args(["-", "--name", bad])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(o.stdout.is_empty(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--name"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn receive_stdout_refuses_a_share_that_is_not_one_file_before_accepting() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("d")).unwrap();
+    std::fs::write(src.path().join("d/a"), b"a").unwrap();
+    std::fs::write(src.path().join("d/b"), b"b").unwrap();
+    let s = common::send_loopback(&src.path().join("d"), &[]);
+    let addr = s.loopback_addr();
+    let r = receive_stdout(&addr, &s.code).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(r.stdout.is_empty());
+    assert!(
+        err.contains("--stdout takes a share of exactly one file, and this one holds 3 entries"),
+        "{err}"
+    );
+    // The sender hears why and goes on sharing; nothing was sent.
+    let said = sender_says(&s, "The receiver stopped: the receiver wants one file");
+    assert!(said.contains("Still sharing"), "{said}");
+    assert!(!said.contains("Receiver accepted"), "{said}");
+}
+
+#[test]
+fn exclude_and_gitignore_leave_entries_out_and_the_sender_counts_them() {
+    let src = tempfile::tempdir().unwrap();
+    let repo = src.path().join("repo");
+    for d in [".git/info", "build", "sub/deep", "sub/docs", "docs"] {
+        std::fs::create_dir_all(repo.join(d)).unwrap();
+    }
+    for (f, body) in [
+        (".git/HEAD", "ref: refs/heads/main\n"),
+        (".git/info/exclude", "local.txt\n"),
+        (".gitignore", "*.log\nbuild/\n!keep.log\n"),
+        ("sub/.ignore", "secret*\n"),
+        ("a.txt", "a"),
+        ("x.log", "x"),
+        ("keep.log", "k"),
+        ("build/out.o", "o"),
+        ("local.txt", "l"),
+        ("sub/b.txt", "b"),
+        ("sub/secret.key", "s"),
+        ("sub/deep/c.tmp", "c"),
+        ("sub/docs/e.md", "e"),
+        ("docs/d.md", "d"),
+    ] {
+        std::fs::write(repo.join(f), body).unwrap();
+    }
+    let mut s = common::send_loopback(
+        &repo,
+        &["--gitignore", "--exclude", "*.tmp", "--exclude", "/docs"],
+    );
+    let addr = s.loopback_addr();
+    let out = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, out.path())
+        .env("PCP_CODE", &s.code)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(s.wait(10), Some(0));
+    assert_eq!(
+        names(out.path()),
+        [
+            "repo/",
+            "repo/.gitignore",
+            "repo/a.txt",
+            "repo/keep.log",
+            "repo/sub/",
+            "repo/sub/.ignore",
+            "repo/sub/b.txt",
+            "repo/sub/deep/",
+            "repo/sub/docs/",
+            "repo/sub/docs/e.md",
+        ]
+    );
+    // .git, x.log, build/, local.txt, secret.key, c.tmp, docs/
+    let said = s.stderr.lock().unwrap().clone();
+    assert!(
+        said.contains("Left out 7 entries (--exclude, --gitignore)."),
+        "{said}"
+    );
+
+    // A bad pattern is refused before anything is shared.
+    let o = pcp(&[
+        "send",
+        "--discovery",
+        "none",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--exclude",
+        "[z-a]",
+        &repo.to_string_lossy(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("invalid --exclude pattern: error parsing glob '[z-a]'"),
+        "{err}"
+    );
 }

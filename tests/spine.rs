@@ -389,6 +389,7 @@ mod hostile {
                                 files,
                                 bytes: 0,
                                 roots: vec![],
+                                text: false,
                             }))
                             .await
                             .unwrap();

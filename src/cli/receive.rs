@@ -1,6 +1,8 @@
 //! `pcp receive`: finds the sender, shows its offer, asks, and copies everything with a
 //! progress bar.
 
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +33,11 @@ pub(super) struct ReceiveArgs {
     /// Folder to receive into.
     #[arg(long, default_value = ".")]
     out: PathBuf,
+    /// Write the share to standard output instead of a folder, if it is exactly one file
+    /// (anything else is refused before accepting). Verified against the sender's hash before
+    /// pcp exits 0; escaped when standard output is a terminal.
+    #[arg(long, conflicts_with_all = ["out", "overwrite"])]
+    stdout: bool,
     /// Accept the offer without asking.
     #[arg(long, short)]
     yes: bool,
@@ -80,6 +87,9 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
         _ = interrupted() => return Err(Error::Interrupted),
     };
     let c = receiver.contents().clone();
+    if c.text || a.stdout {
+        return to_stdout(receiver, a.yes, ui).await;
+    }
     let what = format!(
         "{} — {}, {}",
         roots(&c.roots),
@@ -101,36 +111,9 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
             "bytes": c.bytes,
         }),
     );
-    let answer = if a.yes {
-        say!("Offer: {what}. Accepting.");
-        Ok(true)
-    } else {
-        let q = format!("Offer: {what}. Accept?");
-        tokio::select! {
-            r = tokio::task::spawn_blocking(move || confirm(&q)) => {
-                r.map_err(|e| Error::io("prompt", std::io::Error::other(e))).and_then(|r| r)
-            }
-            _ = interrupted() => Err(Error::Interrupted),
-        }
+    let Some(receiver) = ask(receiver, &what, a.yes).await? else {
+        return Ok(());
     };
-    match answer {
-        Ok(true) => {}
-        Ok(false) => {
-            receiver.decline().await?;
-            say!("Declined; nothing was written.");
-            json::done(json!({ "declined": true }));
-            return Ok(());
-        }
-        Err(e) => {
-            // The sender hears why instead of seeing a lost connection.
-            let reason = match &e {
-                Error::Interrupted => "the receiver was interrupted (Ctrl-C)".to_string(),
-                other => reason_for_sender(other),
-            };
-            let _ = receiver.abort(reason).await;
-            return Err(e);
-        }
-    }
     let opts = ReceiveOptions {
         out: a.out,
         overwrite: a.overwrite,
@@ -178,6 +161,130 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
         "reused": summary.reused,
         "seconds": secs,
     }));
+    Ok(())
+}
+
+/// Asks whether to accept the offer `what` (with `yes`, says it accepts). Declining tells the
+/// sender and gives `None`; an error (no terminal, Ctrl-C) tells the sender why.
+async fn ask(receiver: Receiver, what: &str, yes: bool) -> Result<Option<Receiver>> {
+    let answer = if yes {
+        say!("Offer: {what}. Accepting.");
+        Ok(true)
+    } else {
+        let q = format!("Offer: {what}. Accept?");
+        tokio::select! {
+            r = tokio::task::spawn_blocking(move || confirm(&q)) => {
+                r.map_err(|e| Error::io("prompt", std::io::Error::other(e))).and_then(|r| r)
+            }
+            _ = interrupted() => Err(Error::Interrupted),
+        }
+    };
+    match answer {
+        Ok(true) => Ok(Some(receiver)),
+        Ok(false) => {
+            receiver.decline().await?;
+            say!("Declined; nothing was written.");
+            json::done(json!({ "declined": true }));
+            Ok(None)
+        }
+        Err(e) => {
+            // The sender hears why instead of seeing a lost connection.
+            let reason = match &e {
+                Error::Interrupted => "the receiver was interrupted (Ctrl-C)".to_string(),
+                other => reason_for_sender(other),
+            };
+            let _ = receiver.abort(reason).await;
+            Err(e)
+        }
+    }
+}
+
+/// A text message, or with `--stdout` a share of one file: written to standard output, raw to
+/// a pipe or a file, escaped for a terminal. A text message is printed without asking: it is
+/// at most 64 KiB and writes nothing to the disk.
+async fn to_stdout(receiver: Receiver, yes: bool, ui: Ui) -> Result<()> {
+    let c = receiver.contents().clone();
+    if json::on() {
+        return text_json(receiver).await;
+    }
+    let receiver = if !c.text && c.one_file {
+        let what = format!(
+            "{} — {}, to standard output",
+            roots(&c.roots),
+            HumanBytes(c.bytes)
+        );
+        match ask(receiver, &what, yes).await? {
+            Some(r) => r,
+            None => return Ok(()),
+        }
+    } else {
+        receiver
+    };
+    let accepted = receiver.accept_one().await?;
+    let terminal = std::io::stdout().is_terminal();
+    let progress = Arc::new(Progress::default());
+    let bar = if c.text || terminal {
+        indicatif::ProgressBar::hidden()
+    } else {
+        ui.bar(c.bytes)
+    };
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    // Standard output as a tokio file (writes go to the blocking pool, so a slow reader of the
+    // pipe holds up only this transfer).
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("cannot use standard output", e))?;
+    let mut out = tokio::fs::File::from_std(std::fs::File::from(fd));
+    let work = accepted.write_to(&mut out, terminal, progress.clone(), stop.clone());
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let signal = interrupted();
+    tokio::pin!(signal);
+    let summary = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = &mut signal, if !stop.is_cancelled() => stop.cancel(),
+            _ = tick.tick() => bar.set_position(progress.bytes.load(Ordering::Relaxed)),
+        }
+    };
+    bar.finish_and_clear();
+    let summary = summary?;
+    if !c.text {
+        let secs = started.elapsed().as_secs_f64();
+        say!(
+            "Received {} ({}, verified) in {secs:.1} s, written to standard output ({}/s).",
+            roots(&c.roots),
+            HumanBytes(summary.bytes),
+            HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
+        );
+    }
+    Ok(())
+}
+
+/// With `--json`: a text message becomes a `text` event (standard output carries only events);
+/// `--stdout` cannot share standard output with them.
+async fn text_json(receiver: Receiver) -> Result<()> {
+    let c = receiver.contents().clone();
+    if !c.text {
+        let e = Error::Usage(
+            "--stdout writes the file to standard output, which --json keeps for events".into(),
+        );
+        let _ = receiver.abort(reason_for_sender(&e)).await;
+        return Err(e);
+    }
+    let accepted = receiver.accept_one().await?;
+    let mut text = Vec::new();
+    let progress = Arc::new(Progress::default());
+    accepted
+        .write_to(&mut text, false, progress, CancellationToken::new())
+        .await?;
+    json::emit(
+        "text",
+        json!({ "text": String::from_utf8_lossy(&text), "bytes": text.len() }),
+    );
+    json::done(json!({ "text": true, "bytes": text.len() }));
     Ok(())
 }
 

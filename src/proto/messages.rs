@@ -38,6 +38,8 @@ pub const MANIFEST_BATCH_BYTES: usize = 256 * 1024;
 pub const MAX_NAME: usize = 255;
 /// Longest symlink target.
 pub const MAX_TARGET: usize = 4096;
+/// Largest text message (`Offer.text`): its one file may hold at most this many bytes.
+pub const MAX_TEXT: u64 = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
 #[repr(i32)]
@@ -144,6 +146,11 @@ pub struct Offer {
     /// Names of the top-level entries, for the prompt.
     #[prost(bytes = "vec", repeated, tag = "4")]
     pub roots: Vec<Vec<u8>>,
+    /// The share is a text message: its manifest is one FILE of at most [`MAX_TEXT`] bytes,
+    /// which the receiver prints instead of writing (SPEC.md §9.3). A receiver that does not
+    /// know the field ignores it and receives the file.
+    #[prost(bool, tag = "5")]
+    pub text: bool,
 }
 
 /// `mount` tells the sender the manifest will be used for lazy reads (informational).
@@ -332,7 +339,7 @@ mod tests {
             assert_eq!(got, want, "message {name}");
             checked += 1;
         }
-        assert_eq!(checked, 15);
+        assert_eq!(checked, 16);
     }
 
     /// The plain handshake messages, hex-encoded, by vector name.
@@ -389,6 +396,17 @@ mod tests {
                     files: 2,
                     bytes: 300,
                     roots: vec![b"a".to_vec()],
+                    text: false,
+                })),
+            ),
+            (
+                "offer_text",
+                enc(envelope::Msg::Offer(Offer {
+                    entries: 1,
+                    files: 1,
+                    bytes: 2,
+                    roots: vec![b"m".to_vec()],
+                    text: true,
                 })),
             ),
             ("accept", enc(envelope::Msg::Accept(Accept { mount: true }))),

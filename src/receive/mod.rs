@@ -2,12 +2,14 @@
 //! temporary name in the same folder ([`disk`]), checked against the sender's BLAKE3 hash and
 //! only then renamed into place with their permission bits and mtime ([`download`]); an earlier
 //! run's partial files are checked and continued ([`resume`]). `pcp receive` ([`run`]) and the
-//! mount's copy-out share this code; bytes come from any [`FileSource`].
+//! mount's copy-out share this code; bytes come from any [`FileSource`]. A share of one file
+//! can go to a byte stream instead ([`to_stream`]: `--stdout`, text messages).
 
 mod disk;
 mod download;
 mod resume;
 pub(crate) mod run;
+mod to_stream;
 
 use std::collections::HashSet;
 use std::fs;

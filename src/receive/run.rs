@@ -4,19 +4,23 @@
 //! streams), then [`Accepted::run`] (copy everything, tell the sender we are done). Progress is
 //! polled from [`Progress`]; the CLI draws it.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::to_stream::write_one;
 use super::{preflight, receive_all, Progress, ReceiveOptions, Summary};
 use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::fetch::connect::{connect, Seek};
 use crate::fetch::{Client, Session};
 use crate::manifest::Manifest;
+use crate::proto::{Kind, MAX_TEXT};
 
 /// Data streams a receive opens.
 const STREAMS: u32 = 8;
@@ -30,10 +34,21 @@ pub struct Contents {
     pub bytes: u64,
     /// Top-level names that start with a dot (`.ssh`, `.config`): worth a second look.
     pub hidden: Vec<Vec<u8>>,
+    /// A text message (checked: one file of at most [`MAX_TEXT`] bytes): print it.
+    pub text: bool,
+    /// The share is exactly one file (it can go to standard output).
+    pub one_file: bool,
 }
 
 impl Contents {
-    fn of(m: &Manifest) -> Contents {
+    fn of(m: &Manifest, text: bool) -> Result<Contents> {
+        let one_file = m.len() == 1 && m.kind(1) == Kind::File;
+        if text && !(one_file && m.totals().1 <= MAX_TEXT) {
+            return Err(Error::InvalidManifest(format!(
+                "a text message must be one file of at most {} KiB",
+                MAX_TEXT >> 10
+            )));
+        }
         let (files, bytes) = m.totals();
         let mut roots = Vec::new();
         let mut hidden = Vec::new();
@@ -48,11 +63,23 @@ impl Contents {
             }
             roots.push(n);
         }
-        Contents {
+        Ok(Contents {
             roots,
             files,
             bytes,
             hidden,
+            text,
+            one_file,
+        })
+    }
+
+    /// What a share that is not one file holds, for [`Error::NotOneFile`].
+    fn not_one_file(m: &Manifest) -> String {
+        match (m.len(), m.kind(1)) {
+            (0, _) => "nothing".into(),
+            (1, Kind::Dir) => "one empty folder".into(),
+            (1, _) => "one symlink".into(),
+            (n, _) => format!("{n} entries"),
         }
     }
 }
@@ -79,7 +106,8 @@ impl Receiver {
     ) -> Result<Receiver> {
         let found = connect(code, seek, status).await?;
         let mut session = found.session;
-        let contents = Contents::of(session.manifest().await?);
+        let text = session.offer().await?.text;
+        let contents = Contents::of(session.manifest().await?, text)?;
         Ok(Receiver {
             session,
             contents,
@@ -126,6 +154,27 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Accepts a share of exactly one file, to be written to a stream
+    /// ([`Accepted::write_to`]); any other share is refused before accepting (the sender is
+    /// told why).
+    pub async fn accept_one(mut self) -> Result<Accepted> {
+        if !self.contents.one_file {
+            let what = Contents::not_one_file(self.session.manifest().await?);
+            let reason = "the receiver wants one file on its standard output, and this share is not one file";
+            let _ = self.session.abort(reason.to_string()).await;
+            return Err(Error::NotOneFile(what));
+        }
+        let manifest = self.session.accept(false).await?;
+        let client = self.session.client(STREAMS).await?;
+        Ok(Accepted {
+            session: self.session,
+            manifest,
+            client,
+        })
+    }
+}
+
 /// An accepted offer with its validated manifest, ready to copy.
 pub struct Accepted {
     session: Session,
@@ -143,40 +192,84 @@ impl Accepted {
     /// [`Error::Interrupted`]; when the sender stops first, with [`Error::SenderStopped`].
     /// Either way what was received and verified stays for a later receive to resume from.
     pub async fn run(
-        mut self,
+        self,
         opts: &ReceiveOptions,
         progress: Arc<Progress>,
         stop: CancellationToken,
     ) -> Result<Summary> {
-        let kept =
-            |p: &Progress| p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed);
-        let outcome = {
-            let work = receive_all(&self.client, &self.manifest, opts, progress.clone());
-            tokio::select! {
-                r = work => Ok(r),
-                why = self.session.closed() => Err(why),
-                _ = stop.cancelled() => {
-                    let reason = "the receiver was interrupted (Ctrl-C)".to_string();
-                    let _ = self.session.abort(reason).await;
-                    return Err(Error::Interrupted);
-                }
-            }
+        let Accepted {
+            session,
+            manifest,
+            client,
+        } = self;
+        let work = receive_all(&client, &manifest, opts, progress.clone());
+        drive(session, work, &progress, stop).await
+    }
+
+    /// Writes the share's one file (see [`Receiver::accept_one`]) to `sink`, verified, then
+    /// tells the sender we are done; `terminal` escapes it for a terminal. Interruptions and a
+    /// sender that stops end it as in [`run`](Self::run).
+    pub async fn write_to<W: AsyncWrite + Unpin>(
+        self,
+        sink: &mut W,
+        terminal: bool,
+        progress: Arc<Progress>,
+        stop: CancellationToken,
+    ) -> Result<Summary> {
+        let Accepted {
+            session,
+            manifest,
+            client,
+        } = self;
+        let entry = manifest
+            .get(1)
+            .filter(|_| manifest.len() == 1)
+            .ok_or_else(|| Error::NotOneFile(Contents::not_one_file(&manifest)))?;
+        let work = async {
+            let bytes = write_one(&client, entry, sink, terminal, &progress).await?;
+            Ok(Summary {
+                files: 1,
+                bytes,
+                ..Summary::default()
+            })
         };
-        match outcome {
-            Ok(Ok(summary)) => {
-                self.session.finish().await?;
-                Ok(summary)
+        drive(session, work, &progress, stop).await
+    }
+}
+
+/// Runs `work` while watching the session and `stop`; tells the sender how it ended.
+async fn drive(
+    mut session: Session,
+    work: impl Future<Output = Result<Summary>>,
+    progress: &Progress,
+    stop: CancellationToken,
+) -> Result<Summary> {
+    let kept = |p: &Progress| p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed);
+    let outcome = {
+        tokio::select! {
+            r = work => Ok(r),
+            why = session.closed() => Err(why),
+            _ = stop.cancelled() => {
+                let reason = "the receiver was interrupted (Ctrl-C)".to_string();
+                let _ = session.abort(reason).await;
+                return Err(Error::Interrupted);
             }
-            Ok(Err(e)) => {
-                let _ = self.session.abort(reason_for_sender(&e)).await;
-                Err(e)
-            }
-            Err(Error::Remote(reason)) => Err(Error::SenderStopped {
-                reason,
-                kept: kept(&progress),
-            }),
-            Err(e) => Err(e),
         }
+    };
+    match outcome {
+        Ok(Ok(summary)) => {
+            session.finish().await?;
+            Ok(summary)
+        }
+        Ok(Err(e)) => {
+            let _ = session.abort(reason_for_sender(&e)).await;
+            Err(e)
+        }
+        Err(Error::Remote(reason)) => Err(Error::SenderStopped {
+            reason,
+            kept: kept(progress),
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -189,5 +282,37 @@ pub(crate) fn reason_for_sender(e: &Error) -> String {
         // The context names a local path: only the cause goes to the sender.
         Error::Io { source, .. } => format!("the receiver failed: {source}"),
         other => format!("the receiver failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::test_entry;
+
+    #[test]
+    fn a_text_message_must_be_one_small_file() {
+        let file = |size| test_entry(1, 0, b"message.txt", Kind::File, size);
+        let one = Manifest::validate(vec![file(MAX_TEXT)]).unwrap();
+        let c = Contents::of(&one, true).unwrap();
+        assert!(c.text && c.one_file);
+        let big = Manifest::validate(vec![file(MAX_TEXT + 1)]).unwrap();
+        assert!(matches!(
+            Contents::of(&big, true),
+            Err(Error::InvalidManifest(_))
+        ));
+        assert!(Contents::of(&big, false).unwrap().one_file);
+        let two =
+            Manifest::validate(vec![file(1), test_entry(2, 0, b"other", Kind::File, 1)]).unwrap();
+        assert!(matches!(
+            Contents::of(&two, true),
+            Err(Error::InvalidManifest(_))
+        ));
+        let c = Contents::of(&two, false).unwrap();
+        assert!(!c.one_file && !c.text);
+        assert_eq!(Contents::not_one_file(&two), "2 entries");
+        let dir = Manifest::validate(vec![test_entry(1, 0, b"d", Kind::Dir, 0)]).unwrap();
+        assert!(Contents::of(&dir, true).is_err());
+        assert_eq!(Contents::not_one_file(&dir), "one empty folder");
     }
 }

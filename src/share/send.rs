@@ -2,6 +2,7 @@
 //! where IPv6 is off), announce it by mDNS and on the DHT, and serve receivers until one has
 //! finished, reporting [`SendEvent`]s. The CLI only prints them.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,13 +11,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::serve::{serve, ServeOptions, ShareEnd, ShareEvent};
+use super::spool::Spool;
 use super::store::Share;
 use crate::code::Code;
 use crate::error::{Error, Result};
-use crate::manifest::LocalTree;
+use crate::manifest::{LocalTree, Root, Rules};
 use crate::net::discovery::{DhtAnnouncer, Discovery, MdnsAnnouncer, Method};
 use crate::net::{NetEvent, Node};
-use crate::proto::Offer;
+use crate::proto::{Offer, MAX_TEXT};
 
 /// What `pcp send` reports while it runs.
 #[derive(Debug, Clone)]
@@ -29,10 +31,53 @@ pub enum SendEvent {
     RelayReserved(Multiaddr),
 }
 
+/// What `pcp send` shares.
+#[derive(Debug)]
+pub enum Shared {
+    /// Files and folders, scanned with these rules.
+    Paths(Vec<PathBuf>, Rules),
+    /// Bytes spooled from a stream (standard input), as one file of this name.
+    Spooled(Spool, OsString),
+    /// A text message: one small file (`message.txt`) whose content the receiver prints.
+    Text(Spool),
+}
+
+/// The name of a text message's one file: what a receiver that does not know text messages
+/// writes.
+pub const TEXT_NAME: &str = "message.txt";
+
+impl Shared {
+    /// Scans what is shared (blocking). A spool keeps its spooled bytes alive.
+    fn scan(self) -> Result<(LocalTree, Option<Spool>)> {
+        let (spool, name, text) = match self {
+            Shared::Paths(paths, rules) => {
+                let roots: Vec<Root> = paths.into_iter().map(Root::from).collect();
+                return Ok((LocalTree::scan(&roots, &rules)?, None));
+            }
+            Shared::Spooled(spool, name) => (spool, name, false),
+            Shared::Text(spool) => (spool, OsString::from(TEXT_NAME), true),
+        };
+        if text && spool.len() > MAX_TEXT {
+            return Err(Error::TextTooLong(spool.len()));
+        }
+        let root = Root {
+            path: spool.path(),
+            name: Some(name),
+        };
+        let mut tree = LocalTree::scan(&[root], &Rules::default())?;
+        // The spool is 0600 as it must be; what it carries gets the mode of a new file.
+        tree.entries[0].mode = 0o644;
+        tree.text = text;
+        Ok((tree, Some(spool)))
+    }
+}
+
 /// A share whose node is up and listening, not yet announced.
 pub struct Sender {
     node: Node,
     share: Arc<Share>,
+    /// Holds the bytes of standard input or a text message while they are shared.
+    _spool: Option<Spool>,
     code: Code,
     discovery: Discovery,
     addrs: Vec<Multiaddr>,
@@ -52,17 +97,20 @@ fn default_listen() -> Vec<Multiaddr> {
 }
 
 impl Sender {
-    /// Scans `paths` and starts the node on `listen` (empty: all interfaces).
+    /// Scans what is shared and starts the node on `listen` (empty: all interfaces).
     pub async fn start(
-        paths: Vec<PathBuf>,
+        what: Shared,
         code: Code,
         listen: Vec<Multiaddr>,
         discovery: Discovery,
     ) -> Result<Sender> {
-        let tree = tokio::task::spawn_blocking(move || LocalTree::build(&paths))
+        let (tree, spool) = tokio::task::spawn_blocking(move || what.scan())
             .await
             .map_err(|e| Error::io("scanning the share", std::io::Error::other(e)))??;
         let share = Arc::new(Share::new(tree));
+        if let Some(s) = &spool {
+            share.set_hash(1, s.hash());
+        }
         let node = if listen.is_empty() {
             let mut l = default_listen();
             // IPv6 may be off on this machine; fall back to IPv4 only.
@@ -80,6 +128,7 @@ impl Sender {
         Ok(Sender {
             node,
             share,
+            _spool: spool,
             code,
             discovery,
             addrs,
@@ -93,6 +142,11 @@ impl Sender {
 
     pub fn offer(&self) -> Offer {
         self.share.offer()
+    }
+
+    /// Entries that `--exclude` and `--gitignore` left out.
+    pub fn left_out(&self) -> u64 {
+        self.share.tree().left_out
     }
 
     pub fn code(&self) -> &Code {

@@ -106,6 +106,7 @@ impl Share {
     pub fn offer(&self) -> Offer {
         let (files, bytes) = self.tree.totals();
         Offer {
+            text: self.tree.text,
             entries: self.tree.entries.len() as u64,
             files,
             bytes,
@@ -230,6 +231,11 @@ impl Share {
             h
         });
         Ok((buf, hash))
+    }
+
+    /// Records the hash of file `id`, known beforehand (a spool hashes what it reads).
+    pub(crate) fn set_hash(&self, id: u64, hash: [u8; 32]) {
+        let _ = self.cell(id).set(hash);
     }
 
     fn cell(&self, id: u64) -> HashCell {

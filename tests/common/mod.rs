@@ -205,6 +205,13 @@ impl Sending {
 
 /// `pcp send` on loopback with --discovery none.
 pub fn send_loopback(path: &std::path::Path, extra: &[&str]) -> Sending {
+    let mut c = send_cmd(extra);
+    c.arg(path);
+    Sending::start(c)
+}
+
+/// `pcp send -v --no-progress --discovery none --listen` loopback with `args` (no path added).
+pub fn send_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(PCP);
     c.args([
         "send",
@@ -215,9 +222,8 @@ pub fn send_loopback(path: &std::path::Path, extra: &[&str]) -> Sending {
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
     ])
-    .args(extra)
-    .arg(path);
-    Sending::start(c)
+    .args(args);
+    c
 }
 
 /// Runs `ip ARGS` (iproute2), failing the test if it fails (the tests run as root).
