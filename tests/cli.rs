@@ -378,3 +378,29 @@ fn json_events_on_both_sides_and_nothing_else_on_stdout() {
     assert_eq!(ev[0]["exit_code"], 1);
     assert!(ev[0]["message"].as_str().unwrap().contains("cannot share"));
 }
+
+#[test]
+fn a_text_message_is_a_json_event_with_its_bytes_unchanged() {
+    let text = "two lines\nand an escape \u{1b}[31m, kept as sent";
+    let mut c = Command::new(PCP);
+    c.args(["send", "-v", "--no-progress", "--discovery", "none"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--text", text]);
+    let mut s = Sending::start(c);
+    let addr = s.loopback_addr();
+    let dst = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, dst.path())
+        .arg("--json")
+        .env("PCP_CODE", &s.code)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let ev = json_lines(&r.stdout);
+    let t = ev
+        .iter()
+        .find(|e| e["event"] == "text")
+        .expect("a text event");
+    assert_eq!(t["text"], text);
+    assert_eq!(ev.last().unwrap()["event"], "done");
+    assert_eq!(std::fs::read_dir(dst.path()).unwrap().count(), 0, "no file");
+    assert_eq!(s.wait(10), Some(0));
+}
