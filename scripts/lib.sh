@@ -545,7 +545,8 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel ERROR
 EOF
   /usr/sbin/sshd -t -f "$dir/sshd_config" || die "sshd rejects its temporary configuration"
-  in_a /usr/sbin/sshd -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
+  # The array, not the function: $! must be sshd itself (nsenter execs it) for the trap to stop it.
+  "${IN_A[@]}" /usr/sbin/sshd -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
   SSHD_PID=$!
   SSH_OPTS=(-F /dev/null -i "$dir/client_key" -o IdentitiesOnly=yes -o BatchMode=yes
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
