@@ -205,6 +205,44 @@ delete_namespaces() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The network of the receive and mount benchmarks (BENCH_NET)
+#   veth      (default) two namespaces joined by a veth pair (MTU 1500, like every Ethernet LAN):
+#             the sender and the sshd in NS_A on 10.251.0.1, the receiver, the mounts, scp and
+#             sshfs in NS_B on 10.251.0.2. Neither has a default route: a pcp with default
+#             discovery finds the other by mDNS on the veth, and its DHT dials fail at once
+#             ("network unreachable") without a packet leaving the machine.
+#   loopback  everything in this namespace on 127.0.0.1 (MTU 65536); pcp only with
+#             --discovery none (mDNS ignores loopback, and must not run in the host's namespace).
+# Mounts enter only NS_B's network namespace (nsenter --net), so they show in this shell's mount
+# table and the workloads run here.
+
+NS_A="" NS_B=""
+SRV_IP=127.0.0.1
+declare -a IN_A=() IN_B=()
+in_a() { "${IN_A[@]}" "$@"; }
+in_b() { "${IN_B[@]}" "$@"; }
+
+net_setup() {
+  [ "$NET" = veth ] || return 0
+  NS_A=pcpb$$a NS_B=pcpb$$b
+  add_ns "$NS_A"
+  add_ns "$NS_B"
+  add_veth "$NS_A" vA "$NS_B" vB
+  link_up "$NS_A" vA 10.251.0.1/24
+  link_up "$NS_B" vB 10.251.0.2/24
+  await_links "$NS_A" "$NS_B"
+  SRV_IP=10.251.0.1
+  IN_A=(nsenter "--net=/run/netns/$NS_A")
+  IN_B=(nsenter "--net=/run/netns/$NS_B")
+  log "veth pair: $NS_A 10.251.0.1 <-> $NS_B 10.251.0.2, MTU $(ip -n "$NS_B" -o link show vB | sed -n 's/.* mtu \([0-9]*\).*/\1/p')"
+}
+
+# A phrase for the reports.
+net_label() {
+  if [ "$NET" = veth ]; then echo "on a veth pair between two network namespaces (MTU 1500)"; else echo "on loopback"; fi
+}
+
+# ---------------------------------------------------------------------------------------------
 # Cleanup
 
 # Removes WORK, but never through a mount (sshfs is writable: it would delete the data set).
@@ -282,7 +320,8 @@ make_work() {
 # The commands (and their Debian packages) of the loopback benchmarks (receive, mount), and
 # those the mount benchmark needs too.
 SSH_TOOLS=(/usr/sbin/sshd=openssh-server ssh=openssh-client scp=openssh-client
-  ssh-keygen=openssh-client /usr/bin/time=time pgrep=procps ss=iproute2)
+  ssh-keygen=openssh-client /usr/bin/time=time pgrep=procps ss=iproute2 ip=iproute2
+  nsenter=util-linux)
 MOUNT_TOOLS=(sshfs=sshfs fusermount3=fuse3 python3=python3)
 
 # ensure_tools COMMAND=PACKAGE...: installs the Debian packages of the commands missing.
@@ -348,11 +387,13 @@ loopback_options() {
   SSH_PORT_FIRST=${BENCH_SSH_PORT:-2222}
   TIMEOUT=${BENCH_TIMEOUT:-600}
   DROP_CACHES=${BENCH_DROP_CACHES:-1}
+  NET=${BENCH_NET:-veth}
   BUILD=${BENCH_BUILD:-1}
   BUSY_LIMIT=${BENCH_BUSY_LIMIT:-15} # percent of all CPUs
   QUIET_WAIT=${BENCH_QUIET_WAIT:-60} # seconds
   positive_ints RUNS BIG_MIB SMALL_FILES SMALL_KIB SSH_PORT_FIRST TIMEOUT
   [[ $BENCH_DIR != *[[:space:]]* ]] || die "BENCH_DIR must not contain white space"
+  [[ $NET = veth || $NET = loopback ]] || die "BENCH_NET must be veth or loopback (got '$NET')"
   [[ $BUSY_LIMIT =~ ^[0-9]+$ ]] || die "BENCH_BUSY_LIMIT must be a whole number (got '$BUSY_LIMIT')"
   [[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "BENCH_QUIET_WAIT must be a whole number (got '$QUIET_WAIT')"
 }
@@ -464,7 +505,7 @@ state_load() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Private sshd on 127.0.0.1 with temporary keys (under WORK)
+# Private sshd on SRV_IP (in NS_A, if any) with temporary keys (under WORK)
 
 SSH_OPTS=()
 SSH_PORT=""
@@ -483,13 +524,13 @@ start_sshd() {
   fi
   local port
   for ((port = SSH_PORT_FIRST; port <= SSH_PORT_FIRST + 50; port++)); do
-    [ -z "$(ss -Hltn "sport = :$port" 2>/dev/null)" ] && break
+    [ -z "$(in_a ss -Hltn "sport = :$port" 2>/dev/null)" ] && break
   done
   ((port <= SSH_PORT_FIRST + 50)) || die "no free port in $SSH_PORT_FIRST..$((SSH_PORT_FIRST + 50))"
   SSH_PORT=$port
   cat >"$dir/sshd_config" <<EOF
 Port $port
-ListenAddress 127.0.0.1
+ListenAddress $SRV_IP
 HostKey $dir/host_key
 PidFile $dir/sshd.pid
 AuthorizedKeysFile $dir/authorized_keys
@@ -504,20 +545,21 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel ERROR
 EOF
   /usr/sbin/sshd -t -f "$dir/sshd_config" || die "sshd rejects its temporary configuration"
-  /usr/sbin/sshd -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
+  # The array, not the function: $! must be sshd itself (nsenter execs it) for the trap to stop it.
+  "${IN_A[@]}" /usr/sbin/sshd -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
   SSHD_PID=$!
   SSH_OPTS=(-F /dev/null -i "$dir/client_key" -o IdentitiesOnly=yes -o BatchMode=yes
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
   local i
   for ((i = 0; i < 100; i++)); do
     kill -0 "$SSHD_PID" 2>/dev/null || die "sshd exited: $(cat "$dir/sshd.log")"
-    if ssh "${SSH_OPTS[@]}" -p "$port" root@127.0.0.1 true 2>/dev/null; then
-      log "sshd on 127.0.0.1:$port"
+    if in_b ssh "${SSH_OPTS[@]}" -p "$port" "root@$SRV_IP" true 2>/dev/null; then
+      log "sshd on $SRV_IP:$port"
       return 0
     fi
     sleep 0.1
   done
-  die "sshd on 127.0.0.1:$port does not accept the temporary key: $(cat "$dir/sshd.log")"
+  die "sshd on $SRV_IP:$port does not accept the temporary key: $(cat "$dir/sshd.log")"
 }
 
 # The start of both loopback sections, after ensure_tools: the binary, the programs to keep
@@ -529,22 +571,30 @@ loopback_setup() {
   make_work run
   mkdir -p "$WORK/log" "$WORK/dst"
   WARNINGS=${SUITE:-$WORK/log}/pcp-warnings
+  net_setup
   start_sshd
   [ -z "$SUITE" ] || state_load "$SUITE/state"
 }
 
 # ---------------------------------------------------------------------------------------------
-# pcp on loopback
+# pcp send (in the sender's namespace, or on loopback)
 
-# Starts `pcp send SRC` on 127.0.0.1 and waits for its code and address: sets SEND_PID,
-# SEND_CODE and SEND_ADDR. Logs go to $WORK/log/TAG.send.*.
+# Starts `pcp send SRC` (in NS_A, if any) and waits for its code and address: sets SEND_PID,
+# SEND_CODE and SEND_ADDR. Logs go to $WORK/log/TAG.send.*. DISCOVERY "none" (the default):
+# `--discovery none --listen /ip4/SRV_IP/tcp/0`; "default": pcp's defaults (mDNS and DHT, every
+# interface, TCP and QUIC), only in namespaces.
 start_pcp_send() {
-  local src=$1 tag=$2
+  local src=$1 tag=$2 discovery=${3:-none}
   local lg=$WORK/log/$tag
+  local -a how=(--discovery none send --listen "/ip4/$SRV_IP/tcp/0")
+  if [ "$discovery" = default ]; then
+    [ -n "$NS_A" ] || die "pcp with default discovery runs only in namespaces (BENCH_NET=veth)"
+    how=(send)
+  fi
   : >"$lg.send.out"
   : >"$lg.send.err"
   /usr/bin/time -f %M -o "$lg.send.rss" timeout --foreground -k 5 "$TIMEOUT" \
-    "$PCP" -v --no-progress --discovery none send --listen /ip4/127.0.0.1/tcp/0 "$src" \
+    "${IN_A[@]}" "$PCP" -v --no-progress "${how[@]}" "$src" \
     >"$lg.send.out" 2>"$lg.send.err" </dev/null &
   SEND_PID=$!
   LIVE_PIDS+=("$SEND_PID")
@@ -552,7 +602,7 @@ start_pcp_send() {
   local deadline=$((SECONDS + 60))
   while ((SECONDS < deadline)); do
     SEND_CODE=$(sed -n 's/^Code is: //p;T;q' "$lg.send.out")
-    SEND_ADDR=$(sed -n 's#^Listening on \(/ip4/127\.0\.0\.1/tcp/[0-9][0-9]*\)#\1#p;T;q' "$lg.send.err")
+    SEND_ADDR=$(sed -n "s#^Listening on \\(/ip4/${SRV_IP//./\\.}/tcp/[0-9][0-9]*\\)#\\1#p;T;q" "$lg.send.err")
     [ -n "$SEND_CODE" ] && [ -n "$SEND_ADDR" ] && break
     kill -0 "$SEND_PID" 2>/dev/null || die "$tag: pcp send exited early: $(tail -n 20 "$lg.send.err")"
     sleep 0.05
@@ -625,7 +675,11 @@ report_env() {
     return 0
   fi
   echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILT_COMMIT, $("$PCP" --version), $(ssh -V 2>&1 | cut -d, -f1)$([ "$DO_MOUNT" = 1 ] && echo ", $(sshfs --version 2>&1 | grep -m 1 "^SSHFS version")")"
-  echo "- $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r); loopback only (127.0.0.1)"
+  if [ "$NET" = veth ]; then
+    echo "- $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r); a veth pair (MTU 1500) between two network namespaces, like two hosts on one Ethernet segment sharing these cores: sender and sshd in one (10.251.0.1), receiver, mounts, scp and sshfs in the other (10.251.0.2); BENCH_NET=loopback runs on 127.0.0.1 instead"
+  else
+    echo "- $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r); loopback only (127.0.0.1, MTU 65536; BENCH_NET=loopback)"
+  fi
   if [ "$CACHES_DROPPED" = 1 ]; then
     echo "- page caches dropped before every timed transfer or workload (\`sync; echo 3 > /proc/sys/vm/drop_caches\`): source reads are cold; the programs and their libraries were read back in"
   else
