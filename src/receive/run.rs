@@ -238,6 +238,10 @@ impl Accepted {
 }
 
 /// Runs `work` while watching the session and `stop`; tells the sender how it ended.
+/// How long a receive whose data streams failed waits for the sender's reason on the control
+/// stream.
+const STOP_WORD: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn drive(
     mut session: Session,
     work: impl Future<Output = Result<Summary>>,
@@ -260,6 +264,20 @@ async fn drive(
         Ok(Ok(summary)) => {
             session.finish().await?;
             Ok(summary)
+        }
+        Ok(Err(e @ (Error::ConnectionLost(_) | Error::Unanswered(_)))) => {
+            // A sender that stops closes its data streams as it tells us why on the control
+            // stream; the data may lose the race. Its word, if it comes soon, is the reason.
+            match tokio::time::timeout(STOP_WORD, session.closed()).await {
+                Ok(Error::Remote(reason)) => Err(Error::SenderStopped {
+                    reason,
+                    kept: kept(progress),
+                }),
+                _ => {
+                    let _ = session.abort(reason_for_sender(&e)).await;
+                    Err(e)
+                }
+            }
         }
         Ok(Err(e)) => {
             let _ = session.abort(reason_for_sender(&e)).await;

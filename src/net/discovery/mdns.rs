@@ -133,6 +133,11 @@ impl MdnsAnnouncer {
     }
 }
 
+/// Whether `ip` is an IPv6 link-local address (fe80::/10), unusable without its interface.
+fn is_unscoped_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 /// Looks for senders on `channel` in the current and the previous slot; candidates arrive on
 /// the returned channel until the browser is dropped.
 pub struct MdnsBrowser {
@@ -174,6 +179,12 @@ impl MdnsBrowser {
                     .and_then(|p| p.parse::<u16>().ok());
                 let mut addrs = Vec::new();
                 for ip in info.get_addresses().iter().map(|a| a.to_ip_addr()) {
+                    // A link-local IPv6 address needs its interface (scope), which a multiaddr
+                    // cannot carry: TCP refuses it at once and QUIC waits for its handshake
+                    // timeout (5 s), holding up the one guess this peer gets.
+                    if is_unscoped_link_local(&ip) {
+                        continue;
+                    }
                     let base = match ip {
                         IpAddr::V4(v4) => Multiaddr::empty().with(Protocol::Ip4(v4)),
                         IpAddr::V6(v6) => Multiaddr::empty().with(Protocol::Ip6(v6)),
@@ -222,5 +233,20 @@ impl MdnsBrowser {
                 _task: AbortOnDrop(task),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_ipv6_is_skipped_and_others_are_kept() {
+        let ll: IpAddr = "fe80::98d1:65ff:fe60:d51".parse().unwrap();
+        assert!(is_unscoped_link_local(&ll));
+        for ok in ["10.66.0.1", "fd00::1", "2001:db8::1", "febf::1"] {
+            let ip: IpAddr = ok.parse().unwrap();
+            assert_eq!(is_unscoped_link_local(&ip), ok == "febf::1", "{ok}");
+        }
     }
 }
