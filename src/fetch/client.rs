@@ -52,7 +52,13 @@ pub(super) async fn open_lane(
         session: keys.session_id().to_vec(),
         index,
     };
-    crate::proto::write_opening(&mut io, opening::Kind::Join(join)).await?;
+    // A stream closed before our `Join` went out was never read: it may be opened again.
+    crate::proto::write_opening(&mut io, opening::Kind::Join(join))
+        .await
+        .map_err(|e| match e {
+            Error::ConnectionLost(why) => Error::Unanswered(why),
+            e => e,
+        })?;
     let (mut reader, writer) = secure_stream(io, keys, index);
     let pending: Pending = Default::default();
     let dead = Arc::new(AtomicBool::new(false));

@@ -246,30 +246,30 @@ impl Session {
                 let Some(inner) = opener.upgrade() else {
                     return;
                 };
-                match opened {
+                let result = match opened {
                     Ok((lane, ready)) => {
                         inner.add(lane);
                         drop(inner);
-                        match ready.await {
-                            Ok(Ok(())) => {
-                                index += 1;
-                                attempt = 0;
-                            }
-                            // Dropped unread by a busy sender: the same index, a moment later.
-                            Ok(Err(Error::Unanswered(w))) if attempt + 1 < LANE_ATTEMPTS => {
-                                tracing::debug!("data stream {index} unanswered ({w}); again");
-                                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-                                attempt += 1;
-                            }
-                            Ok(Err(e)) => {
-                                why = Some(e.to_string());
-                                break;
-                            }
-                            Err(_) => {
-                                why = Some("data stream closed".into());
-                                break;
-                            }
-                        }
+                        ready.await.unwrap_or_else(|_| {
+                            Err(Error::ConnectionLost("data stream closed".into()))
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {
+                        index += 1;
+                        attempt = 0;
+                    }
+                    // Dropped unread by a busy sender: the same index, a moment later.
+                    Err(Error::Unanswered(w)) if attempt + 1 < LANE_ATTEMPTS => {
+                        tracing::debug!("data stream {index} unanswered ({w}); again");
+                        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(Error::ConnectionLost(w) | Error::Unanswered(w)) => {
+                        why = Some(w);
+                        break;
                     }
                     Err(e) => {
                         why = Some(e.to_string());
