@@ -137,8 +137,8 @@ impl SessionKeys {
     }
 }
 
-// Key material is wiped when it is dropped (the ciphers wipe their own keys: chacha20poly1305
-// zeroizes on drop).
+// Key material is wiped when it is dropped (the ciphers wipe their own keys: AWS-LC cleanses
+// an AEAD context when it is freed).
 impl Drop for SessionKeys {
     fn drop(&mut self) {
         self.prk.zeroize();

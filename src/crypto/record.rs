@@ -1,9 +1,8 @@
 //! The record layer: ChaCha20-Poly1305 per stream direction with counter nonces, so a dropped,
 //! replayed or reordered frame ends the session. One sealed message per frame.
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use bytes::Bytes;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
@@ -16,19 +15,26 @@ const TAG: usize = 16;
 fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_be_bytes());
-    n.into()
+    Nonce::assume_unique_for_key(n)
+}
+
+/// ChaCha20-Poly1305 (RFC 8439) from AWS-LC: the same algorithm as any other implementation,
+/// in its assembly (about twice the speed of the portable crate here), and AWS-LC cleanses the
+/// key schedule when the context is freed.
+fn cipher(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key"))
 }
 
 /// Encrypts outgoing frames of one stream direction; the counter is the nonce.
 pub struct Sealer {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     counter: u64,
 }
 
 impl Sealer {
     pub(crate) fn new(key: &[u8; 32]) -> Sealer {
         Sealer {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            cipher: cipher(key),
             counter: 0,
         }
     }
@@ -46,23 +52,25 @@ impl Sealer {
         self.counter = self.counter.checked_add(1).ok_or(Error::Decrypt)?;
         let tag = self
             .cipher
-            .encrypt_in_place_detached(&n, b"", buf)
+            .seal_in_place_separate_tag(n, Aad::empty(), buf)
             .map_err(|_| Error::Decrypt)?;
-        Ok(tag.into())
+        let mut out = [0u8; TAG];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 }
 
 /// Decrypts incoming frames of one stream direction; any failure is fatal to the session, so a
 /// dropped, replayed or reordered frame cannot go unnoticed.
 pub struct Opener {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     counter: u64,
 }
 
 impl Opener {
     pub(crate) fn new(key: &[u8; 32]) -> Opener {
         Opener {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            cipher: cipher(key),
             counter: 0,
         }
     }
@@ -72,9 +80,12 @@ impl Opener {
             return Err(Error::Decrypt);
         }
         let n = nonce(self.counter);
-        self.cipher
-            .decrypt_in_place(&n, b"", &mut buf)
-            .map_err(|_| Error::Decrypt)?;
+        let plain = self
+            .cipher
+            .open_in_place(n, Aad::empty(), &mut buf)
+            .map_err(|_| Error::Decrypt)?
+            .len();
+        buf.truncate(plain);
         self.counter += 1;
         Ok(Bytes::from(buf))
     }

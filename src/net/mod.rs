@@ -8,6 +8,7 @@ pub mod discovery;
 mod event_loop;
 pub mod identity;
 mod node;
+mod tcp;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
@@ -93,15 +94,18 @@ impl ConnectionInfo {
         }
     }
 
-    /// The transport's own key exchange, as this node's libp2p sets it up: TLS 1.3 on QUIC
-    /// (libp2p-tls with rustls on aws-lc-rs, which offers the hybrid X25519MLKEM768 first, so
-    /// two pcp peers agree on it), Noise XX with X25519 on TCP and on relayed connections (not
-    /// post-quantum; pcp's own session keys add ML-KEM-768 on every transport).
-    pub fn key_exchange(&self) -> &'static str {
-        if !self.relayed && self.transport() == "QUIC" {
-            "TLS 1.3 with X25519MLKEM768"
+    /// The transport's own key exchange: on QUIC TLS 1.3 (libp2p-tls with rustls on aws-lc-rs,
+    /// which offers the hybrid X25519MLKEM768 first, so two pcp peers agree on it); on TCP what
+    /// the connection negotiated (`tcp.rs`: TLS 1.3 with AES-GCM first and X25519MLKEM768, or
+    /// Noise XX with X25519 from a Noise-only peer); on relayed connections Noise XX with X25519
+    /// (not post-quantum; pcp's own session keys add ML-KEM-768 on every transport).
+    pub fn key_exchange(&self) -> String {
+        if self.relayed {
+            "Noise XX with X25519".into()
+        } else if self.transport() == "QUIC" {
+            "TLS 1.3 with X25519MLKEM768".into()
         } else {
-            "Noise XX with X25519"
+            tcp::negotiated(&self.remote).unwrap_or_else(|| "TLS 1.3 or Noise".into())
         }
     }
 }

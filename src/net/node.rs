@@ -1,5 +1,5 @@
 //! The handle to the swarm task ([`Node`]) and how the swarm is built: transports (TCP with
-//! Noise and Yamux, QUIC, relayed), behaviours by role, listeners, and joining the DHT.
+//! TLS and Yamux (tcp.rs), QUIC, relayed), behaviours by role, listeners, and joining the DHT.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -10,8 +10,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    autonat, dcutr, identify, identity, kad, noise, ping, relay, tcp, yamux, Multiaddr, PeerId,
-    Swarm,
+    autonat, dcutr, identify, identity, kad, noise, ping, relay, yamux, Multiaddr, PeerId, Swarm,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -128,13 +127,9 @@ fn behaviour(
 fn build_swarm(key: identity::Keypair, role: Role) -> Result<Swarm<Behaviour>> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| net(&e))?
         .with_quic()
+        .with_other_transport(super::tcp::transport)
+        .map_err(|e| net(&e))?
         .with_dns()
         .map_err(|e| net(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)

@@ -10,6 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 use tokio::sync::mpsc;
 
+use super::ask::{self, Asker};
 use super::{Candidate, Clock};
 use crate::code::{identifier, slot_of, until_next_slot};
 use crate::error::{Error, Result};
@@ -106,7 +107,11 @@ impl MdnsAnnouncer {
                 let host = format!("pcp-{short}.local.");
                 match ServiceInfo::new(SERVICE, &instance, &host, "", main_port, &props[..]) {
                     Ok(info) => {
-                        let info = info.enable_addr_auto();
+                        let mut info = info.enable_addr_auto();
+                        // No probing (RFC 6762 §8.1): the instance name carries the slot and
+                        // the peer id, so no other responder can hold it, and probing would
+                        // hold the first announcement back by ~750 ms.
+                        info.set_requires_probe(false);
                         let fullname = info.get_fullname().to_string();
                         if let Some(old) = registered.take() {
                             let _ = d.unregister(&old);
@@ -144,86 +149,132 @@ pub struct MdnsBrowser {
     _running: Running,
 }
 
+/// The candidate an announcement describes, if it is a sender on `channel` in the current or
+/// the previous slot. `prop` reads its TXT properties; `ips` are its addresses.
+fn candidate(
+    prop: &dyn Fn(&str) -> Option<String>,
+    ips: impl IntoIterator<Item = IpAddr>,
+    channel: u16,
+    clock: &Clock,
+) -> Option<Candidate> {
+    let slot = slot_of(clock());
+    let wanted = [
+        identifier(slot, channel),
+        identifier(slot.saturating_sub(1), channel),
+    ];
+    let id = prop("id")?;
+    if !wanted.contains(&id) {
+        return None;
+    }
+    let peer = prop("peer")?.parse::<PeerId>().ok()?;
+    let tcp = prop("tcp").and_then(|p| p.parse::<u16>().ok());
+    let quic = prop("quic").and_then(|p| p.parse::<u16>().ok());
+    let mut addrs = Vec::new();
+    for ip in ips {
+        // A link-local IPv6 address needs its interface (scope), which a multiaddr cannot
+        // carry: TCP refuses it at once and QUIC waits for its handshake timeout (5 s),
+        // holding up the one guess this peer gets.
+        if is_unscoped_link_local(&ip) {
+            continue;
+        }
+        let base = match ip {
+            IpAddr::V4(v4) => Multiaddr::empty().with(Protocol::Ip4(v4)),
+            IpAddr::V6(v6) => Multiaddr::empty().with(Protocol::Ip6(v6)),
+        };
+        if let Some(t) = tcp {
+            addrs.push(
+                base.clone()
+                    .with(Protocol::Tcp(t))
+                    .with(Protocol::P2p(peer)),
+            );
+        }
+        if let Some(q) = quic {
+            addrs.push(
+                base.with(Protocol::Udp(q))
+                    .with(Protocol::QuicV1)
+                    .with(Protocol::P2p(peer)),
+            );
+        }
+    }
+    // TCP first (faster here), IPv4 before IPv6.
+    addrs.sort_by_key(|a| {
+        let quic = a.iter().any(|p| matches!(p, Protocol::QuicV1));
+        let v6 = a.iter().any(|p| matches!(p, Protocol::Ip6(_)));
+        (quic, v6)
+    });
+    addrs.dedup();
+    (!addrs.is_empty()).then_some(Candidate {
+        peer: Some(peer),
+        addrs,
+        via: "the local network (mDNS)",
+    })
+}
+
+/// The next answers to our one-shot queries, or never if there is no socket for them.
+async fn answers(asker: &Option<Asker>) -> std::io::Result<Vec<ask::Answer>> {
+    match asker {
+        Some(a) => a.answer().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl MdnsBrowser {
     pub fn start(channel: u16, clock: Clock, out: mpsc::Sender<Candidate>) -> Result<MdnsBrowser> {
         let daemon = daemon()?;
         let events = daemon.browse(SERVICE).map_err(mdns_err)?;
         let task = tokio::spawn(async move {
             let mut seen = HashSet::new();
-            while let Ok(ev) = events.recv_async().await {
-                let ServiceEvent::ServiceResolved(info) = ev else {
-                    continue;
-                };
-                let slot = slot_of(clock());
-                let wanted = [
-                    identifier(slot, channel),
-                    identifier(slot.saturating_sub(1), channel),
-                ];
-                let Some(id) = info.get_property_val_str("id") else {
-                    continue;
-                };
-                if !wanted.iter().any(|w| w == id) {
-                    continue;
-                }
-                let Some(peer) = info
-                    .get_property_val_str("peer")
-                    .and_then(|p| p.parse::<PeerId>().ok())
-                else {
-                    continue;
-                };
-                let tcp = info
-                    .get_property_val_str("tcp")
-                    .and_then(|p| p.parse::<u16>().ok());
-                let quic = info
-                    .get_property_val_str("quic")
-                    .and_then(|p| p.parse::<u16>().ok());
-                let mut addrs = Vec::new();
-                for ip in info.get_addresses().iter().map(|a| a.to_ip_addr()) {
-                    // A link-local IPv6 address needs its interface (scope), which a multiaddr
-                    // cannot carry: TCP refuses it at once and QUIC waits for its handshake
-                    // timeout (5 s), holding up the one guess this peer gets.
-                    if is_unscoped_link_local(&ip) {
+            // One-shot queries beside the browser's (ask.rs): answered at once, even right
+            // after the sender announced. Without a socket for them the browser still works.
+            let mut asker = Asker::new().await.ok();
+            let begun = tokio::time::Instant::now();
+            let mut next_ask = 0;
+            loop {
+                let ask_at = ask::SCHEDULE_MS
+                    .get(next_ask)
+                    .map(|ms| begun + Duration::from_millis(*ms));
+                let found: Vec<Candidate> = tokio::select! {
+                    ev = events.recv_async() => {
+                        let Ok(ev) = ev else { break };
+                        let ServiceEvent::ServiceResolved(info) = ev else {
+                            continue;
+                        };
+                        let prop = |k: &str| info.get_property_val_str(k).map(str::to_string);
+                        let ips = info.get_addresses().iter().map(|a| a.to_ip_addr()).collect::<Vec<_>>();
+                        candidate(&prop, ips, channel, &clock).into_iter().collect()
+                    }
+                    _ = tokio::time::sleep_until(ask_at.unwrap_or(begun)), if ask_at.is_some() && asker.is_some() => {
+                        if let Some(a) = &asker {
+                            let n = a.ask(SERVICE).await;
+                            tracing::debug!(interfaces = n, "one-shot mDNS query sent");
+                        }
+                        next_ask += 1;
                         continue;
                     }
-                    let base = match ip {
-                        IpAddr::V4(v4) => Multiaddr::empty().with(Protocol::Ip4(v4)),
-                        IpAddr::V6(v6) => Multiaddr::empty().with(Protocol::Ip6(v6)),
-                    };
-                    if let Some(t) = tcp {
-                        addrs.push(
-                            base.clone()
-                                .with(Protocol::Tcp(t))
-                                .with(Protocol::P2p(peer)),
-                        );
+                    got = answers(&asker) => match got {
+                        Ok(got) => got
+                            .into_iter()
+                            .filter_map(|a| {
+                                let prop = |k: &str| a.props.get(k).cloned();
+                                candidate(&prop, [a.from], channel, &clock)
+                            })
+                            .collect(),
+                        Err(e) => {
+                            tracing::debug!("one-shot mDNS queries stop: {e}");
+                            asker = None;
+                            continue;
+                        }
+                    },
+                };
+                for c in found {
+                    let Some(peer) = c.peer else { continue };
+                    if !seen.insert((peer, c.addrs.clone())) {
+                        continue;
                     }
-                    if let Some(q) = quic {
-                        addrs.push(
-                            base.with(Protocol::Udp(q))
-                                .with(Protocol::QuicV1)
-                                .with(Protocol::P2p(peer)),
-                        );
+                    tracing::debug!(%peer, addrs = ?c.addrs, "found a sender by mDNS");
+                    if out.send(c).await.is_err() {
+                        return;
                     }
-                }
-                // TCP first (faster here), IPv4 before IPv6.
-                addrs.sort_by_key(|a| {
-                    let quic = a.iter().any(|p| matches!(p, Protocol::QuicV1));
-                    let v6 = a.iter().any(|p| matches!(p, Protocol::Ip6(_)));
-                    (quic, v6)
-                });
-                if addrs.is_empty() || !seen.insert((peer, addrs.clone())) {
-                    continue;
-                }
-                tracing::debug!(%peer, ?addrs, "found a sender by mDNS");
-                if out
-                    .send(Candidate {
-                        peer: Some(peer),
-                        addrs,
-                        via: "the local network (mDNS)",
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
                 }
             }
         });

@@ -3,6 +3,7 @@
 //! mDNS ([`mdns`]), on the internet as a provider record in the Kademlia DHT ([`dht`]). Each
 //! yields [`Candidate`]s; which one to trust is decided by the handshake, not here.
 
+mod ask;
 pub mod dht;
 pub mod mdns;
 
