@@ -58,6 +58,9 @@ impl<S: FileSource> Download<'_, S> {
             return Ok((0, size));
         }
         let part = part_name(self.entry);
+        if size > 0 && size <= CHUNK as u64 {
+            return self.small(part).await.map(|n| (n, 0));
+        }
         let f = {
             let (dir, part) = (self.dir.clone(), part.clone());
             let f = tokio::task::spawn_blocking(move || disk::open_part(&dir, &part))
@@ -183,6 +186,51 @@ impl<S: FileSource> Download<'_, S> {
         Ok((written, got_hash))
     }
 
+    /// A file that one read covers: fetched and checked against its hash before anything is
+    /// written, then created, written, given its mode and time and moved into place in one
+    /// hand-off to the blocking pool (not three). A temporary file an earlier run left is
+    /// simply rewritten: there is nothing worth resuming in one read.
+    async fn small(&self, part: Vec<u8>) -> Result<u64> {
+        let (size, id) = (self.entry.size, self.entry.id);
+        let permit = self.window.acquire().await.expect("never closed");
+        let (data, hash) = self.client.read(id, 0, size as u32).await?;
+        drop(permit);
+        if data.len() as u64 != size {
+            return Err(Error::InvalidManifest(format!(
+                "{}: the sender sent {} bytes where the manifest promised {size}",
+                self.path.display(),
+                data.len()
+            )));
+        }
+        let want = match hash {
+            Some(h) => h,
+            None => self.client.hash(id).await?,
+        };
+        if *blake3::hash(&data).as_bytes() != want {
+            return Err(Error::Integrity(self.path.to_path_buf()));
+        }
+        let (entry, dir, path) = (
+            self.entry.clone(),
+            self.dir.clone(),
+            self.path.to_path_buf(),
+        );
+        let overwrite = self.overwrite;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let at = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+            let f = disk::open_part(&dir, &part)
+                .map_err(|e| at("cannot create the temporary file of", e))?;
+            f.write_all_at(&data, 0)
+                .and_then(|()| f.set_len(data.len() as u64))
+                .map_err(|e| at("cannot write", e))?;
+            commit_blocking(&f, &dir, &part, &entry, &path, overwrite)
+        })
+        .await
+        .map_err(join_err)??;
+        self.progress.bytes.fetch_add(size, Ordering::Relaxed);
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        Ok(size)
+    }
+
     /// Gives the verified temporary file its mode and time and moves it into place (over an
     /// existing file only with `--overwrite`).
     async fn commit(&self, f: Arc<File>, part: Vec<u8>) -> Result<()> {
@@ -190,28 +238,40 @@ impl<S: FileSource> Download<'_, S> {
         let path = self.path.to_path_buf();
         let dir = self.dir.clone();
         let overwrite = self.overwrite;
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let at = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
-            disk::set_mode(&f, safe_mode(entry.mode))
-                .map_err(|e| at("cannot set permissions of", e))?;
-            disk::set_time(&f, &entry).map_err(|e| at("cannot set the time of", e))?;
-            let taken = disk::stat(&dir, &entry.name).map_err(|e| at("cannot check", e))?;
-            match taken {
-                Some(st) if disk::is_dir(&st) && overwrite => {
-                    disk::remove(&dir, &entry.name).map_err(|e| at("cannot replace", e))?
-                }
-                Some(_) if !overwrite => return Err(Error::TargetExists(path)),
-                _ => {}
-            }
-            disk::rename(&dir, &part, &entry.name, overwrite).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::TargetExists(path.clone())
-                } else {
-                    at("cannot move into place", e)
-                }
-            })
+        tokio::task::spawn_blocking(move || {
+            commit_blocking(&f, &dir, &part, &entry, &path, overwrite)
         })
         .await
         .map_err(join_err)?
     }
+}
+
+/// [`Download::commit`] on a blocking thread.
+fn commit_blocking(
+    f: &File,
+    dir: &File,
+    part: &[u8],
+    entry: &Entry,
+    path: &Path,
+    overwrite: bool,
+) -> Result<()> {
+    let at = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+    disk::set_mode(f, safe_mode(entry.mode)).map_err(|e| at("cannot set permissions of", e))?;
+    disk::set_time(f, entry).map_err(|e| at("cannot set the time of", e))?;
+    // Without --overwrite the rename refuses a taken name by itself (RENAME_NOREPLACE).
+    if overwrite {
+        let taken = disk::stat(dir, &entry.name).map_err(|e| at("cannot check", e))?;
+        if let Some(st) = taken {
+            if disk::is_dir(&st) {
+                disk::remove(dir, &entry.name).map_err(|e| at("cannot replace", e))?
+            }
+        }
+    }
+    disk::rename(dir, part, &entry.name, overwrite).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::TargetExists(path.to_path_buf())
+        } else {
+            at("cannot move into place", e)
+        }
+    })
 }
