@@ -82,3 +82,27 @@ impl AsyncWrite for Opened {
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failed_negotiation_is_a_refusal() {
+        assert!(is_refusal(&io::Error::other(NegotiationError::Failed)));
+        // What a lazily negotiated stream's read returns when the peer refuses, as `Negotiated`
+        // builds it, keeps its cause through the conversion.
+        let converted: io::Error = NegotiationError::Failed.into();
+        assert!(is_refusal(&converted));
+        assert!(!is_refusal(&io::Error::from(
+            io::ErrorKind::ConnectionReset
+        )));
+        assert!(!is_refusal(&io::Error::other(
+            "Protocol negotiation failed."
+        )));
+        let garbled: io::Error =
+            NegotiationError::ProtocolError(libp2p::core::upgrade::ProtocolError::InvalidMessage)
+                .into();
+        assert!(!is_refusal(&garbled));
+    }
+}
