@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use libp2p::PeerId;
+use libp2p::{PeerId, Stream};
 use prost::Message;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
@@ -16,23 +16,21 @@ use crate::crypto::{
 };
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::net::lazy::Opened;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::proto::{
     envelope::Msg, Abort, Accept, Decline, Done, Entry, Offer, Role, MAX_ENTRIES,
     MAX_MANIFEST_BYTES,
 };
 
-pub(super) type Io = Compat<Opened>;
+pub(super) type Io = Compat<Stream>;
 
-/// Opens a pcp stream to `peer` (already connected). The protocol is negotiated lazily: a
-/// sender that refuses it is only seen when the first read fails (`Opened::refused`).
+/// Opens a pcp stream to `peer` (already connected).
 pub(super) async fn open_stream(node: &Node, peer: PeerId) -> Result<Io> {
     // Inbound streams are buffered one at a time by the sender's libp2p-stream; retry a reset.
     let mut last = None;
     for attempt in 0..5u64 {
         match node.control().open_stream(peer, STREAM_PROTOCOL).await {
-            Ok(s) => return Ok(Opened::new(s).compat()),
+            Ok(s) => return Ok(s.compat()),
             Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
                 return Err(super::incompatible_sender(node, peer).await)
             }
@@ -85,9 +83,6 @@ impl Session {
             let params = HandshakeParams::with_code(&phrase, Role::Receiver, peer, node.peer_id());
             match crypto::timed("the handshake", crypto::handshake(&mut io, params, None)).await {
                 Ok(keys) => return Ok(Session::on_control_stream(node, peer, keys, io)),
-                Err(_) if io.get_ref().refused() => {
-                    return Err(super::incompatible_sender(node, peer).await)
-                }
                 Err(Error::Unanswered(why)) if attempt + 1 < OPEN_ATTEMPTS => {
                     tracing::debug!(%peer, "handshake stream closed unanswered ({why}); again");
                     tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
@@ -107,11 +102,8 @@ impl Session {
         let mut io = open_stream(node, peer).await?;
         let hs =
             crypto::resume_handshake(&mut io, Role::Receiver, peer, node.peer_id(), ticket, None);
-        match crypto::timed("the resumption handshake", hs).await {
-            Ok(keys) => Ok(Session::on_control_stream(node, peer, keys, io)),
-            Err(_) if io.get_ref().refused() => Err(super::incompatible_sender(node, peer).await),
-            Err(e) => Err(e),
-        }
+        let keys = crypto::timed("the resumption handshake", hs).await?;
+        Ok(Session::on_control_stream(node, peer, keys, io))
     }
 
     /// Waits until the sender ends the session (an abort, a closed stream or a lost connection)

@@ -1,14 +1,12 @@
 //! The libp2p layer: one task owns the `Swarm` ([`event_loop`]); everyone else holds a cloneable
 //! [`Node`] and talks to that task through a bounded command channel with oneshot replies (the
 //! shape of rust-libp2p's file-sharing example). Streams are opened and accepted through
-//! `libp2p_stream::Control`, which needs no round trip through the swarm task; outbound streams
-//! are negotiated lazily ([`lazy`]). Finding the other
+//! `libp2p_stream::Control`, which needs no round trip through the swarm task. Finding the other
 //! side (mDNS, the DHT) is in [`discovery`]. Knows nothing of sessions or files.
 
 pub mod discovery;
 mod event_loop;
 pub mod identity;
-pub mod lazy;
 mod node;
 mod tcp;
 

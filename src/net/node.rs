@@ -137,19 +137,11 @@ fn build_swarm(key: identity::Keypair, role: Role) -> Result<Swarm<Behaviour>> {
         .with_behaviour(|key, relay_client| behaviour(key, relay_client, role))
         .map_err(|e| net(&e))?
         .with_swarm_config(|c| {
-            let c = c.with_idle_connection_timeout(Duration::from_secs(if role == Role::Helper {
+            c.with_idle_connection_timeout(Duration::from_secs(if role == Role::Helper {
                 120
             } else {
                 30
-            }));
-            // Streams we open carry their protocol id with their first bytes instead of
-            // waiting a round trip for the peer to confirm it (see `lazy.rs`). Helpers, which
-            // talk to many foreign peers, keep the confirmed negotiation.
-            if role == Role::Helper {
-                c
-            } else {
-                c.with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
-            }
+            }))
         })
         .build())
 }
