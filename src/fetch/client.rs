@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::session::open_stream;
+use super::session::{open_stream, Io};
 use crate::crypto::{self, secure_stream, SessionKeys};
 use crate::error::{Error, Result};
 use crate::net::Node;
@@ -47,7 +47,15 @@ pub(super) async fn open_lane(
     keys: &SessionKeys,
     index: u32,
 ) -> Result<(Lane, oneshot::Receiver<Result<()>>)> {
-    let mut io = open_stream(node, peer).await?;
+    open_lane_on(open_stream(node, peer).await?, keys, index).await
+}
+
+/// [`open_lane`] on a stream already open (negotiated, nothing sent on it yet).
+pub(super) async fn open_lane_on(
+    mut io: Io,
+    keys: &SessionKeys,
+    index: u32,
+) -> Result<(Lane, oneshot::Receiver<Result<()>>)> {
     let join = Join {
         session: keys.session_id().to_vec(),
         index,
