@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::disk::{self, join_err, part_name, safe_mode};
 use super::resume::verify_prefix;
-use super::{Progress, CHUNK, PER_FILE_CHUNKS};
+use super::{window_units, Progress, CHUNK, PER_FILE_CHUNKS};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::FileSource;
 use crate::proto::Entry;
@@ -140,14 +140,15 @@ impl<S: FileSource> Download<'_, S> {
                 // Wait for a place only while holding none: a file that waited with requests
                 // of its own not yet sent (they go out when polled) could hold places that
                 // every other file waits for, and nothing would move.
+                let units = window_units(len as u64);
                 let permit = if pending.is_empty() {
                     self.window
                         .clone()
-                        .acquire_owned()
+                        .acquire_many_owned(units)
                         .await
                         .expect("never closed")
                 } else {
-                    match self.window.clone().try_acquire_owned() {
+                    match self.window.clone().try_acquire_many_owned(units) {
                         Ok(p) => p,
                         Err(_) => break,
                     }
@@ -192,7 +193,11 @@ impl<S: FileSource> Download<'_, S> {
     /// simply rewritten: there is nothing worth resuming in one read.
     async fn small(&self, part: Vec<u8>) -> Result<u64> {
         let (size, id) = (self.entry.size, self.entry.id);
-        let permit = self.window.acquire().await.expect("never closed");
+        let permit = self
+            .window
+            .acquire_many(window_units(size))
+            .await
+            .expect("never closed");
         let (data, hash) = self.client.read(id, 0, size as u32).await?;
         drop(permit);
         if data.len() as u64 != size {

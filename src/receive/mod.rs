@@ -32,8 +32,16 @@ use crate::proto::{Entry, Kind, MAX_READ};
 pub const CHUNK: u32 = MAX_READ;
 /// Files downloaded at once.
 const PARALLEL_FILES: usize = 64;
-/// Read requests in flight over the whole transfer (bounds memory: at most this many chunks).
-const INFLIGHT_CHUNKS: usize = 24;
+/// Bytes of read requests in flight over the whole transfer (bounds memory: at most this much
+/// is asked for and not yet written), counted in [`WINDOW_UNIT`]s so small files can have many
+/// requests out where big ones have 24 chunks.
+const INFLIGHT_BYTES: u64 = 24 << 20;
+const WINDOW_UNIT: u64 = 64 << 10;
+
+/// Window units a request of `len` bytes holds while in flight.
+fn window_units(len: u64) -> u32 {
+    len.div_ceil(WINDOW_UNIT).max(1) as u32
+}
 /// Read requests in flight for one file.
 const PER_FILE_CHUNKS: usize = 8;
 
@@ -161,7 +169,7 @@ pub async fn receive_all<S: FileSource>(
     let out = Out::open(&opts.out)?;
     let mut summary = Summary::default();
     let foreign_dirs = make_dirs_and_links(m, opts, &out, &existing, &mut summary)?;
-    let window = Arc::new(Semaphore::new(INFLIGHT_CHUNKS));
+    let window = Arc::new(Semaphore::new((INFLIGHT_BYTES / WINDOW_UNIT) as usize));
     // Owned work items: futures that borrow manifest entries are not Send in general enough a
     // way for a spawned copy-out.
     let files: Vec<Entry> = m
