@@ -219,8 +219,7 @@ fn a_kept_share_serves_several_receivers_at_once_until_ctrl_c() {
     let runs: Vec<_> = outs
         .iter()
         .map(|o| {
-            receive_cmd(&addr, o.path())
-                .env("PCP_CODE", &s.code)
+            s.receiver(o.path())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -240,10 +239,7 @@ fn a_kept_share_serves_several_receivers_at_once_until_ctrl_c() {
     // Still sharing: one more receiver later.
     assert_eq!(s.wait(1), None, "{}", s.stderr.lock().unwrap());
     let late = tempfile::tempdir().unwrap();
-    let r = receive_cmd(&addr, late.path())
-        .env("PCP_CODE", &s.code)
-        .output()
-        .unwrap();
+    let r = s.receiver(late.path()).output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };

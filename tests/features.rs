@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{receive_cmd, send_cmd, Sending, PCP};
+use common::{send_cmd, Sending, PCP};
 
 const COMMANDS: [&str; 6] = ["send", "receive", "mount", "node", "completions", "man"];
 
@@ -407,10 +407,9 @@ fn a_text_is_printed_by_the_receiver_raw_into_a_pipe_and_no_file_is_written() {
     // Escapes and a bidi override: raw into a pipe (a terminal would get them escaped).
     let text = "héllo \u{1b}[2J\u{202e}\nsecond line";
     let mut s = Sending::start(send_cmd(&["--text", text]));
-    let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
-    let r = receive_cmd(&addr, out.path())
-        .env("PCP_CODE", &s.code)
+    let r = s
+        .receiver(out.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -484,10 +483,9 @@ fn standard_input_is_spooled_unnamed_and_received_on_stdout_verified() {
     let mut c = send_cmd(&[]);
     c.stdin(std::fs::File::open(&input).unwrap());
     let mut s = Sending::start(c);
-    let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
-    let r = receive_cmd(&addr, out.path())
-        .env("PCP_CODE", &s.code)
+    let r = s
+        .receiver(out.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -570,10 +568,9 @@ fn exclude_and_gitignore_leave_entries_out_and_the_sender_counts_them() {
         &repo,
         &["--gitignore", "--exclude", "*.tmp", "--exclude", "/docs"],
     );
-    let addr = s.loopback_addr();
     let out = tempfile::tempdir().unwrap();
-    let r = receive_cmd(&addr, out.path())
-        .env("PCP_CODE", &s.code)
+    let r = s
+        .receiver(out.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();

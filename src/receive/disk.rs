@@ -145,9 +145,18 @@ pub(super) fn create_new(dir: &File, name: &[u8]) -> io::Result<File> {
 
 /// The temporary file: created exclusively, or (resuming) the regular file an earlier run left.
 pub(super) fn open_part(dir: &File, name: &[u8]) -> io::Result<File> {
+    open_part_with(dir, name, 0)
+}
+
+/// [`open_part`], emptied if an earlier run left it (for a file rewritten whole).
+pub(super) fn open_empty_part(dir: &File, name: &[u8]) -> io::Result<File> {
+    open_part_with(dir, name, libc::O_TRUNC)
+}
+
+fn open_part_with(dir: &File, name: &[u8], flags: libc::c_int) -> io::Result<File> {
     match create_new(dir, name) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let f = open_at(dir, name, libc::O_RDWR, 0)?;
+            let f = open_at(dir, name, libc::O_RDWR | flags, 0)?;
             if !f.metadata()?.is_file() {
                 return Err(io::Error::other(
                     "a temporary name is taken by something else",
@@ -325,6 +334,31 @@ impl Out {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_is_kept_for_resuming_or_emptied_for_a_whole_rewrite() {
+        let t = tempfile::tempdir().unwrap();
+        let out = File::open(t.path()).unwrap();
+        std::fs::write(t.path().join("p"), b"an earlier run's bytes").unwrap();
+        assert_eq!(open_part(&out, b"p").unwrap().metadata().unwrap().len(), 22);
+        assert_eq!(
+            open_empty_part(&out, b"p")
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .len(),
+            0
+        );
+        // A new one is created either way.
+        assert_eq!(
+            open_empty_part(&out, b"q")
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .len(),
+            0
+        );
+    }
 
     #[test]
     fn nothing_is_followed_and_nothing_is_replaced() {

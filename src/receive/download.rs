@@ -46,6 +46,14 @@ impl<S: FileSource> Download<'_, S> {
         r
     }
 
+    /// A response of `got` bytes to a read of `len` at `off` that the manifest says is whole.
+    fn wrong_length(&self, got: usize, off: u64, len: u64) -> Error {
+        Error::InvalidManifest(format!(
+            "{}: the sender sent {got} bytes at offset {off} where the manifest promised {len}",
+            self.path.display()
+        ))
+    }
+
     fn io(&self, what: &str, e: std::io::Error) -> Error {
         Error::io(format!("{what} {}", self.path.display()), e)
     }
@@ -163,11 +171,7 @@ impl<S: FileSource> Download<'_, S> {
             let Some(r) = pending.next().await else { break };
             let (off, len, data, h) = r?;
             if data.len() != len as usize {
-                return Err(Error::InvalidManifest(format!(
-                    "{}: the sender sent {} bytes at offset {off} where the manifest promised {len}",
-                    self.path.display(),
-                    data.len()
-                )));
+                return Err(self.wrong_length(data.len(), off, len as u64));
             }
             if h.is_some() {
                 got_hash = h;
@@ -201,11 +205,7 @@ impl<S: FileSource> Download<'_, S> {
         let (data, hash) = self.client.read(id, 0, size as u32).await?;
         drop(permit);
         if data.len() as u64 != size {
-            return Err(Error::InvalidManifest(format!(
-                "{}: the sender sent {} bytes where the manifest promised {size}",
-                self.path.display(),
-                data.len()
-            )));
+            return Err(self.wrong_length(data.len(), 0, size));
         }
         let want = match hash {
             Some(h) => h,
@@ -222,10 +222,9 @@ impl<S: FileSource> Download<'_, S> {
         let overwrite = self.overwrite;
         tokio::task::spawn_blocking(move || -> Result<()> {
             let at = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
-            let f = disk::open_part(&dir, &part)
+            let f = disk::open_empty_part(&dir, &part)
                 .map_err(|e| at("cannot create the temporary file of", e))?;
             f.write_all_at(&data, 0)
-                .and_then(|()| f.set_len(data.len() as u64))
                 .map_err(|e| at("cannot write", e))?;
             commit_blocking(&f, &dir, &part, &entry, &path, overwrite)
         })

@@ -192,6 +192,13 @@ impl Sending {
         panic!("sender printed no address: {}", self.stderr.lock().unwrap());
     }
 
+    /// `pcp receive` of this share over loopback (`--peer`), the code in PCP_CODE.
+    pub fn receiver(&self, out: &std::path::Path) -> Command {
+        let mut c = receive_cmd(&self.loopback_addr(), out);
+        c.env("PCP_CODE", &self.code);
+        c
+    }
+
     pub fn wait(&mut self, secs: u64) -> Option<i32> {
         for _ in 0..secs * 10 {
             if let Some(st) = self.child.try_wait().unwrap() {
