@@ -109,6 +109,11 @@ impl Session {
                         Some(spare),
                     ))
                 }
+                // The stream was negotiated lazily (net::lazy): a sender that does not speak
+                // our protocol says so at its first answer. Name its version if it has one.
+                Err(Error::IncompatibleVersion { theirs: None, .. }) => {
+                    return Err(super::incompatible_sender(node, peer).await)
+                }
                 Err(Error::Unanswered(why)) if attempt + 1 < OPEN_ATTEMPTS => {
                     tracing::debug!(%peer, "handshake stream closed unanswered ({why}); again");
                     tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;

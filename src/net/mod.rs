@@ -7,12 +7,14 @@
 pub mod discovery;
 mod event_loop;
 pub mod identity;
+mod lazy;
 mod node;
 mod tcp;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
+pub(crate) use lazy::is_refused;
 pub use node::Node;
 
 /// The libp2p protocol of pcp's streams.

@@ -124,10 +124,22 @@ fn behaviour(
     }
 }
 
+/// QUIC, as `SwarmBuilder::with_quic` builds it, with pcp's streams negotiated lazily.
+fn quic_transport(
+    key: &identity::Keypair,
+) -> libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)> {
+    use libp2p::core::muxing::StreamMuxerBox;
+    use libp2p::Transport;
+    libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(super::lazy::Lazy::new(muxer))))
+        .boxed()
+}
+
 fn build_swarm(key: identity::Keypair, role: Role) -> Result<Swarm<Behaviour>> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_quic()
+        .with_other_transport(quic_transport)
+        .map_err(|e| net(&e))?
         .with_other_transport(super::tcp::transport)
         .map_err(|e| net(&e))?
         .with_dns()

@@ -25,6 +25,8 @@ use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade,
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::tls::certificate;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId};
+
+use super::lazy::Lazy;
 use lru::LruCache;
 use multistream_select::{dialer_select_proto, listener_select_proto};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -143,7 +145,7 @@ where
             .await
             .map_err(other)?;
         let muxer = yamux.upgrade_outbound(io, YAMUX).await.map_err(other)?;
-        return Ok((peer, StreamMuxerBox::new(muxer)));
+        return Ok((peer, StreamMuxerBox::new(Lazy::new(muxer))));
     }
     let (proto, io) = listener_select_proto(io, [TLS, NOISE])
         .await
@@ -159,7 +161,7 @@ where
     };
     let (_, io) = listener_select_proto(io, [YAMUX]).await.map_err(other)?;
     let muxer = yamux.upgrade_inbound(io, YAMUX).await.map_err(other)?;
-    Ok((peer, StreamMuxerBox::new(muxer)))
+    Ok((peer, StreamMuxerBox::new(Lazy::new(muxer))))
 }
 
 /// Both ends of the libp2p TLS handshake, with AES-GCM first.

@@ -1,0 +1,359 @@
+//! Lazy protocol negotiation for pcp's own streams only.
+//!
+//! libp2p negotiates every outbound stream with multistream-select and waits for the other side
+//! to confirm the protocol before the stream is handed over: one round trip before the first
+//! byte of a request. multistream-select's `V1Lazy` (sending data right behind the proposal)
+//! can only be switched on for every protocol of a swarm at once, and some (Kademlia) break
+//! with it. This muxer wrapper gives it to [`PROTOCOL`] alone: on an outbound stream whose
+//! proposal is `/pcp/2`, it answers the local negotiation itself with the confirmation the
+//! other side will send, so the stream is handed over at once and the first request travels
+//! with the proposal; the real confirmation is then checked and removed from the front of what
+//! arrives. A refusal in its place ends the stream with a [`Refused`] error. Other protocols,
+//! and every inbound stream, pass through untouched.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::{AsyncRead, AsyncWrite};
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
+
+/// The protocol negotiated lazily.
+const PROTOCOL: &[u8] = b"/pcp/2\n";
+/// multistream-select's header line.
+const HEADER: &[u8] = b"/multistream/1.0.0\n";
+/// Bytes of written negotiation looked at, at most, before giving up on recognising it.
+const WATCH_LIMIT: usize = 256;
+
+/// The other side refused the protocol of a lazily negotiated stream (it does not speak it).
+#[derive(Debug, thiserror::Error)]
+#[error("the other side does not speak {}", String::from_utf8_lossy(&PROTOCOL[..PROTOCOL.len() - 1]))]
+pub struct Refused;
+
+/// Whether an I/O error is a [`Refused`].
+pub fn is_refused(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Refused>())
+}
+
+/// A stream muxer whose outbound `/pcp/2` streams are negotiated lazily.
+pub struct Lazy<M>(M);
+
+impl<M> Lazy<M> {
+    pub fn new(muxer: M) -> Self {
+        Lazy(muxer)
+    }
+}
+
+impl<M> StreamMuxer for Lazy<M>
+where
+    M: StreamMuxer + Unpin,
+    M::Substream: Unpin,
+{
+    type Substream = Substream<M::Substream>;
+    type Error = M::Error;
+
+    fn poll_inbound(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        Pin::new(&mut self.0)
+            .poll_inbound(cx)
+            .map_ok(Substream::inbound)
+    }
+
+    fn poll_outbound(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        Pin::new(&mut self.0)
+            .poll_outbound(cx)
+            .map_ok(Substream::outbound)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// A substream of [`Lazy`].
+pub struct Substream<S> {
+    inner: S,
+    /// What the local dialer wrote so far, while its proposal is still being recognised.
+    watch: Option<Vec<u8>>,
+    /// The confirmation handed to the local dialer, and how much of it it has read.
+    give: Vec<u8>,
+    given: usize,
+    /// The confirmation expected from the other side, and how much of it has arrived.
+    strip: Vec<u8>,
+    stripped: usize,
+}
+
+impl<S> Substream<S> {
+    fn inbound(inner: S) -> Self {
+        Substream {
+            inner,
+            watch: None,
+            give: Vec::new(),
+            given: 0,
+            strip: Vec::new(),
+            stripped: 0,
+        }
+    }
+
+    fn outbound(inner: S) -> Self {
+        Substream {
+            watch: Some(Vec::new()),
+            ..Substream::inbound(inner)
+        }
+    }
+
+    /// Looks at what the dialer has written: once its header and first proposal are complete,
+    /// either goes lazy (the proposal is [`PROTOCOL`]) or stops watching.
+    fn watch_written(&mut self, written: &[u8]) {
+        let Some(seen) = self.watch.as_mut() else {
+            return;
+        };
+        seen.extend_from_slice(written);
+        match proposal(seen) {
+            Proposal::Incomplete if seen.len() <= WATCH_LIMIT => {}
+            Proposal::Ours(len) if len == seen.len() => {
+                self.give = seen.clone();
+                self.strip = std::mem::take(seen);
+                self.watch = None;
+            }
+            _ => self.watch = None,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Proposal {
+    /// More bytes are needed.
+    Incomplete,
+    /// The header and a proposal of [`PROTOCOL`], `.0` bytes in all.
+    Ours(usize),
+    /// Anything else.
+    Other,
+}
+
+/// Reads multistream-select's header and first proposal (each a varint length, then the line).
+fn proposal(buf: &[u8]) -> Proposal {
+    let mut at = 0;
+    for want in [HEADER, PROTOCOL] {
+        let Some(&len) = buf.get(at) else {
+            return Proposal::Incomplete;
+        };
+        if len as usize != want.len() {
+            // Also every length of two varint bytes or more: none of ours is that long.
+            return Proposal::Other;
+        }
+        let line = &buf[at + 1..buf.len().min(at + 1 + want.len())];
+        if !want.starts_with(line) {
+            return Proposal::Other;
+        }
+        if line.len() < want.len() {
+            return Proposal::Incomplete;
+        }
+        at += 1 + want.len();
+    }
+    Proposal::Ours(at)
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Substream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.given < this.give.len() {
+            let n = buf.len().min(this.give.len() - this.given);
+            buf[..n].copy_from_slice(&this.give[this.given..this.given + n]);
+            this.given += n;
+            if this.given == this.give.len() {
+                this.give = Vec::new();
+                this.given = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        loop {
+            let n = match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            if this.stripped == this.strip.len() || n == 0 {
+                return Poll::Ready(Ok(n));
+            }
+            let take = n.min(this.strip.len() - this.stripped);
+            if buf[..take] != this.strip[this.stripped..this.stripped + take] {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, Refused)));
+            }
+            this.stripped += take;
+            if this.stripped == this.strip.len() {
+                this.strip = Vec::new();
+                this.stripped = 0;
+            }
+            if take < n {
+                buf.copy_within(take..n, 0);
+                return Poll::Ready(Ok(n - take));
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Substream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.watch_written(&buf[..n]);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use multistream_select::{dialer_select_proto, listener_select_proto, Version};
+
+    fn msg(line: &[u8]) -> Vec<u8> {
+        let mut m = vec![line.len() as u8];
+        m.extend_from_slice(line);
+        m
+    }
+
+    #[test]
+    fn only_a_header_and_a_pcp_proposal_go_lazy() {
+        let ours = [msg(HEADER), msg(PROTOCOL)].concat();
+        assert_eq!(proposal(&ours), Proposal::Ours(ours.len()));
+        for cut in 0..ours.len() {
+            assert_eq!(proposal(&ours[..cut]), Proposal::Incomplete, "{cut}");
+        }
+        let kad = [msg(HEADER), msg(b"/ipfs/kad/1.0.0\n")].concat();
+        assert_eq!(proposal(&kad), Proposal::Other);
+        let old = [msg(HEADER), msg(b"/pcp/1\n")].concat();
+        assert_eq!(proposal(&old), Proposal::Other);
+        assert_eq!(proposal(b"\x13/multistream/2.0.0\n"), Proposal::Other);
+    }
+
+    /// A pair of connected in-memory byte streams.
+    fn pair() -> (
+        impl AsyncRead + AsyncWrite + Unpin + Send,
+        impl AsyncRead + AsyncWrite + Unpin + Send,
+    ) {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (a, b) = tokio::io::duplex(1 << 16);
+        (a.compat(), b.compat())
+    }
+
+    #[tokio::test]
+    async fn the_first_request_travels_with_the_proposal_and_the_answer_arrives_whole() {
+        let (a, b) = pair();
+        let listener = tokio::spawn(async move {
+            let (p, mut s) = listener_select_proto(b, ["/pcp/1", "/pcp/2"])
+                .await
+                .unwrap();
+            assert_eq!(p, "/pcp/2");
+            let mut req = [0u8; 5];
+            s.read_exact(&mut req).await.unwrap();
+            s.write_all(b"answer to ").await.unwrap();
+            s.write_all(&req).await.unwrap();
+            s.flush().await.unwrap();
+        });
+        // The dialer waits for the confirmation (V1), which the wrapper gives at once.
+        let (p, mut s) = dialer_select_proto(Substream::outbound(a), ["/pcp/2"], Version::V1)
+            .await
+            .unwrap();
+        assert_eq!(p, "/pcp/2");
+        s.write_all(b"hello").await.unwrap();
+        s.flush().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"answer to hello");
+        listener.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_request_is_sent_before_the_confirmation_arrives() {
+        let (a, mut b) = pair();
+        let dialer = tokio::spawn(async move {
+            let (_, mut s) = dialer_select_proto(Substream::outbound(a), ["/pcp/2"], Version::V1)
+                .await
+                .unwrap();
+            s.write_all(b"hello").await.unwrap();
+            s.flush().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        // The other side answers nothing until the request is there.
+        let proposal = [msg(HEADER), msg(PROTOCOL)].concat();
+        let mut wire = vec![0u8; proposal.len() + 5];
+        tokio::time::timeout(std::time::Duration::from_secs(5), b.read_exact(&mut wire))
+            .await
+            .expect("the request came with the proposal")
+            .unwrap();
+        assert_eq!(wire, [&proposal[..], b"hello"].concat());
+        b.write_all(&[&proposal[..], b"answer"].concat())
+            .await
+            .unwrap();
+        b.close().await.unwrap();
+        assert_eq!(dialer.await.unwrap(), b"answer");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_ends_the_stream_with_refused() {
+        let (a, b) = pair();
+        let listener =
+            tokio::spawn(async move { listener_select_proto(b, ["/other/1"]).await.is_err() });
+        let (_, mut s) = dialer_select_proto(Substream::outbound(a), ["/pcp/2"], Version::V1)
+            .await
+            .unwrap();
+        s.write_all(b"hello").await.unwrap();
+        s.flush().await.unwrap();
+        let mut got = [0u8; 1];
+        let e = s.read(&mut got).await.unwrap_err();
+        assert!(is_refused(&e), "{e}");
+        drop(s);
+        assert!(listener.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn other_protocols_are_negotiated_as_before() {
+        let (a, b) = pair();
+        let listener = tokio::spawn(async move {
+            let (_, mut s) = listener_select_proto(b, ["/pcp/1"]).await.unwrap();
+            s.write_all(b"old").await.unwrap();
+            s.close().await.unwrap();
+        });
+        let (p, mut s) = dialer_select_proto(Substream::outbound(a), ["/pcp/1"], Version::V1)
+            .await
+            .unwrap();
+        assert_eq!(p, "/pcp/1");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"old");
+        listener.await.unwrap();
+    }
+}
