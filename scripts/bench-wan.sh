@@ -10,7 +10,9 @@
 #   BENCH_WAN_PATHS=fast BENCH_RUNS=1 sudo -E scripts/bench-wan.sh
 #
 # Workloads, per path (wall time of whole commands, cold page caches, medians of BENCH_RUNS):
-#   receive   `pcp receive` of one big file, from its start to its exit; vs `scp` of it
+#   receive   `pcp receive` of one big file, from its start to its exit; vs `scp` of it, and
+#             vs one plain TCP flow of as many bytes (scripts/tcp-flow.py: the path's ceiling
+#             for any one-connection tool)
 #   ready     from `pcp mount --peer` start to a listed tree (the "Mounted" line and `ls`)
 #   dd        `dd bs=1M` of the big file through a fresh mount; vs sshfs (default options)
 #   cp        `cp -r` of the small files out of a freshly mounted tree; vs sshfs
@@ -70,7 +72,7 @@ cleanup_hook() {
   done
 }
 
-ensure_tools "${SSH_TOOLS[@]}" "${MOUNT_TOOLS[@]}" nsenter=util-linux
+ensure_tools "${SSH_TOOLS[@]}" "${MOUNT_TOOLS[@]}" nsenter=util-linux python3=python3
 record_commit
 if [ -n "${BENCH_PCP:-}" ]; then
   PCP=$BENCH_PCP
@@ -211,6 +213,19 @@ wl_scp() {
   rm -rf "$dst"
 }
 
+# One plain TCP flow of the same size over the same link (scripts/tcp-flow.py): what a single
+# connection gets from this path with no handshake, no encryption and no files.
+wl_tcp() {
+  local tag=$1 port=5601 i
+  in_a python3 "$ROOT/scripts/tcp-flow.py" serve 10.241.0.1 "$port" "$BIG" >"$WORK/log/$tag.tcp-serve" 2>&1 &
+  LIVE_PIDS+=("$!")
+  for i in $(seq 1 100); do grep -q listening "$WORK/log/$tag.tcp-serve" && break; sleep 0.05; done
+  before_timed
+  run_timed "$WORK/log/$tag.tcp" nsenter --net="/run/netns/$B" \
+    python3 "$ROOT/scripts/tcp-flow.py" fetch 10.241.0.1 "$port"
+  [ "$(cat "$WORK/log/$tag.tcp")" = "$((BIG << 20))" ] || die "$tag: the TCP flow moved $(cat "$WORK/log/$tag.tcp") bytes"
+}
+
 MNT_PID="" READY=""
 # mount_tool TOOL SRC TAG: mounts SRC at $WORK/mnt/TOOL, sets READY (seconds from the start of
 # the command to a listed tree).
@@ -315,7 +330,7 @@ report_path() {
   echo "### $p: RTT $RTT_MS ms, $RATE Mbit/s ($(calc "printf \"%.1f\", $LINK_MIBS") MiB/s), loss $LOSS%"
   echo
   table_head work pcp "scp / sshfs" "link limit" target
-  echo "| receive $BIG MiB (whole command) | $(secs "${RES[$p recv]}") ($(pct "${RES[$p recv]}") of link) | scp $(secs "${RES[$p scp]}") ($(pct "${RES[$p scp]}")) | $(secs "$(calc "print $BIG / $LINK_MIBS")") | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 75%') |"
+  echo "| receive $BIG MiB (whole command) | $(secs "${RES[$p recv]}") ($(pct "${RES[$p recv]}") of link) | scp $(secs "${RES[$p scp]}") ($(pct "${RES[$p scp]}")) | $(secs "$(calc "print $BIG / $LINK_MIBS")"); one plain TCP flow $(secs "${RES[$p tcp]}") ($(pct "${RES[$p tcp]}")) | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 75%') |"
   echo "| dd $BIG MiB through the mount | $(secs "${RES[$p pdd]}") ($(pct "${RES[$p pdd]}")) | sshfs $(secs "${RES[$p sdd]}") ($(pct "${RES[$p sdd]}")) | | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 70%') |"
   echo "| mount start to a listed tree | $(secs "${RES[$p pready]}") ($(rtts "${RES[$p pready]}") RTT) | sshfs $(secs "${RES[$p sready]}") ($(rtts "${RES[$p sready]}") RTT) | | <= 6 RTT |"
   echo "| cp -r $SMALL x $SMALL_KIB KiB, fresh mount | $(secs "${RES[$p pcp]}") ($(rtts "${RES[$p pcp]}") RTT) | sshfs $(secs "${RES[$p scp_r]}") ($(rtts "${RES[$p scp_r]}") RTT) | | <= 6 RTT |"
@@ -339,6 +354,9 @@ for p in $PATHS; do
   V=()
   for ((r = 1; r <= BASE_RUNS; r++)); do wl_scp "$p-scp-$r"; V+=("$VAL"); log "$p scp run $r: $VAL s"; done
   collect "$p scp"
+  V=()
+  for ((r = 1; r <= BASE_RUNS; r++)); do wl_tcp "$p-tcp-$r"; V+=("$VAL"); log "$p plain TCP run $r: $VAL s"; done
+  collect "$p tcp"
   V=() W=()
   for ((r = 1; r <= RUNS; r++)); do
     wl_cp pcp "$p-cp-$r"
