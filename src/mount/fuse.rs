@@ -198,12 +198,12 @@ impl<S: FileSource> Filesystem for Adapter<S> {
     ) {
         match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
-                for (i, (cino, kind, name)) in list.into_iter().enumerate() {
+                for (i, (cino, kind, name)) in list.enumerate() {
                     if reply.add(
                         INodeNo(cino),
                         offset + i as u64 + 1,
                         file_type(kind),
-                        OsStr::from_bytes(&name),
+                        OsStr::from_bytes(name),
                     ) {
                         break;
                     }
@@ -224,14 +224,14 @@ impl<S: FileSource> Filesystem for Adapter<S> {
     ) {
         match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
-                for (i, (cino, _kind, name)) in list.into_iter().enumerate() {
+                for (i, (cino, _kind, name)) in list.enumerate() {
                     let Ok(a) = self.fs.getattr(cino) else {
                         continue;
                     };
                     if reply.add(
                         INodeNo(cino),
                         offset + i as u64 + 1,
-                        OsStr::from_bytes(&name),
+                        OsStr::from_bytes(name),
                         &TTL,
                         &self.attr(&a),
                         Generation(0),

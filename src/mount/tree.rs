@@ -133,11 +133,13 @@ impl Tree {
     }
 
     /// Entries of a directory from `offset` on: (ino, kind, name). Offsets count "." and "..".
+    /// Lazy: a FUSE reply takes a few dozen entries, so building the whole rest of a big
+    /// folder at every call would cost the square of its size.
     pub(crate) fn readdir(
         &self,
         ino: u64,
         offset: u64,
-    ) -> Result<Vec<(u64, Kind, Vec<u8>)>, Errno> {
+    ) -> Result<impl Iterator<Item = (u64, Kind, &[u8])> + '_, Errno> {
         let id = self.id_of(ino).ok_or(libc::ENOENT)?;
         if id != 0 && self.manifest.kind(id) != Kind::Dir {
             return Err(libc::ENOTDIR);
@@ -146,24 +148,22 @@ impl Tree {
             Some(e) if id != self.root => self.ino_of(e.parent),
             _ => ROOT_INO,
         };
-        let mut out = Vec::new();
         let children = self.manifest.children(id);
-        for i in offset as usize..children.len() + 2 {
-            match i {
-                0 => out.push((ino, Kind::Dir, b".".to_vec())),
-                1 => out.push((parent_ino, Kind::Dir, b"..".to_vec())),
-                _ => {
-                    let c = children[i - 2];
-                    let e = self.manifest.get(c).expect("child exists");
-                    out.push((
-                        self.ino_of(c),
-                        Kind::try_from(e.kind).unwrap_or(Kind::File),
-                        e.name.clone(),
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        let dots = [
+            (ino, Kind::Dir, &b"."[..]),
+            (parent_ino, Kind::Dir, &b".."[..]),
+        ];
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let rest = &children[skip.saturating_sub(2).min(children.len())..];
+        let entries = rest.iter().map(move |&c| {
+            let e = self.manifest.get(c).expect("child exists");
+            (
+                self.ino_of(c),
+                Kind::try_from(e.kind).unwrap_or(Kind::File),
+                &e.name[..],
+            )
+        });
+        Ok(dots.into_iter().skip(skip.min(2)).chain(entries))
     }
 
     pub(crate) fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
