@@ -137,6 +137,9 @@ pub struct Sending {
     pub child: Child,
     pub code: String,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread copying stderr into `stderr`; joined once the sender has exited, so what it
+    /// printed last is there when a test looks.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Sending {
@@ -156,7 +159,7 @@ impl Sending {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
@@ -175,6 +178,7 @@ impl Sending {
             child,
             code,
             stderr,
+            reader: Some(reader),
         }
     }
 
@@ -202,6 +206,9 @@ impl Sending {
     pub fn wait(&mut self, secs: u64) -> Option<i32> {
         for _ in 0..secs * 10 {
             if let Some(st) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
                 return st.code();
             }
             std::thread::sleep(Duration::from_millis(100));
