@@ -114,6 +114,18 @@ pub enum Error {
     SenderStopped { reason: String, kept: u64 },
 }
 
+/// Carried inside an `io::Error` when the other side refused pcp's protocol on a stream that
+/// was negotiated lazily (see `net::lazy`): the refusal arrives in place of the first answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the other side does not speak pcp's protocol")]
+pub struct ProtocolRefused;
+
+/// Whether an I/O error is a [`ProtocolRefused`].
+pub fn is_refused(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<ProtocolRefused>())
+}
+
 fn incompatible(peer: &str, theirs: &Option<u32>, ours: &u32) -> String {
     let them = match theirs {
         Some(v) => format!("the {peer} runs pcp protocol {v}, this pcp speaks protocol {ours}"),

@@ -8,8 +8,8 @@
 //! proposal is `/pcp/2`, it answers the local negotiation itself with the confirmation the
 //! other side will send, so the stream is handed over at once and the first request travels
 //! with the proposal; the real confirmation is then checked and removed from the front of what
-//! arrives. A refusal in its place ends the stream with a [`Refused`] error. Other protocols,
-//! and every inbound stream, pass through untouched.
+//! arrives. A refusal in its place ends the stream with a [`crate::error::ProtocolRefused`]
+//! error. Other protocols, and every inbound stream, pass through untouched.
 
 use std::io;
 use std::pin::Pin;
@@ -18,22 +18,14 @@ use std::task::{Context, Poll};
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 
+use crate::error::ProtocolRefused as Refused;
+
 /// The protocol negotiated lazily.
 const PROTOCOL: &[u8] = b"/pcp/2\n";
 /// multistream-select's header line.
 const HEADER: &[u8] = b"/multistream/1.0.0\n";
 /// Bytes of written negotiation looked at, at most, before giving up on recognising it.
 const WATCH_LIMIT: usize = 256;
-
-/// The other side refused the protocol of a lazily negotiated stream (it does not speak it).
-#[derive(Debug, thiserror::Error)]
-#[error("the other side does not speak {}", String::from_utf8_lossy(&PROTOCOL[..PROTOCOL.len() - 1]))]
-pub struct Refused;
-
-/// Whether an I/O error is a [`Refused`].
-pub fn is_refused(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<Refused>())
-}
 
 /// A stream muxer whose outbound `/pcp/2` streams are negotiated lazily.
 pub struct Lazy<M>(M);
@@ -244,6 +236,11 @@ mod tests {
     }
 
     #[test]
+    fn the_lazy_protocol_is_pcps_own() {
+        assert_eq!(PROTOCOL, format!("{}\n", crate::proto::PROTOCOL).as_bytes());
+    }
+
+    #[test]
     fn only_a_header_and_a_pcp_proposal_go_lazy() {
         let ours = [msg(HEADER), msg(PROTOCOL)].concat();
         assert_eq!(proposal(&ours), Proposal::Ours(ours.len()));
@@ -334,7 +331,7 @@ mod tests {
         s.flush().await.unwrap();
         let mut got = [0u8; 1];
         let e = s.read(&mut got).await.unwrap_err();
-        assert!(is_refused(&e), "{e}");
+        assert!(crate::error::is_refused(&e), "{e}");
         drop(s);
         assert!(listener.await.unwrap());
     }

@@ -14,7 +14,6 @@ mod tcp;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
-pub(crate) use lazy::is_refused;
 pub use node::Node;
 
 /// The libp2p protocol of pcp's streams.

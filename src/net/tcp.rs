@@ -25,8 +25,6 @@ use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade,
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::tls::certificate;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId};
-
-use super::lazy::Lazy;
 use lru::LruCache;
 use multistream_select::{dialer_select_proto, listener_select_proto};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -37,6 +35,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
 use rustls::{CommonState, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use super::lazy::Lazy;
 
 const TLS: &str = "/tls/1.0.0";
 const NOISE: &str = "/noise";

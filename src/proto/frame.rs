@@ -45,7 +45,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<O
 }
 
 pub(crate) fn lost(e: std::io::Error) -> Error {
-    if crate::net::is_refused(&e) {
+    if crate::error::is_refused(&e) {
         // Only receivers open streams: the sender refused pcp's protocol (see net::lazy).
         return Error::IncompatibleVersion {
             peer: "sender",
