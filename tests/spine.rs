@@ -239,7 +239,11 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
         moved as f64 * 100.0 / total as f64,
         summary.reused
     );
-    assert!(moved * 100 <= total * 55, "moved {moved} of {total}");
+    // The cut falls at half of the bytes. What was fetched but not yet written when it fell
+    // (up to the receiver's 24 MiB window) and the unverified tail of the partial file (resume
+    // keeps whole 16 MiB pieces) are fetched again; the rest is reused.
+    assert!(moved <= total / 2 + (40 << 20), "moved {moved} of {total}");
+    assert!(summary.reused >= 32 << 20, "reused only {}", summary.reused);
     assert_eq!(moved + summary.reused, total);
 
     // A third run finds the folder finished: refused, as any folder that is there; with
