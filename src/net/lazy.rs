@@ -4,7 +4,7 @@
 //! to confirm the protocol before the stream is handed over: one round trip before the first
 //! byte of a request. multistream-select's `V1Lazy` (sending data right behind the proposal)
 //! can only be switched on for every protocol of a swarm at once, and some (Kademlia) break
-//! with it. This muxer wrapper gives it to [`PROTOCOL`] alone: on an outbound stream whose
+//! with it. This muxer wrapper gives it to `/pcp/2` alone: on an outbound stream whose
 //! proposal is `/pcp/2`, it answers the local negotiation itself with the confirmation the
 //! other side will send, so the stream is handed over at once and the first request travels
 //! with the proposal; the real confirmation is then checked and removed from the front of what
@@ -20,12 +20,9 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 
 use crate::error::ProtocolRefused as Refused;
 
-/// The protocol negotiated lazily.
-const PROTOCOL: &[u8] = b"/pcp/2\n";
-/// multistream-select's header line.
-const HEADER: &[u8] = b"/multistream/1.0.0\n";
-/// Bytes of written negotiation looked at, at most, before giving up on recognising it.
-const WATCH_LIMIT: usize = 256;
+/// What a dialer writes to propose `/pcp/2` (the protocol negotiated lazily) (multistream-select's header line, then the
+/// protocol's, each behind its length), and also what the other side echoes to accept it.
+const PROPOSAL: &[u8] = b"\x13/multistream/1.0.0\n\x07/pcp/2\n";
 
 /// A stream muxer whose outbound `/pcp/2` streams are negotiated lazily.
 pub struct Lazy<M>(M);
@@ -77,13 +74,11 @@ where
 /// A substream of [`Lazy`].
 pub struct Substream<S> {
     inner: S,
-    /// What the local dialer wrote so far, while its proposal is still being recognised.
-    watch: Option<Vec<u8>>,
-    /// The confirmation handed to the local dialer, and how much of it it has read.
-    give: Vec<u8>,
+    /// While the local dialer's writes may still be [`PROPOSAL`]: how much of it they were.
+    watched: Option<usize>,
+    /// How much of [`PROPOSAL`] the local dialer has read as its confirmation ...
     given: usize,
-    /// The confirmation expected from the other side, and how much of it has arrived.
-    strip: Vec<u8>,
+    /// ... and how much of the real one has arrived (both all of it unless lazy).
     stripped: usize,
 }
 
@@ -91,71 +86,33 @@ impl<S> Substream<S> {
     fn inbound(inner: S) -> Self {
         Substream {
             inner,
-            watch: None,
-            give: Vec::new(),
-            given: 0,
-            strip: Vec::new(),
-            stripped: 0,
+            watched: None,
+            given: PROPOSAL.len(),
+            stripped: PROPOSAL.len(),
         }
     }
 
     fn outbound(inner: S) -> Self {
         Substream {
-            watch: Some(Vec::new()),
+            watched: Some(0),
             ..Substream::inbound(inner)
         }
     }
 
-    /// Looks at what the dialer has written: once its header and first proposal are complete,
-    /// either goes lazy (the proposal is [`PROTOCOL`]) or stops watching.
+    /// Follows what the dialer writes: once it has written exactly [`PROPOSAL`], the stream
+    /// goes lazy; anything else ends the watch.
     fn watch_written(&mut self, written: &[u8]) {
-        let Some(seen) = self.watch.as_mut() else {
+        let Some(at) = self.watched else {
             return;
         };
-        seen.extend_from_slice(written);
-        match proposal(seen) {
-            Proposal::Incomplete if seen.len() <= WATCH_LIMIT => {}
-            Proposal::Ours(len) if len == seen.len() => {
-                self.give = seen.clone();
-                self.strip = std::mem::take(seen);
-                self.watch = None;
-            }
-            _ => self.watch = None,
+        let end = at + written.len();
+        self.watched = (PROPOSAL.get(at..end) == Some(written)).then_some(end);
+        if self.watched == Some(PROPOSAL.len()) {
+            self.watched = None;
+            self.given = 0;
+            self.stripped = 0;
         }
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Proposal {
-    /// More bytes are needed.
-    Incomplete,
-    /// The header and a proposal of [`PROTOCOL`], `.0` bytes in all.
-    Ours(usize),
-    /// Anything else.
-    Other,
-}
-
-/// Reads multistream-select's header and first proposal (each a varint length, then the line).
-fn proposal(buf: &[u8]) -> Proposal {
-    let mut at = 0;
-    for want in [HEADER, PROTOCOL] {
-        let Some(&len) = buf.get(at) else {
-            return Proposal::Incomplete;
-        };
-        if len as usize != want.len() {
-            // Also every length of two varint bytes or more: none of ours is that long.
-            return Proposal::Other;
-        }
-        let line = &buf[at + 1..buf.len().min(at + 1 + want.len())];
-        if !want.starts_with(line) {
-            return Proposal::Other;
-        }
-        if line.len() < want.len() {
-            return Proposal::Incomplete;
-        }
-        at += 1 + want.len();
-    }
-    Proposal::Ours(at)
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Substream<S> {
@@ -165,14 +122,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Substream<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.given < this.give.len() {
-            let n = buf.len().min(this.give.len() - this.given);
-            buf[..n].copy_from_slice(&this.give[this.given..this.given + n]);
+        if this.given < PROPOSAL.len() {
+            let n = buf.len().min(PROPOSAL.len() - this.given);
+            buf[..n].copy_from_slice(&PROPOSAL[this.given..this.given + n]);
             this.given += n;
-            if this.given == this.give.len() {
-                this.give = Vec::new();
-                this.given = 0;
-            }
             return Poll::Ready(Ok(n));
         }
         loop {
@@ -180,18 +133,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Substream<S> {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
             };
-            if this.stripped == this.strip.len() || n == 0 {
+            if this.stripped == PROPOSAL.len() || n == 0 {
                 return Poll::Ready(Ok(n));
             }
-            let take = n.min(this.strip.len() - this.stripped);
-            if buf[..take] != this.strip[this.stripped..this.stripped + take] {
+            let take = n.min(PROPOSAL.len() - this.stripped);
+            if buf[..take] != PROPOSAL[this.stripped..this.stripped + take] {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, Refused)));
             }
             this.stripped += take;
-            if this.stripped == this.strip.len() {
-                this.strip = Vec::new();
-                this.stripped = 0;
-            }
             if take < n {
                 buf.copy_within(take..n, 0);
                 return Poll::Ready(Ok(n - take));
@@ -236,22 +185,35 @@ mod tests {
     }
 
     #[test]
-    fn the_lazy_protocol_is_pcps_own() {
-        assert_eq!(PROTOCOL, format!("{}\n", crate::proto::PROTOCOL).as_bytes());
+    fn the_lazy_proposal_is_pcps_own_protocol_in_multistream_framing() {
+        let protocol = format!("{}\n", crate::proto::PROTOCOL);
+        let framed = [msg(b"/multistream/1.0.0\n"), msg(protocol.as_bytes())].concat();
+        assert_eq!(PROPOSAL, framed);
+    }
+
+    fn lazy_after(writes: &[&[u8]]) -> bool {
+        let mut s = Substream::outbound(());
+        for w in writes {
+            s.watch_written(w);
+        }
+        s.given == 0 && s.stripped == 0
     }
 
     #[test]
     fn only_a_header_and_a_pcp_proposal_go_lazy() {
-        let ours = [msg(HEADER), msg(PROTOCOL)].concat();
-        assert_eq!(proposal(&ours), Proposal::Ours(ours.len()));
-        for cut in 0..ours.len() {
-            assert_eq!(proposal(&ours[..cut]), Proposal::Incomplete, "{cut}");
+        for cut in 0..=PROPOSAL.len() {
+            let (a, b) = PROPOSAL.split_at(cut);
+            assert!(lazy_after(&[a, b]), "{cut}");
+            assert!(!lazy_after(&[a]) || cut == PROPOSAL.len(), "{cut}");
         }
-        let kad = [msg(HEADER), msg(b"/ipfs/kad/1.0.0\n")].concat();
-        assert_eq!(proposal(&kad), Proposal::Other);
-        let old = [msg(HEADER), msg(b"/pcp/1\n")].concat();
-        assert_eq!(proposal(&old), Proposal::Other);
-        assert_eq!(proposal(b"\x13/multistream/2.0.0\n"), Proposal::Other);
+        let header = msg(b"/multistream/1.0.0\n");
+        assert!(!lazy_after(&[&header, &msg(b"/ipfs/kad/1.0.0\n")]));
+        assert!(!lazy_after(&[&header, &msg(b"/pcp/1\n")]));
+        assert!(!lazy_after(&[&[PROPOSAL, b"more"].concat()]));
+        // Once lazy, later writes (the request) change nothing.
+        assert!(lazy_after(&[PROPOSAL, b"hello"]));
+        let inbound = Substream::inbound(());
+        assert_eq!(inbound.stripped, PROPOSAL.len());
     }
 
     /// A pair of connected in-memory byte streams.
@@ -305,7 +267,7 @@ mod tests {
             got
         });
         // The other side answers nothing until the request is there.
-        let proposal = [msg(HEADER), msg(PROTOCOL)].concat();
+        let proposal = PROPOSAL.to_vec();
         let mut wire = vec![0u8; proposal.len() + 5];
         tokio::time::timeout(std::time::Duration::from_secs(5), b.read_exact(&mut wire))
             .await
