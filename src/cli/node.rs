@@ -66,6 +66,7 @@ pub(super) async fn helper_node(a: NodeArgs, discovery: Discovery) -> Result<()>
         } else {
             discovery.bootstrap
         },
+        announce: true,
     };
     let node = Node::start_with_key(cfg, key).await?;
     for addr in node.listen_addrs().await? {

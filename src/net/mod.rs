@@ -53,6 +53,10 @@ pub struct NodeConfig {
     /// DHT bootstrap peers, for the `Peer` and `Helper` roles. An address without `/p2p/` is
     /// dialled as it is and its peer learnt from the connection.
     pub bootstrap: Vec<Multiaddr>,
+    /// Its addresses are announced as soon as the node starts (a sender's mDNS record, `pcp
+    /// node`'s printout): a wildcard listener's addresses on every interface are awaited first.
+    /// A receiver does not wait (the ones that come later are still used).
+    pub announce: bool,
 }
 
 /// Progress of a DHT lookup, for the user.

@@ -158,9 +158,14 @@ fn build_swarm(key: identity::Keypair, role: Role) -> Result<Swarm<Behaviour>> {
         .build())
 }
 
-/// Starts every listener and returns once each has an address (plus, for wildcard listeners,
-/// the other interfaces' addresses that arrive just after), so callers can announce them.
-async fn listen_all(swarm: &mut Swarm<Behaviour>, listen: &[Multiaddr]) -> Result<Vec<Multiaddr>> {
+/// Starts every listener and returns once each has an address (plus, with `all_interfaces`,
+/// the other interfaces' addresses a wildcard listener reports just after), so callers can
+/// announce them.
+async fn listen_all(
+    swarm: &mut Swarm<Behaviour>,
+    listen: &[Multiaddr],
+    all_interfaces: bool,
+) -> Result<Vec<Multiaddr>> {
     for addr in listen {
         swarm
             .listen_on(addr.clone())
@@ -185,14 +190,16 @@ async fn listen_all(swarm: &mut Swarm<Behaviour>, listen: &[Multiaddr]) -> Resul
             Err(_) => return Err(Error::Network("listeners did not start within 5 s".into())),
         }
     }
-    // A wildcard listener reports one address per interface; collect the stragglers too.
-    let wildcard = listen.iter().any(|a| {
-        a.iter().any(|p| match p {
-            Protocol::Ip4(ip) => ip.is_unspecified(),
-            Protocol::Ip6(ip) => ip.is_unspecified(),
-            _ => false,
-        })
-    });
+    // A wildcard listener reports one address per interface; collect the stragglers too when
+    // the addresses are announced at once (else the event loop records them as they come).
+    let wildcard = all_interfaces
+        && listen.iter().any(|a| {
+            a.iter().any(|p| match p {
+                Protocol::Ip4(ip) => ip.is_unspecified(),
+                Protocol::Ip6(ip) => ip.is_unspecified(),
+                _ => false,
+            })
+        });
     let settle = tokio::time::Instant::now() + Duration::from_millis(if wildcard { 30 } else { 0 });
     while let Ok(ev) = tokio::time::timeout_at(settle, swarm.select_next_some()).await {
         if let SwarmEvent::NewListenAddr { address, .. } = ev {
@@ -272,7 +279,7 @@ impl Node {
         let role = cfg.role;
         let mut swarm = build_swarm(key, role)?;
         let control = swarm.behaviour().stream.new_control();
-        let listening = listen_all(&mut swarm, &cfg.listen).await?;
+        let listening = listen_all(&mut swarm, &cfg.listen, cfg.announce).await?;
         let bare_bootstrap = if role != Role::Local {
             join_dht(&mut swarm, &listening, &cfg.bootstrap)
         } else {

@@ -102,6 +102,7 @@ impl Discovery {
                 Role::Local
             },
             bootstrap: if dht { self.bootstrap.clone() } else { vec![] },
+            announce: sender,
         }
     }
 }
