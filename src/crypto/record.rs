@@ -1,5 +1,6 @@
 //! The record layer: ChaCha20-Poly1305 per stream direction with counter nonces, so a dropped,
-//! replayed or reordered frame ends the session. One sealed message per frame.
+//! replayed or reordered frame ends the session. One sealed message per frame; frames sent back
+//! to back are written together.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use bytes::Bytes;
@@ -11,6 +12,10 @@ use crate::error::{Error, Result};
 use crate::proto::{self as wire, envelope, lost, read_frame, Envelope, MAX_FRAME};
 
 const TAG: usize = 16;
+
+/// Sealed messages wait in a [`SecureWriter`] until this many bytes (or a flush), so a run of
+/// small ones is written at once.
+const COALESCE: usize = 32 * 1024;
 
 fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
@@ -107,30 +112,47 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
         }
     }
 
-    /// Encodes, seals and writes one message as a single write (length prefix included, so
-    /// the transport makes one frame of it); call [`flush`](Self::flush) to push it out.
+    /// Encodes and seals one message behind those not yet written; they go out together (one
+    /// transport frame, one TLS record, one system call) at [`flush`](Self::flush) or once
+    /// [`COALESCE`] bytes are waiting. Small requests and answers sent back to back thus cost
+    /// one write, not one each; a big answer is written at once.
     pub async fn send(&mut self, msg: envelope::Msg) -> Result<()> {
-        self.buf.clear();
+        let start = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         Envelope { msg: Some(msg) }
             .encode(&mut self.buf)
             .expect("Vec grows as needed");
-        let plain = self.buf.len() - 4;
+        let plain = self.buf.len() - start - 4;
         if plain > MAX_FRAME {
+            self.buf.truncate(start);
             return Err(Error::FrameTooLarge(plain, MAX_FRAME));
         }
-        let tag = self.sealer.seal_detached(&mut self.buf[4..])?;
+        let tag = self.sealer.seal_detached(&mut self.buf[start + 4..])?;
         self.buf.extend_from_slice(&tag);
-        let len = (self.buf.len() - 4) as u32;
-        self.buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.w.write_all(&self.buf).await.map_err(lost)?;
-        if self.buf.capacity() > 4 * MAX_FRAME {
-            self.buf = Vec::new();
+        let len = (self.buf.len() - start - 4) as u32;
+        self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        if self.buf.len() >= COALESCE {
+            self.write_out().await?;
         }
         Ok(())
     }
 
+    /// Writes what [`send`](Self::send) sealed and has not written yet.
+    async fn write_out(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.w.write_all(&self.buf).await.map_err(lost);
+        self.buf.clear();
+        if self.buf.capacity() > 4 * MAX_FRAME {
+            self.buf = Vec::new();
+        }
+        r
+    }
+
+    /// Writes every message sent so far and pushes them out.
     pub async fn flush(&mut self) -> Result<()> {
+        self.write_out().await?;
         self.w.flush().await.map_err(lost)
     }
 
@@ -139,7 +161,9 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
         self.flush().await
     }
 
+    /// Writes what is still waiting, then closes the stream.
     pub async fn close(&mut self) {
+        let _ = self.write_out().await;
         let _ = self.w.shutdown().await;
     }
 }
@@ -205,5 +229,59 @@ mod tests {
         let mut flipped = f2.clone();
         flipped[0] ^= 1;
         assert!(open.open(flipped).is_err());
+    }
+
+    /// Small messages wait until a flush and then arrive together, in order; a big one is
+    /// written without a flush (with those before it); a frame too large leaves nothing behind.
+    #[tokio::test]
+    async fn messages_sent_back_to_back_are_written_together() {
+        use crate::proto::{Request, Response};
+        let keys = SessionKeys::derive(Role::Sender, b"k", &[0; 32]);
+        let peer = SessionKeys::derive(Role::Receiver, b"k", &[0; 32]);
+        let (a, b) = tokio::io::duplex(4 << 20);
+        let (_, mut w) = secure_stream(a, &keys, 1);
+        let (mut r, _) = secure_stream(b, &peer, 1);
+        let req = |id| {
+            envelope::Msg::Request(Request {
+                id,
+                ..Default::default()
+            })
+        };
+        for id in 1..=3 {
+            w.send(req(id)).await.unwrap();
+        }
+        let nothing_yet = tokio::time::timeout(std::time::Duration::from_millis(50), r.recv());
+        assert!(
+            nothing_yet.await.is_err(),
+            "a small message was written before a flush"
+        );
+        let big = Response {
+            id: 4,
+            data: vec![7; COALESCE].into(),
+            ..Default::default()
+        };
+        w.send(envelope::Msg::Response(big)).await.unwrap();
+        let too_big = Response {
+            id: 5,
+            data: vec![0; MAX_FRAME + 1].into(),
+            ..Default::default()
+        };
+        assert!(w.send(envelope::Msg::Response(too_big)).await.is_err());
+        for id in 1..=3 {
+            match r.recv().await.unwrap() {
+                Some(envelope::Msg::Request(q)) => assert_eq!(q.id, id),
+                other => panic!("{other:?}"),
+            }
+        }
+        match r.recv().await.unwrap() {
+            Some(envelope::Msg::Response(p)) => assert_eq!((p.id, p.data.len()), (4, COALESCE)),
+            other => panic!("{other:?}"),
+        }
+        w.send(req(6)).await.unwrap();
+        w.flush().await.unwrap();
+        match r.recv().await.unwrap() {
+            Some(envelope::Msg::Request(q)) => assert_eq!(q.id, 6),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -357,14 +357,23 @@ impl StreamCtx {
                     None => open = false,
                 },
                 Some(resp) = inflight.next() => {
-                    transfer.served(resp.data.len());
-                    if let Err(e) = writer.send(Msg::Response(resp)).await {
-                        break Err(e);
-                    }
-                    if inflight.is_empty() {
-                        if let Err(e) = writer.flush().await {
-                            break Err(e);
+                    // Answers that are ready too go out in the same write; then it is pushed
+                    // out, so none waits for a slower one behind it.
+                    let mut next = Some(resp);
+                    let mut sent = Ok(());
+                    while let Some(resp) = next.take() {
+                        transfer.served(resp.data.len());
+                        sent = writer.send(Msg::Response(resp)).await;
+                        if sent.is_err() {
+                            break;
                         }
+                        next = inflight.next().now_or_never().flatten();
+                    }
+                    if sent.is_ok() {
+                        sent = writer.flush().await;
+                    }
+                    if let Err(e) = sent {
+                        break Err(e);
                     }
                 }
                 else => break Ok(()),
