@@ -27,6 +27,9 @@
 #   BENCH_BASE_RUNS=3       runs of each scp/sshfs workload (sshfs cp -r takes ~40-90 s a run);
 #                           0 skips scp and sshfs (pcp figures only, for quick iterations)
 #   BENCH_SMALL_KIB=4       size of each small file, KiB
+#   BENCH_CP_DST=tmpfs      where `cp -r` writes: tmpfs (a private 64 MiB tmpfs, so creating
+#                           the files on this VM's busy ext4 disk, 0.1-2 ms each, does not hide
+#                           the path) or disk (under BENCH_DIR)
 #   BENCH_DIR=/tmp/pcp-bench  parent of the temporary work dir (removed on exit)
 #   BENCH_TIMEOUT=300       seconds before one command is abandoned
 #   BENCH_BUILD=1           0 to use the release binary already built
@@ -45,6 +48,8 @@ RUNS=${BENCH_RUNS:-3}
 BASE_RUNS=${BENCH_BASE_RUNS:-3}
 [[ $BASE_RUNS =~ ^[0-9]+$ ]] || die "BENCH_BASE_RUNS must be a whole number"
 SMALL_KIB=${BENCH_SMALL_KIB:-4}
+CP_DST=${BENCH_CP_DST:-tmpfs}
+[[ $CP_DST = tmpfs || $CP_DST = disk ]] || die "BENCH_CP_DST must be tmpfs or disk"
 BENCH_DIR=${BENCH_DIR:-/tmp/pcp-bench}
 TIMEOUT=${BENCH_TIMEOUT:-300}
 BUILD=${BENCH_BUILD:-1}
@@ -280,6 +285,14 @@ unmount_tool() {
 # The small files: mount, then cp -r right away (sets READY and VAL).
 wl_cp() {
   local tool=$1 tag=$2 dst=$WORK/dst/cp-$1 got
+  if [ "$CP_DST" = tmpfs ]; then
+    dst=$WORK/cp-tmpfs/cp-$tool
+    if ! is_mounted "$WORK/cp-tmpfs"; then
+      mkdir -p "$WORK/cp-tmpfs"
+      MOUNTS+=("$WORK/cp-tmpfs")
+      mount -t tmpfs -o size=64m,mode=0755 pcp-bench-cp "$WORK/cp-tmpfs" || die "cannot mount a tmpfs for cp -r"
+    fi
+  fi
   rm -rf "$dst"
   mount_tool "$tool" "$DATA/small" "$tag"
   run_timed "$WORK/log/$tag.cp" cp -r "$WORK/mnt/$tool" "$dst"
@@ -403,7 +416,7 @@ echo "## pcp across emulated internet paths (scripts/bench-wan.sh)"
 echo
 echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILT_COMMIT, $("$PCP" --version), $(ssh -V 2>&1 | cut -d, -f1), $(sshfs --version 2>&1 | grep -m 1 "^SSHFS version")"
 echo "- $(nproc) cores; link emulated by wan-link.sh (user-space wire, MTU 1500); sender and sshd in TAGa, receiver, mount and sshfs in TAGb; pcp with \`--discovery none --peer\`"
-echo "- wall time of whole commands, page caches dropped before each, medians of $RUNS pcp run(s) and $BASE_RUNS scp/sshfs run(s); receive is timed from \`pcp receive\` start to exit (connect, handshake, transfer, BLAKE3 check); mount figures from the start of \`pcp mount\` (or sshfs) until \`ls\` of the root lists it; cp -r starts right after that"
+echo "- wall time of whole commands, page caches dropped before each, medians of $RUNS pcp run(s) and $BASE_RUNS scp/sshfs run(s); receive is timed from \`pcp receive\` start to exit (connect, handshake, transfer, BLAKE3 check); mount figures from the start of \`pcp mount\` (or sshfs) until \`ls\` of the root lists it; cp -r starts right after that and writes into $([ "$CP_DST" = tmpfs ] && echo "a private tmpfs (BENCH_CP_DST=disk: the local disk)" || echo "the local disk (BENCH_CP_DST=disk)")"
 if ((BUSY_COUNT > 0)); then
   echo "- **busy machine**: CPUs over ${BUSY_LIMIT}% right before $BUSY_COUNT of $BUSY_SAMPLES timed commands (max ${BUSY_MAX}%)"
 else

@@ -4,6 +4,7 @@
 //! `libp2p_stream::Control`, which needs no round trip through the swarm task. Finding the other
 //! side (mDNS, the DHT) is in [`discovery`]. Knows nothing of sessions or files.
 
+mod coalesce;
 pub mod discovery;
 mod event_loop;
 pub mod identity;

@@ -25,6 +25,8 @@ use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade,
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::tls::certificate;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId};
+
+use super::coalesce::Coalesce;
 use lru::LruCache;
 use multistream_select::{dialer_select_proto, listener_select_proto};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -144,7 +146,10 @@ where
         let (_, io) = dialer_select_proto(io, [YAMUX], Version::V1Lazy)
             .await
             .map_err(other)?;
-        let muxer = yamux.upgrade_outbound(io, YAMUX).await.map_err(other)?;
+        let muxer = yamux
+            .upgrade_outbound(Coalesce::new(io), YAMUX)
+            .await
+            .map_err(other)?;
         return Ok((peer, StreamMuxerBox::new(Lazy::new(muxer))));
     }
     let (proto, io) = listener_select_proto(io, [TLS, NOISE])
@@ -160,7 +165,10 @@ where
         (peer, Either::Right(io))
     };
     let (_, io) = listener_select_proto(io, [YAMUX]).await.map_err(other)?;
-    let muxer = yamux.upgrade_inbound(io, YAMUX).await.map_err(other)?;
+    let muxer = yamux
+        .upgrade_inbound(Coalesce::new(io), YAMUX)
+        .await
+        .map_err(other)?;
     Ok((peer, StreamMuxerBox::new(Lazy::new(muxer))))
 }
 
