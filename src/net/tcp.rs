@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::Either;
+use futures::io::BufReader;
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, Transport};
@@ -115,6 +116,10 @@ fn warm_up() {
     });
 }
 
+/// Bytes read from the socket at once under TLS: rustls asks for 4 KiB at a time, which made
+/// a system call per 4 KiB of a bulk transfer.
+const READ_BUFFER: usize = 64 * 1024;
+
 fn other(e: impl Into<BoxError>) -> std::io::Error {
     std::io::Error::other(e)
 }
@@ -141,7 +146,9 @@ where
         let (_, io) = dialer_select_proto(io, [TLS], Version::V1Lazy)
             .await
             .map_err(other)?;
-        let (peer, io) = tls.connect(io).await?;
+        let (peer, io) = tls
+            .connect(BufReader::with_capacity(READ_BUFFER, io))
+            .await?;
         remember(&endpoint, describe_tls(io.get_ref().1));
         let (_, io) = dialer_select_proto(io, [YAMUX], Version::V1Lazy)
             .await
@@ -156,7 +163,9 @@ where
         .await
         .map_err(other)?;
     let (peer, io) = if proto == TLS {
-        let (peer, io) = tls.accept(io).await?;
+        let (peer, io) = tls
+            .accept(BufReader::with_capacity(READ_BUFFER, io))
+            .await?;
         remember(&endpoint, describe_tls(io.get_ref().1));
         (peer, Either::Left(io))
     } else {
