@@ -312,12 +312,8 @@ wl_cp() { # seconds for cp -r of the small files out of the mount
   local tool=$1 tag=$2 mp=$3 lg=$WORK/log/$2.$1 t0 t1 rc=0 got
   local dst=$WORK/dst/cp-$tool
   if [ "$CP_DST" = tmpfs ]; then
+    cp_tmpfs 256m
     dst=$WORK/cp-tmpfs/cp-$tool
-    if ! is_mounted "$WORK/cp-tmpfs"; then
-      mkdir -p "$WORK/cp-tmpfs"
-      MOUNTS+=("$WORK/cp-tmpfs")
-      mount -t tmpfs -o size=256m,mode=0755 pcp-bench-cp "$WORK/cp-tmpfs" || die "cannot mount a tmpfs for cp -r"
-    fi
   fi
   rm -rf "$dst"
   mkdir -p "$(dirname "$dst")"

@@ -286,12 +286,8 @@ unmount_tool() {
 wl_cp() {
   local tool=$1 tag=$2 dst=$WORK/dst/cp-$1 got
   if [ "$CP_DST" = tmpfs ]; then
+    cp_tmpfs 64m
     dst=$WORK/cp-tmpfs/cp-$tool
-    if ! is_mounted "$WORK/cp-tmpfs"; then
-      mkdir -p "$WORK/cp-tmpfs"
-      MOUNTS+=("$WORK/cp-tmpfs")
-      mount -t tmpfs -o size=64m,mode=0755 pcp-bench-cp "$WORK/cp-tmpfs" || die "cannot mount a tmpfs for cp -r"
-    fi
   fi
   rm -rf "$dst"
   mount_tool "$tool" "$DATA/small" "$tag"

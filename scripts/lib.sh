@@ -112,6 +112,17 @@ stop_pid() {
 
 is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts; }
 
+# Mounts a private tmpfs of SIZE at $WORK/cp-tmpfs for `cp -r` destinations, once (it is
+# detached on exit with the other MOUNTS), so the local disk's file creation does not hide what
+# a benchmark measures.
+cp_tmpfs() {
+  local size=$1
+  is_mounted "$WORK/cp-tmpfs" && return 0
+  mkdir -p "$WORK/cp-tmpfs"
+  MOUNTS+=("$WORK/cp-tmpfs")
+  mount -t tmpfs -o "size=$size,mode=0755" pcp-bench-cp "$WORK/cp-tmpfs" || die "cannot mount a tmpfs for cp -r"
+}
+
 # Detaches a mount at once, even if busy or if its FUSE process is gone or stuck.
 force_unmount() {
   local mp=$1
