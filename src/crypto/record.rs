@@ -114,7 +114,7 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
 
     /// Encodes and seals one message behind those not yet written; they go out together (one
     /// transport frame, one TLS record, one system call) at [`flush`](Self::flush) or once
-    /// [`COALESCE`] bytes are waiting. Small requests and answers sent back to back thus cost
+    /// `COALESCE` (32 KiB) bytes wait. Small requests and answers sent back to back thus cost
     /// one write, not one each; a big answer is written at once.
     pub async fn send(&mut self, msg: envelope::Msg) -> Result<()> {
         let start = self.buf.len();

@@ -11,6 +11,10 @@
 //! A dial proposes TLS alone, lazily (multistream-select `V1Lazy`: no round trip of its own);
 //! an inbound connection may also choose Noise, so older pcp releases and Noise-only libp2p
 //! nodes can still reach this one.
+//!
+//! Buffers on both sides of TLS keep system calls and TCP segments few: the socket is read 64
+//! KiB at a time (rustls asks for 4 KiB), and yamux's frames go out through
+//! [`Coalesce`](super::coalesce::Coalesce).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
@@ -26,8 +30,6 @@ use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade,
 use libp2p::core::{ConnectedPoint, Endpoint};
 use libp2p::tls::certificate;
 use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId};
-
-use super::coalesce::Coalesce;
 use lru::LruCache;
 use multistream_select::{dialer_select_proto, listener_select_proto};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -39,6 +41,7 @@ use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
 use rustls::{CommonState, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use super::coalesce::Coalesce;
 use super::lazy::Lazy;
 
 const TLS: &str = "/tls/1.0.0";
