@@ -127,7 +127,13 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
             self.buf.truncate(start);
             return Err(Error::FrameTooLarge(plain, MAX_FRAME));
         }
-        let tag = self.sealer.seal_detached(&mut self.buf[start + 4..])?;
+        let tag = match self.sealer.seal_detached(&mut self.buf[start + 4..]) {
+            Ok(tag) => tag,
+            Err(e) => {
+                self.buf.truncate(start);
+                return Err(e);
+            }
+        };
         self.buf.extend_from_slice(&tag);
         let len = (self.buf.len() - start - 4) as u32;
         self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
