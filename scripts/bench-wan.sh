@@ -17,12 +17,16 @@
 #   dd        `dd bs=1M` of the big file through a fresh mount; vs sshfs (default options)
 #   cp        `cp -r` of the small files out of a freshly mounted tree; vs sshfs
 #   first     the first 4 KiB of a cold file right after the mount is ready
-# Figures are given as % of the link rate and in round trips (RTT = 2 x one-way delay).
+# Figures are given as % of the link rate and in round trips (RTT = 2 x one-way delay). pcp's
+# workloads run once per transport (the sender listens on TCP or on QUIC and the receiver is
+# given that address): `--peer` picks TCP first, a sender found through the DHT is usually
+# reached over QUIC (its handshake finishes first; so is a hole-punched connection).
 #
 # Options (environment):
 #   BENCH_WAN_PATHS="fast lossy"   which paths: fast = 25 ms one way (50 ms RTT), 200 Mbit/s,
 #                           no loss, 128 MiB, 300 small files; lossy = 60 ms (120 ms RTT),
 #                           100 Mbit/s, 1% loss, 64 MiB, 200 small files
+#   BENCH_WAN_TRANSPORTS="tcp quic"  pcp's transports, one column each
 #   BENCH_RUNS=3            runs of each pcp workload (the median is reported)
 #   BENCH_BASE_RUNS=3       runs of each scp/sshfs workload (sshfs cp -r takes ~40-90 s a run);
 #                           0 skips scp and sshfs (pcp figures only, for quick iterations)
@@ -44,6 +48,12 @@ DO_MOUNT=1
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 PATHS=${BENCH_WAN_PATHS:-fast lossy}
+TRANSPORTS=${BENCH_WAN_TRANSPORTS:-tcp quic}
+for t in $TRANSPORTS; do
+  [[ $t = tcp || $t = quic ]] || die "BENCH_WAN_TRANSPORTS: unknown transport '$t' (known: tcp, quic)"
+done
+[ -n "$TRANSPORTS" ] || die "BENCH_WAN_TRANSPORTS is empty"
+T=tcp # transport of the pcp workload running now
 RUNS=${BENCH_RUNS:-3}
 BASE_RUNS=${BENCH_BASE_RUNS:-3}
 [[ $BASE_RUNS =~ ^[0-9]+$ ]] || die "BENCH_BASE_RUNS must be a whole number"
@@ -149,12 +159,14 @@ EOF
   die "sshd in $A does not answer: $(cat "$dir/sshd.log")"
 }
 
-# Starts `pcp send SRC` in namespace A: sets SEND_PID, SEND_CODE, SEND_ADDR.
+# Starts `pcp send SRC` in namespace A listening on transport $T: sets SEND_PID, SEND_CODE,
+# SEND_ADDR.
 start_send() {
-  local src=$1 lg=$WORK/log/$2
+  local src=$1 lg=$WORK/log/$2 listen=/ip4/10.241.0.1/tcp/0 addr='tcp/[0-9][0-9]*'
+  [ "$T" = tcp ] || listen=/ip4/10.241.0.1/udp/0/quic-v1 addr='udp/[0-9][0-9]*/quic-v1'
   : >"$lg.send.out"
   : >"$lg.send.err"
-  in_a "$PCP" -v --no-progress --discovery none send --listen /ip4/10.241.0.1/tcp/0 "$src" \
+  in_a "$PCP" -v --no-progress --discovery none send --listen "$listen" "$src" \
     >"$lg.send.out" 2>"$lg.send.err" </dev/null &
   SEND_PID=$!
   LIVE_PIDS+=("$SEND_PID")
@@ -162,7 +174,7 @@ start_send() {
   local deadline=$((SECONDS + 60))
   while ((SECONDS < deadline)); do
     SEND_CODE=$(sed -n 's/^Code is: //p;T;q' "$lg.send.out")
-    SEND_ADDR=$(sed -n 's#^Listening on \(/ip4/10\.241\.0\.1/tcp/[0-9][0-9]*\)#\1#p;T;q' "$lg.send.err")
+    SEND_ADDR=$(sed -n "s#^Listening on \\(/ip4/10\\.241\\.0\\.1/$addr\\)#\\1#p;T;q" "$lg.send.err")
     [ -n "$SEND_CODE" ] && [ -n "$SEND_ADDR" ] && return 0
     kill -0 "$SEND_PID" 2>/dev/null || die "$2: pcp send exited early: $(tail -n 20 "$lg.send.err")"
     sleep 0.05
@@ -338,12 +350,21 @@ report_path() {
   echo
   echo "### $p: RTT $RTT_MS ms, $RATE Mbit/s ($(calc "printf \"%.1f\", $LINK_MIBS") MiB/s), loss $LOSS%"
   echo
-  table_head work pcp "scp / sshfs" "link limit" target
-  echo "| receive $BIG MiB (whole command) | $(secs "${RES[$p recv]}") ($(pct "${RES[$p recv]}") of link) | scp $(secs "${RES[$p scp]}") ($(pct "${RES[$p scp]}")) | $(secs "$(calc "print $BIG / $LINK_MIBS")"); one plain TCP flow $(secs "${RES[$p tcp]}") ($(pct "${RES[$p tcp]}")) | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 75%') |"
-  echo "| dd $BIG MiB through the mount | $(secs "${RES[$p pdd]}") ($(pct "${RES[$p pdd]}")) | sshfs $(secs "${RES[$p sdd]}") ($(pct "${RES[$p sdd]}")) | | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 70%') |"
-  echo "| mount start to a listed tree | $(secs "${RES[$p pready]}") ($(rtts "${RES[$p pready]}") RTT) | sshfs $(secs "${RES[$p sready]}") ($(rtts "${RES[$p sready]}") RTT) | | <= 6 RTT |"
-  echo "| cp -r $SMALL x $SMALL_KIB KiB, fresh mount | $(secs "${RES[$p pcp]}") ($(rtts "${RES[$p pcp]}") RTT) | sshfs $(secs "${RES[$p scp_r]}") ($(rtts "${RES[$p scp_r]}") RTT) | | <= 6 RTT |"
-  echo "| first 4 KiB of a cold file, right after ready | $(secs "${RES[$p pfirst]}") ($(rtts "${RES[$p pfirst]}") RTT) | sshfs $(secs "${RES[$p sfirst]}") ($(rtts "${RES[$p sfirst]}") RTT) | | <= 2 RTT |"
+  local t heads=() recv="" dd="" ready="" cp="" first=""
+  for t in $TRANSPORTS; do
+    heads+=("pcp over ${t^^}")
+    recv+=" $(secs "${RES[$p recv $t]}") ($(pct "${RES[$p recv $t]}") of link) |"
+    dd+=" $(secs "${RES[$p pdd $t]}") ($(pct "${RES[$p pdd $t]}")) |"
+    ready+=" $(secs "${RES[$p pready $t]}") ($(rtts "${RES[$p pready $t]}") RTT) |"
+    cp+=" $(secs "${RES[$p pcp $t]}") ($(rtts "${RES[$p pcp $t]}") RTT) |"
+    first+=" $(secs "${RES[$p pfirst $t]}") ($(rtts "${RES[$p pfirst $t]}") RTT) |"
+  done
+  table_head work "${heads[@]}" "scp / sshfs" "link limit" target
+  echo "| receive $BIG MiB (whole command) |$recv scp $(secs "${RES[$p scp]}") ($(pct "${RES[$p scp]}")) | $(secs "$(calc "print $BIG / $LINK_MIBS")"); one plain TCP flow $(secs "${RES[$p tcp]}") ($(pct "${RES[$p tcp]}")) | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 75%') |"
+  echo "| dd $BIG MiB through the mount |$dd sshfs $(secs "${RES[$p sdd]}") ($(pct "${RES[$p sdd]}")) | | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 70%') |"
+  echo "| mount start to a listed tree |$ready sshfs $(secs "${RES[$p sready]}") ($(rtts "${RES[$p sready]}") RTT) | | <= 6 RTT |"
+  echo "| cp -r $SMALL x $SMALL_KIB KiB, fresh mount |$cp sshfs $(secs "${RES[$p scp_r]}") ($(rtts "${RES[$p scp_r]}") RTT) | | <= 6 RTT |"
+  echo "| first 4 KiB of a cold file, right after ready |$first sshfs $(secs "${RES[$p sfirst]}") ($(rtts "${RES[$p sfirst]}") RTT) | | <= 2 RTT |"
 }
 
 REPORT=$WORK/report.md
@@ -357,33 +378,38 @@ for p in $PATHS; do
   link_up_path "pw$p" "$DELAY" "$RATE" "$LOSS"
   ((BASE_RUNS == 0)) || start_sshd_a
   declare -a V=() W=()
-  V=()
-  for ((r = 1; r <= RUNS; r++)); do wl_receive "$p-recv-$r"; V+=("$VAL"); log "$p receive run $r: $VAL s"; done
-  collect "$p recv"
+  for T in $TRANSPORTS; do
+    V=()
+    for ((r = 1; r <= RUNS; r++)); do wl_receive "$p-$T-recv-$r"; V+=("$VAL"); log "$p receive over $T, run $r: $VAL s"; done
+    collect "$p recv $T"
+  done
   V=()
   for ((r = 1; r <= BASE_RUNS; r++)); do wl_scp "$p-scp-$r"; V+=("$VAL"); log "$p scp run $r: $VAL s"; done
   collect "$p scp"
   V=()
   for ((r = 1; r <= BASE_RUNS; r++)); do wl_tcp "$p-tcp-$r"; V+=("$VAL"); log "$p plain TCP run $r: $VAL s"; done
   collect "$p tcp"
-  V=() W=()
-  for ((r = 1; r <= RUNS; r++)); do
-    wl_cp pcp "$p-cp-$r"
-    V+=("$VAL") W+=("$READY")
-    log "$p pcp mount ready $READY s, cp -r $VAL s"
+  for T in $TRANSPORTS; do
+    V=() W=()
+    for ((r = 1; r <= RUNS; r++)); do
+      wl_cp pcp "$p-$T-cp-$r"
+      V+=("$VAL") W+=("$READY")
+      log "$p pcp over $T: mount ready $READY s, cp -r $VAL s"
+    done
+    collect "$p pcp $T"
+    V=("${W[@]}")
+    collect "$p pready $T"
+    V=() W=()
+    for ((r = 1; r <= RUNS; r++)); do
+      wl_dd pcp "$p-$T-dd-$r"
+      V+=("$VAL") W+=("$FIRST")
+      log "$p pcp over $T: first 4 KiB $FIRST s, dd $VAL s"
+    done
+    collect "$p pdd $T"
+    V=("${W[@]}")
+    collect "$p pfirst $T"
   done
-  collect "$p pcp"
-  V=("${W[@]}")
-  collect "$p pready"
-  V=() W=()
-  for ((r = 1; r <= RUNS; r++)); do
-    wl_dd pcp "$p-dd-$r"
-    V+=("$VAL") W+=("$FIRST")
-    log "$p pcp first 4 KiB $FIRST s, dd $VAL s"
-  done
-  collect "$p pdd"
-  V=("${W[@]}")
-  collect "$p pfirst"
+  T=tcp
   V=() W=()
   for ((r = 1; r <= BASE_RUNS; r++)); do
     wl_cp sshfs "$p-scp-r-$r"
@@ -411,7 +437,7 @@ done
 echo "## pcp across emulated internet paths (scripts/bench-wan.sh)"
 echo
 echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), commit $BUILT_COMMIT, $("$PCP" --version), $(ssh -V 2>&1 | cut -d, -f1), $(sshfs --version 2>&1 | grep -m 1 "^SSHFS version")"
-echo "- $(nproc) cores; link emulated by wan-link.sh (user-space wire, MTU 1500); sender and sshd in TAGa, receiver, mount and sshfs in TAGb; pcp with \`--discovery none --peer\`"
+echo "- $(nproc) cores; link emulated by wan-link.sh (user-space wire, MTU 1500); sender and sshd in TAGa, receiver, mount and sshfs in TAGb; pcp with \`--discovery none --peer\` given the sender's TCP or QUIC address"
 echo "- wall time of whole commands, page caches dropped before each, medians of $RUNS pcp run(s) and $BASE_RUNS scp/sshfs run(s); receive is timed from \`pcp receive\` start to exit (connect, handshake, transfer, BLAKE3 check); mount figures from the start of \`pcp mount\` (or sshfs) until \`ls\` of the root lists it; cp -r starts right after that and writes into $([ "$CP_DST" = tmpfs ] && echo "a private tmpfs (BENCH_CP_DST=disk: the local disk)" || echo "the local disk (BENCH_CP_DST=disk)")"
 if ((BUSY_COUNT > 0)); then
   echo "- **busy machine**: CPUs over ${BUSY_LIMIT}% right before $BUSY_COUNT of $BUSY_SAMPLES timed commands (max ${BUSY_MAX}%)"

@@ -6,6 +6,11 @@
 //! "Connecting" line (so process start-up on a busy machine is not counted) in units of the
 //! link's round trip, which dwarfs the local work at 100 ms.
 //!
+//! A second guard receives over QUIC across a path with 1% random loss: it checks that QUIC's
+//! congestion controller is BBR (vendor/libp2p-quic/PCP-PATCH.md), not quinn's default CUBIC,
+//! which holds one flow to about MSS / RTT x 1.2 / sqrt(loss) (~0.3 MB/s here, so ~55 s for the
+//! 16 MiB that BBR moves in ~2 s). The limit, 15 s, is far from both.
+//!
 //! Needs root, /dev/net/tun and `../shared/tools/wan-link.sh` (or `PCP_WAN_LINK`): a test that
 //! cannot set up fails, it never skips. The namespaces and the mount are removed on drop, even
 //! when the test fails.
@@ -37,7 +42,8 @@ struct Link {
 }
 
 impl Link {
-    fn up(delay_ms: u64, rate_mbit: u64) -> Link {
+    /// Link `n` of this test process (tests run in parallel, each with its own link).
+    fn up(n: u32, delay_ms: u64, rate_mbit: u64, loss_percent: u32) -> Link {
         let script = wan_link();
         assert!(
             script.exists(),
@@ -46,7 +52,7 @@ impl Link {
         );
         // Interface names are the tag plus 2 characters: at most 15 in all.
         let link = Link {
-            tag: format!("pw{}", std::process::id() % 100_000),
+            tag: format!("pw{}x{n}", std::process::id() % 100_000),
         };
         let out = Command::new(&script)
             .args([
@@ -54,6 +60,7 @@ impl Link {
                 &link.tag,
                 &delay_ms.to_string(),
                 &rate_mbit.to_string(),
+                &loss_percent.to_string(),
             ])
             .stdin(Stdio::null())
             .output()
@@ -185,7 +192,7 @@ fn across_100_ms_a_mount_lists_within_8_round_trips_and_cp_of_100_files_takes_10
         let body: Vec<u8> = (0..4096u32).map(|j| (i * 31 + j) as u8).collect();
         std::fs::write(share.join(format!("f{i:03}")), body).unwrap();
     }
-    let link = Link::up(DELAY_MS, 100);
+    let link = Link::up(1, DELAY_MS, 100, 0);
 
     let mut send = link.pcp('a');
     send.args([
@@ -264,6 +271,73 @@ fn across_100_ms_a_mount_lists_within_8_round_trips_and_cp_of_100_files_takes_10
         rtts(copied)
     );
     drop(mounter);
+    drop(sender);
+    drop(link);
+}
+
+#[test]
+fn over_quic_a_path_with_1_percent_loss_still_moves_16_mib_within_15_s() {
+    const MIB: usize = 16;
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("big.bin");
+    let body: Vec<u8> = (0..MIB << 20).map(|i| (i * 7 + i / 4093) as u8).collect();
+    std::fs::write(&file, &body).unwrap();
+    // 50 ms round trips, 100 Mbit/s, 1% of packets lost at random in each direction.
+    let link = Link::up(2, 25, 100, 1);
+
+    let mut send = link.pcp('a');
+    send.args([
+        "-v",
+        "--no-progress",
+        "--discovery",
+        "none",
+        "send",
+        "--listen",
+        "/ip4/10.241.0.1/udp/0/quic-v1",
+    ])
+    .arg(&file);
+    let (sender, code) = Proc::start(send, None);
+    let code = code.unwrap();
+    let addr = sender
+        .line("Listening on /ip4/10.241.0.1/udp/")
+        .1
+        .trim_start_matches("Listening on ")
+        .trim()
+        .to_string();
+    assert!(addr.contains("/quic-v1/"), "{addr}");
+
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = link.pcp('b');
+    recv.args([
+        "receive",
+        "--yes",
+        "--no-progress",
+        "--discovery",
+        "none",
+        "--wait",
+        "30s",
+        "--peer",
+        &addr,
+        "--out",
+    ])
+    .arg(out.path())
+    .env("PCP_CODE", &code);
+    let t = Instant::now();
+    let got = recv.stdin(Stdio::null()).output().unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(got.status.success(), "receive failed: {err}");
+    assert!(err.contains("direct QUIC via"), "not over QUIC: {err}");
+    assert!(
+        std::fs::read(out.path().join("big.bin")).unwrap() == body,
+        "the received file differs"
+    );
+    eprintln!("1% loss, RTT 50 ms, QUIC: {MIB} MiB received in {took:?}");
+    assert!(
+        took <= Duration::from_secs(15),
+        "{MIB} MiB over QUIC took {took:?}: its congestion controller backs off at random loss \
+         (CUBIC?): {err}"
+    );
     drop(sender);
     drop(link);
 }
