@@ -367,6 +367,30 @@ report_path() {
   echo "| first 4 KiB of a cold file, right after ready |$first sshfs $(secs "${RES[$p sfirst]}") ($(rtts "${RES[$p sfirst]}") RTT) | | <= 2 RTT |"
 }
 
+# mount_runs TOOL N TAG CP READY DD FIRST: N runs of the small-files and the big-file mount
+# workloads with TOOL; their medians go to RES[CP], RES[READY], RES[DD] and RES[FIRST].
+mount_runs() {
+  local tool=$1 n=$2 tag=$3 r
+  V=() W=()
+  for ((r = 1; r <= n; r++)); do
+    wl_cp "$tool" "$tag-cp-$r"
+    V+=("$VAL") W+=("$READY")
+    log "$tag: $tool mount ready $READY s, cp -r $VAL s"
+  done
+  collect "$4"
+  V=("${W[@]}")
+  collect "$5"
+  V=() W=()
+  for ((r = 1; r <= n; r++)); do
+    wl_dd "$tool" "$tag-dd-$r"
+    V+=("$VAL") W+=("$FIRST")
+    log "$tag: $tool first 4 KiB $FIRST s, dd $VAL s"
+  done
+  collect "$6"
+  V=("${W[@]}")
+  collect "$7"
+}
+
 REPORT=$WORK/report.md
 : >"$REPORT"
 for p in $PATHS; do
@@ -390,44 +414,9 @@ for p in $PATHS; do
   for ((r = 1; r <= BASE_RUNS; r++)); do wl_tcp "$p-tcp-$r"; V+=("$VAL"); log "$p plain TCP run $r: $VAL s"; done
   collect "$p tcp"
   for T in $TRANSPORTS; do
-    V=() W=()
-    for ((r = 1; r <= RUNS; r++)); do
-      wl_cp pcp "$p-$T-cp-$r"
-      V+=("$VAL") W+=("$READY")
-      log "$p pcp over $T: mount ready $READY s, cp -r $VAL s"
-    done
-    collect "$p pcp $T"
-    V=("${W[@]}")
-    collect "$p pready $T"
-    V=() W=()
-    for ((r = 1; r <= RUNS; r++)); do
-      wl_dd pcp "$p-$T-dd-$r"
-      V+=("$VAL") W+=("$FIRST")
-      log "$p pcp over $T: first 4 KiB $FIRST s, dd $VAL s"
-    done
-    collect "$p pdd $T"
-    V=("${W[@]}")
-    collect "$p pfirst $T"
+    mount_runs pcp "$RUNS" "$p-$T" "$p pcp $T" "$p pready $T" "$p pdd $T" "$p pfirst $T"
   done
-  T=tcp
-  V=() W=()
-  for ((r = 1; r <= BASE_RUNS; r++)); do
-    wl_cp sshfs "$p-scp-r-$r"
-    V+=("$VAL") W+=("$READY")
-    log "$p sshfs ready $READY s, cp -r $VAL s"
-  done
-  collect "$p scp_r"
-  V=("${W[@]}")
-  collect "$p sready"
-  V=() W=()
-  for ((r = 1; r <= BASE_RUNS; r++)); do
-    wl_dd sshfs "$p-sdd-$r"
-    V+=("$VAL") W+=("$FIRST")
-    log "$p sshfs first 4 KiB $FIRST s, dd $VAL s"
-  done
-  collect "$p sdd"
-  V=("${W[@]}")
-  collect "$p sfirst"
+  mount_runs sshfs "$BASE_RUNS" "$p-sshfs" "$p scp_r" "$p sready" "$p sdd" "$p sfirst"
   report_path "$p" >>"$REPORT"
   # Next path: its own namespaces (the trap deletes these too).
   kill_namespaced KILL

@@ -80,6 +80,25 @@ impl Link {
             .arg(PCP);
         c
     }
+
+    /// `pcp send PATH` in namespace `a`, listening on `listen` only: the sender, its code and
+    /// the address it printed for `listen`.
+    fn send(&self, listen: &str, path: &Path) -> (Proc, String, String) {
+        let mut send = self.pcp('a');
+        send.args(["-v", "--no-progress", "--discovery", "none", "send"])
+            .args(["--listen", listen])
+            .arg(path);
+        let (sender, code) = Proc::start(send, None);
+        // The printed address: `listen` up to its port, then the real port and `/p2p/`.
+        let prefix = listen.trim_end_matches("/quic-v1").trim_end_matches('0');
+        let addr = sender
+            .line(&format!("Listening on {prefix}"))
+            .1
+            .trim_start_matches("Listening on ")
+            .trim()
+            .to_string();
+        (sender, code.unwrap(), addr)
+    }
 }
 
 impl Drop for Link {
@@ -193,26 +212,7 @@ fn across_100_ms_a_mount_lists_within_8_round_trips_and_cp_of_100_files_takes_10
         std::fs::write(share.join(format!("f{i:03}")), body).unwrap();
     }
     let link = Link::up(1, DELAY_MS, 100, 0);
-
-    let mut send = link.pcp('a');
-    send.args([
-        "-v",
-        "--no-progress",
-        "--discovery",
-        "none",
-        "send",
-        "--listen",
-        "/ip4/10.241.0.1/tcp/0",
-    ])
-    .arg(&share);
-    let (sender, code) = Proc::start(send, None);
-    let code = code.unwrap();
-    let addr = sender
-        .line("Listening on /ip4/10.241.0.1/tcp/")
-        .1
-        .trim_start_matches("Listening on ")
-        .trim()
-        .to_string();
+    let (sender, code, addr) = link.send("/ip4/10.241.0.1/tcp/0", &share);
 
     let mnt = tempfile::tempdir().unwrap();
     let mp = mnt.path().to_path_buf();
@@ -284,26 +284,7 @@ fn over_quic_a_path_with_1_percent_loss_still_moves_16_mib_within_15_s() {
     std::fs::write(&file, &body).unwrap();
     // 50 ms round trips, 100 Mbit/s, 1% of packets lost at random in each direction.
     let link = Link::up(2, 25, 100, 1);
-
-    let mut send = link.pcp('a');
-    send.args([
-        "-v",
-        "--no-progress",
-        "--discovery",
-        "none",
-        "send",
-        "--listen",
-        "/ip4/10.241.0.1/udp/0/quic-v1",
-    ])
-    .arg(&file);
-    let (sender, code) = Proc::start(send, None);
-    let code = code.unwrap();
-    let addr = sender
-        .line("Listening on /ip4/10.241.0.1/udp/")
-        .1
-        .trim_start_matches("Listening on ")
-        .trim()
-        .to_string();
+    let (sender, code, addr) = link.send("/ip4/10.241.0.1/udp/0/quic-v1", &file);
     assert!(addr.contains("/quic-v1/"), "{addr}");
 
     let out = tempfile::tempdir().unwrap();
