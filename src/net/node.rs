@@ -154,6 +154,11 @@ fn build_swarm(key: identity::Keypair, role: Role) -> Result<Swarm<Behaviour>> {
             } else {
                 30
             }))
+            // A peer dialed at several addresses (a sender found through the DHT, a hole
+            // punch): QUIC first, TCP 30 ms (private addresses) or 250 ms (public) later,
+            // relays last (libp2p's happy eyeballs). Over the internet QUIC is the better
+            // transport since its controller is BBR (vendor/libp2p-quic/PCP-PATCH.md).
+            .with_smart_dial()
         })
         .build())
 }
