@@ -337,7 +337,7 @@ make_data() {
 
 declare -A RES=()
 # Formats of a median in seconds ("" when not measured): % of the link, round trips, seconds.
-pct() { if [ -z "$1" ]; then echo "-"; else calc "printf \"%.0f%%\", 100 * $BIG / $1 / $LINK_MIBS"; fi; }
+pct() { if [ -z "$1" ]; then echo "-"; else calc "printf \"%.1f%%\", 100 * $BIG / $1 / $LINK_MIBS"; fi; }
 rtts() { if [ -z "$1" ]; then echo "-"; else calc "printf \"%.1f\", $1 * 1000 / $RTT_MS"; fi; }
 secs() { if [ -z "$1" ]; then echo "not run"; else calc "printf \"%.2f s\", $1"; fi; }
 collect() { # collect KEY: median of the runs V into RES[KEY]
