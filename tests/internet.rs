@@ -403,22 +403,11 @@ fn tree(seed: u64) -> tempfile::TempDir {
     src
 }
 
-/// `pcp send` in `ns` through the DHT, listening on TCP on every interface.
-fn send_dht(
-    net: &Net,
-    ns: &str,
-    boot: &[String],
-    path: &std::path::Path,
-    extra: &[(&str, String)],
-) -> Sending {
-    send_dht_on(net, ns, boot, path, extra, &[TCP_ANY])
-}
-
 const TCP_ANY: &str = "/ip4/0.0.0.0/tcp/0";
 const QUIC_ANY: &str = "/ip4/0.0.0.0/udp/0/quic-v1";
 
-/// [`send_dht`] listening on `listen`.
-fn send_dht_on(
+/// `pcp send` in `ns` through the DHT, listening on `listen` (every interface).
+fn send_dht(
     net: &Net,
     ns: &str,
     boot: &[String],
@@ -508,7 +497,7 @@ fn public_peers_find_each_other_through_the_dht() {
     let receiver = net.public_peer("rcv", 22);
     // Sender and receiver know different helpers: the helpers must form one DHT.
     // Listening on TCP and QUIC, as `pcp send` does by default.
-    let mut s = send_dht_on(
+    let mut s = send_dht(
         &net,
         &sender,
         &boot[..1],
@@ -549,7 +538,14 @@ fn peers_behind_nat_meet_through_a_relay_and_punch_a_hole() {
     let sender = net.nat_peer("snd", 31, 1);
     let receiver = net.nat_peer("rcv", 32, 2);
     let probe = net.public_peer("probe", 40);
-    let mut s = send_dht(&net, &sender, &boot, &src.path().join("share"), &[]);
+    let mut s = send_dht(
+        &net,
+        &sender,
+        &boot,
+        &src.path().join("share"),
+        &[],
+        &[TCP_ANY],
+    );
     // Negative control: the sender's port on its router's public address (it listens on
     // 0.0.0.0, one port for every interface, and the router keeps ports), dialed directly by a
     // public host, leads nowhere: the router masquerades and drops unsolicited packets.
@@ -635,7 +631,14 @@ fn a_sender_started_before_a_slot_boundary_is_found_after_it() {
     let env = [("PCP_CLOCK_OFFSET_SECS", offset.to_string())];
     let started = shifted_now(offset);
     let sender_slot = (started as i64).div_euclid(SLOT);
-    let mut s = send_dht(&net, &sender, &boot, &src.path().join("share"), &env);
+    let mut s = send_dht(
+        &net,
+        &sender,
+        &boot,
+        &src.path().join("share"),
+        &env,
+        &[TCP_ANY],
+    );
     let printed = shifted_now(offset);
     // Wait until 2 s into the next slot (by the same shifted clock).
     while (shifted_now(offset) as i64).div_euclid(SLOT) == sender_slot
@@ -714,7 +717,14 @@ fn a_sender_that_reaches_no_dht_peer_says_so_once() {
     let sender = net.public_peer("snd", 21);
     // The only bootstrap peer is an address on this network where no one answers.
     let nobody = format!("/ip4/{}/tcp/4001", net.public_ip(99));
-    let s = send_dht(&net, &sender, &[nobody], &src.path().join("share"), &[]);
+    let s = send_dht(
+        &net,
+        &sender,
+        &[nobody],
+        &src.path().join("share"),
+        &[],
+        &[TCP_ANY],
+    );
     let said = |s: &Sending| {
         s.stderr
             .lock()
