@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::session::{open_stream, Io};
+use super::session::open_stream;
 use crate::crypto::{self, secure_stream, SessionKeys};
 use crate::error::{Error, Result};
 use crate::net::Node;
@@ -47,15 +47,7 @@ pub(super) async fn open_lane(
     keys: &SessionKeys,
     index: u32,
 ) -> Result<(Lane, oneshot::Receiver<Result<()>>)> {
-    open_lane_on(open_stream(node, peer).await?, keys, index).await
-}
-
-/// [`open_lane`] on a stream already open (negotiated, nothing sent on it yet).
-pub(super) async fn open_lane_on(
-    mut io: Io,
-    keys: &SessionKeys,
-    index: u32,
-) -> Result<(Lane, oneshot::Receiver<Result<()>>)> {
+    let mut io = open_stream(node, peer).await?;
     let join = Join {
         session: keys.session_id().to_vec(),
         index,
@@ -143,9 +135,11 @@ async fn write_requests<W: tokio::io::AsyncWrite + Unpin>(
 ) {
     while let Some(o) = rx.recv().await {
         if failed.dead.load(Ordering::SeqCst) {
-            let _ = o
-                .reply
-                .send(Err(Error::ConnectionLost("data stream closed".into())));
+            // Never sent, so never answered: it may go out on another stream. (A sender with
+            // several receivers arriving at once may drop a new stream before its `Ready`.)
+            let _ = o.reply.send(Err(Error::Unanswered(
+                "data stream closed before the request went out".into(),
+            )));
             continue;
         }
         failed

@@ -9,7 +9,7 @@ use prost::Message;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
-use super::client::{open_lane, open_lane_on, Client, ClientInner, LANE_ATTEMPTS};
+use super::client::{open_lane, Client, ClientInner, LANE_ATTEMPTS};
 use crate::code::Code;
 use crate::crypto::{
     self, secure_stream, HandshakeParams, SecureReader, SecureWriter, SessionKeys,
@@ -21,7 +21,6 @@ use crate::proto::{
     envelope::Msg, Abort, Accept, Decline, Done, Entry, Offer, Role, MAX_ENTRIES,
     MAX_MANIFEST_BYTES,
 };
-use crate::task::AbortOnDrop;
 
 pub(super) type Io = Compat<Stream>;
 
@@ -54,23 +53,13 @@ pub struct Session {
     writer: SecureWriter<WriteHalf<Io>>,
     offer: Option<Offer>,
     manifest: Option<Manifest>,
-    /// The first data stream, opened (negotiated) while the handshake ran, so the first
-    /// request waits for no negotiation round trip of its own; nothing is sent on it before
-    /// the session is confirmed.
-    spare: Option<AbortOnDrop<Result<Io>>>,
 }
 
 /// Attempts at opening the control stream when the sender closes it unanswered.
 pub const OPEN_ATTEMPTS: u32 = 5;
 
 impl Session {
-    fn on_control_stream(
-        node: &Node,
-        peer: PeerId,
-        keys: SessionKeys,
-        io: Io,
-        spare: Option<AbortOnDrop<Result<Io>>>,
-    ) -> Session {
+    fn on_control_stream(node: &Node, peer: PeerId, keys: SessionKeys, io: Io) -> Session {
         let (reader, writer) = secure_stream(io, &keys, 0);
         Session {
             node: node.clone(),
@@ -80,7 +69,6 @@ impl Session {
             writer,
             offer: None,
             manifest: None,
-            spare,
         }
     }
 
@@ -92,23 +80,9 @@ impl Session {
         let mut attempt = 0;
         loop {
             let mut io = open_stream(node, peer).await?;
-            // The sender has taken the control stream; the first data stream's negotiation
-            // now overlaps the handshake's round trips (dropped with the session if it fails).
-            let spare = {
-                let node = node.clone();
-                AbortOnDrop::spawn(async move { open_stream(&node, peer).await })
-            };
             let params = HandshakeParams::with_code(&phrase, Role::Receiver, peer, node.peer_id());
             match crypto::timed("the handshake", crypto::handshake(&mut io, params, None)).await {
-                Ok(keys) => {
-                    return Ok(Session::on_control_stream(
-                        node,
-                        peer,
-                        keys,
-                        io,
-                        Some(spare),
-                    ))
-                }
+                Ok(keys) => return Ok(Session::on_control_stream(node, peer, keys, io)),
                 // The stream was negotiated lazily (net::lazy): a sender that does not speak
                 // our protocol says so at its first answer. Name its version if it has one.
                 Err(Error::IncompatibleVersion { theirs: None, .. }) => {
@@ -134,7 +108,7 @@ impl Session {
         let hs =
             crypto::resume_handshake(&mut io, Role::Receiver, peer, node.peer_id(), ticket, None);
         let keys = crypto::timed("the resumption handshake", hs).await?;
-        Ok(Session::on_control_stream(node, peer, keys, io, None))
+        Ok(Session::on_control_stream(node, peer, keys, io))
     }
 
     /// Waits until the sender ends the session (an abort, a closed stream or a lost connection)
@@ -268,20 +242,12 @@ impl Session {
         let inner = std::sync::Arc::new(ClientInner::new());
         let (node, peer, keys) = (self.node.clone(), self.peer, self.keys.clone());
         let opener = std::sync::Arc::downgrade(&inner);
-        let mut spare = self.spare.take();
         tokio::spawn(async move {
             let mut why = None;
             let mut index = 1;
             let mut attempt = 0;
             while index <= n.max(1) {
-                let ready_made = match spare.take() {
-                    Some(mut s) => (&mut s.0).await.ok().and_then(|r| r.ok()),
-                    None => None,
-                };
-                let opened = match ready_made {
-                    Some(io) => open_lane_on(io, &keys, index).await,
-                    None => open_lane(&node, peer, &keys, index).await,
-                };
+                let opened = open_lane(&node, peer, &keys, index).await;
                 let Some(inner) = opener.upgrade() else {
                     return;
                 };
