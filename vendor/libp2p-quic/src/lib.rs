@@ -61,6 +61,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg, doc_auto_cfg))]
 
 mod config;
+// pcp: quinn's BBR with a sane window (see PCP-PATCH.md).
+mod congestion;
 mod connection;
 mod hole_punching;
 mod provider;
