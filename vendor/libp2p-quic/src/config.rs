@@ -155,8 +155,8 @@ impl From<Config> for QuinnConfig {
         // pcp: BBR instead of quinn's default CUBIC (see PCP-PATCH.md). A loss-based controller
         // holds a flow to about MSS / RTT x 1.2 / sqrt(loss): 0.1% random loss at 50 ms cut a
         // transfer to a fourteenth of what TCP with BBR moved on the same emulated path. Its
-        // window is capped at 1.5 times the bandwidth-delay product measured over whole round trips
-        // (src/congestion.rs): quinn's own estimate overran a one-BDP queue and lost a third.
+        // window is capped at BBR's gains times the bandwidth-delay product measured over round
+        // trips (src/congestion.rs): quinn's own estimate overran a one-BDP queue, losing a third.
         transport
             .congestion_controller_factory(Arc::new(crate::congestion::CappedBbrConfig::default()));
         let transport = Arc::new(transport);

@@ -1,7 +1,7 @@
 // pcp: this file is not part of libp2p-quic 0.14.0 (see PCP-PATCH.md).
 //
-//! quinn's BBR with its window held to 1.5 times the bandwidth-delay product that the
-//! acknowledgements show.
+//! quinn's BBR with its window held to BBR's gains (2.885 in start-up, then 2) times the
+//! bandwidth-delay product that the acknowledgements show.
 //!
 //! quinn's BBR (documented as experimental) estimates the bottleneck rate from the gap between
 //! two consecutive acknowledgements and two consecutive sends, and keeps the largest such
@@ -11,7 +11,7 @@
 //! smaller than its window. On an emulated 50 ms path of 200 Mbit/s with a one-BDP queue, a
 //! third of its packets were dropped (TCP: 4%). Here the rate is measured over whole round
 //! trips instead (bytes acknowledged over at least the minimum round trip of the last 10 s),
-//! and the window is at most `GAIN` (1.5) times that rate times that round trip. BBR's own
+//! and the window is at most BBR's gain times that rate times that round trip. BBR's own
 //! behaviour (start-up, drain, probing, ignoring random loss) is otherwise untouched.
 
 use std::any::Any;
@@ -22,12 +22,15 @@ use std::time::{Duration, Instant};
 use quinn::congestion::{BbrConfig, Controller, ControllerFactory, ControllerMetrics};
 use quinn_proto::RttEstimator;
 
-/// The window is at most this many bandwidth-delay products. BBR's own `cwnd_gain` is 2, but
-/// this cap has no response to loss of its own (BBRv2's `inflight_hi`): the gain alone bounds
-/// the queue the flow keeps at the bottleneck, (GAIN - 1) BDP. With 1.5 a router queue of half a
-/// BDP is enough; measured on a one-BDP queue, 2 still lost 3.5-5.8% of its packets at 50 ms,
-/// 1.5 none, in the same time.
-const GAIN: f64 = 1.5;
+/// The window is at most this many bandwidth-delay products once the pipe is full: BBR's
+/// `cwnd_gain`.
+const GAIN: f64 = 2.0;
+/// ... and this many before, while the measured rate still grows by a quarter or more per round
+/// trip: BBR's start-up gain (2 / ln 2), so the cap never slows BBR's start-up.
+const STARTUP_GAIN: f64 = 2.885;
+/// The pipe is full after this many round trips without the rate growing by a quarter (BBR's
+/// full-bandwidth test).
+const FULL_ROUNDS: u32 = 3;
 /// Round-trip rate samples kept; the window follows the largest.
 const SAMPLES: usize = 10;
 /// How long a minimum round trip is trusted (BBR's `min_rtt` filter).
@@ -70,6 +73,11 @@ struct RoundRate {
     min_rtt: Option<(Duration, Instant)>,
     /// Bytes per second of the last [`SAMPLES`] round trips.
     samples: VecDeque<u64>,
+    /// BBR's full-bandwidth test: the rate at the last growth by a quarter, the round trips
+    /// since, and whether [`FULL_ROUNDS`] have passed.
+    full_rate: u64,
+    full_count: u32,
+    full: bool,
 }
 
 impl RoundRate {
@@ -98,6 +106,15 @@ impl RoundRate {
             }
             self.samples.push_back(rate);
         }
+        if !app_limited && !self.full {
+            if rate as f64 >= self.full_rate as f64 * 1.25 {
+                self.full_rate = rate;
+                self.full_count = 0;
+            } else {
+                self.full_count += 1;
+                self.full = self.full_count >= FULL_ROUNDS;
+            }
+        }
         self.start = Some(now);
         self.bytes = 0;
     }
@@ -110,7 +127,8 @@ impl RoundRate {
     fn cap(&self) -> Option<u64> {
         let rate = self.max()?;
         let (min_rtt, _) = self.min_rtt?;
-        Some((GAIN * rate as f64 * min_rtt.as_secs_f64()) as u64)
+        let gain = if self.full { GAIN } else { STARTUP_GAIN };
+        Some((gain * rate as f64 * min_rtt.as_secs_f64()) as u64)
     }
 }
 
