@@ -348,3 +348,37 @@ fn parse_hash(h: &[u8]) -> Result<[u8; 32]> {
     h.try_into()
         .map_err(|_| Error::Protocol(format!("hash of {} bytes", h.len())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Role;
+
+    /// A request that reaches a data stream the sender dropped before answering anything (its
+    /// `Ready` never came: a busy sender) was never sent: it fails as "unanswered", which
+    /// `Client::call` sends again on another stream, not as a lost connection that ends the
+    /// whole transfer.
+    #[tokio::test]
+    async fn a_request_on_a_stream_dropped_unanswered_may_go_out_again() {
+        let keys = SessionKeys::derive(Role::Receiver, b"k", &[0; 32]);
+        let (io, _peer) = tokio::io::duplex(1024);
+        let (_, writer) = secure_stream(io, &keys, 1);
+        let failed = Failed {
+            pending: Default::default(),
+            dead: Arc::new(AtomicBool::new(false)),
+        };
+        failed.fail_all(&Error::Unanswered("closed before Ready".into()));
+        let (tx, rx) = mpsc::channel(1);
+        let (reply, answer) = oneshot::channel();
+        tx.send(Outgoing {
+            req: Request::default(),
+            reply,
+        })
+        .await
+        .unwrap();
+        drop(tx);
+        write_requests(rx, writer, failed).await;
+        let got = answer.await.unwrap();
+        assert!(matches!(got, Err(Error::Unanswered(_))), "{got:?}");
+    }
+}
