@@ -10,7 +10,26 @@ use pcp::cli::{self, Cli};
 use pcp::text::printable;
 use pcp::Error;
 
+/// glibc's malloc, set for pcp's buffers of 1 MiB and a little more (one per read in flight).
+/// By default it moves its mmap threshold to the size last freed and gives the top of the heap
+/// back past twice that, so such buffers kept being unmapped and faulted in again: 20,000 to
+/// 60,000 page faults per GiB received on each side, against 4,000 to 8,000 with these fixed
+/// limits (peak RSS the same).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_malloc() {
+    // SAFETY: mallopt only sets the allocator's parameters; called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = Cli::parse();
     cli::init_logging(cli.verbose);
     let mut b = tokio::runtime::Builder::new_multi_thread();
