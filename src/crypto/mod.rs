@@ -14,4 +14,4 @@ pub use handshake::{
 };
 pub use kem::{KEM_CT_LEN, KEM_EK_LEN};
 pub use keys::{ResumeTicket, SessionKeys};
-pub use record::{secure_stream, Opener, Sealer, SecureReader, SecureWriter};
+pub use record::{secure_stream, Opener, Sealer, SecureReader, SecureWriter, DATA_ROOM, TAG};

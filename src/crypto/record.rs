@@ -9,9 +9,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::keys::SessionKeys;
 use crate::error::{Error, Result};
-use crate::proto::{self as wire, envelope, lost, read_frame, Envelope, MAX_FRAME};
+use crate::proto::{self as wire, envelope, lost, read_frame, Envelope, Response, MAX_FRAME};
 
-const TAG: usize = 16;
+/// Bytes of a Poly1305 tag at the end of each sealed frame.
+pub const TAG: usize = 16;
+
+/// Bytes kept free before a read's data in the buffer [`SecureWriter::send_data`] seals in
+/// place: the frame's length (4) and at most 33 bytes of keys and lengths before the data.
+pub const DATA_ROOM: usize = 40;
 
 /// Sealed messages wait in a [`SecureWriter`] until this many bytes (or a flush), so a run of
 /// small ones is written at once.
@@ -143,6 +148,62 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
         Ok(())
     }
 
+    /// [`send`](Self::send) of `Response { id, data: buf[DATA_ROOM..] }`, the same bytes on
+    /// the wire, sealed in place in `buf` instead of copied into the writer's buffer first: the
+    /// frame's length and the message's first bytes go into the room before the data, the tag
+    /// after it (`buf` has room for it when read with [`TAG`] bytes to spare). A small answer
+    /// still waits with the others; a big one is written from `buf` at once.
+    pub async fn send_data(&mut self, id: u64, mut buf: Vec<u8>) -> Result<()> {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+        let len = buf.len().saturating_sub(DATA_ROOM);
+        if len == 0 {
+            // prost leaves empty bytes out, and so must this.
+            let resp = Response {
+                id,
+                ..Default::default()
+            };
+            return self.send(envelope::Msg::Response(resp)).await;
+        }
+        let id_len = if id == 0 {
+            0
+        } else {
+            key_len(1) + encoded_len_varint(id)
+        };
+        let inner = id_len + key_len(2) + encoded_len_varint(len as u64) + len;
+        // Envelope.response (6); Response.id (1), left out when 0; Response.data's key and
+        // length (2): prost's order and encoding, pinned by a test against `send`.
+        let mut head = [0u8; DATA_ROOM - 4];
+        let spare = {
+            let mut h = &mut head[..];
+            encode_key(6, WireType::LengthDelimited, &mut h);
+            encode_varint(inner as u64, &mut h);
+            if id != 0 {
+                encode_key(1, WireType::Varint, &mut h);
+                encode_varint(id, &mut h);
+            }
+            encode_key(2, WireType::LengthDelimited, &mut h);
+            encode_varint(len as u64, &mut h);
+            h.len()
+        };
+        let head = &head[..head.len() - spare];
+        let plain = head.len() + len;
+        if plain > MAX_FRAME {
+            return Err(Error::FrameTooLarge(plain, MAX_FRAME));
+        }
+        let start = DATA_ROOM - head.len() - 4;
+        buf[start..start + 4].copy_from_slice(&((plain + TAG) as u32).to_be_bytes());
+        buf[start + 4..DATA_ROOM].copy_from_slice(head);
+        let tag = self.sealer.seal_detached(&mut buf[start + 4..])?;
+        buf.extend_from_slice(&tag);
+        let frame = &buf[start..];
+        if self.buf.len() + frame.len() < COALESCE {
+            self.buf.extend_from_slice(frame);
+            return Ok(());
+        }
+        self.write_out().await?;
+        self.w.write_all(frame).await.map_err(lost)
+    }
+
     /// Writes what [`send`](Self::send) sealed and has not written yet.
     async fn write_out(&mut self) -> Result<()> {
         if self.buf.is_empty() {
@@ -235,6 +296,62 @@ mod tests {
         let mut flipped = f2.clone();
         flipped[0] ^= 1;
         assert!(open.open(flipped).is_err());
+    }
+
+    /// An answer sealed in its read buffer is, byte for byte, the frame `send` makes, small
+    /// ones behind others as big ones alone, and it opens to the same message.
+    #[tokio::test]
+    async fn answers_sealed_in_place_match_encoded_ones() {
+        use tokio::io::AsyncReadExt;
+        let keys = SessionKeys::derive(Role::Sender, b"k", &[0; 32]);
+        let peer = SessionKeys::derive(Role::Receiver, b"k", &[0; 32]);
+        let answers = [
+            (0u64, 1usize),
+            (1, 0),
+            (2, 300),
+            (300, COALESCE),
+            (1 << 40, 70_000),
+            (u64::MAX, MAX_FRAME - 33),
+        ];
+        let data = |len: usize| (0..len).map(|i| (i % 253) as u8).collect::<Vec<u8>>();
+        let mut streams = Vec::new();
+        for in_place in [false, true] {
+            let (a, mut b) = tokio::io::duplex(16 << 20);
+            let (_, mut w) = secure_stream(a, &keys, 1);
+            for (id, len) in answers {
+                if in_place {
+                    let mut buf = vec![0; DATA_ROOM];
+                    buf.extend(data(len));
+                    w.send_data(id, buf).await.unwrap();
+                } else {
+                    let data = data(len).into();
+                    let resp = Response {
+                        id,
+                        data,
+                        ..Default::default()
+                    };
+                    w.send(envelope::Msg::Response(resp)).await.unwrap();
+                }
+            }
+            w.close().await;
+            drop(w);
+            let mut raw = Vec::new();
+            b.read_to_end(&mut raw).await.unwrap();
+            streams.push(raw);
+        }
+        assert!(streams[0] == streams[1], "the streams differ");
+        let (_, open) = peer.stream(1);
+        let mut r = SecureReader::new(&streams[1][..], open);
+        for (id, len) in answers {
+            match r.recv().await.unwrap() {
+                Some(envelope::Msg::Response(got)) => {
+                    assert_eq!((got.id, got.data.len()), (id, len));
+                    assert!(got.data == data(len));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(r.recv().await.unwrap().is_none());
     }
 
     /// Small messages wait until a flush and then arrive together, in order; a big one is

@@ -39,6 +39,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<O
     }
     // Zeroed once: reading into spare capacity instead goes through the futures-io compat
     // layer, which zeroes the whole unfilled rest at every read (quadratic for a 1 MiB frame).
+    // (Zeroing in 64 KiB pieces right before each is read into measured the same.)
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await.map_err(lost)?;
     Ok(Some(buf))
@@ -103,5 +104,21 @@ mod tests {
         ));
         let mut data: &[u8] = &[];
         assert!(read_frame(&mut data, 16).await.unwrap().is_none());
+    }
+
+    /// A frame arriving a few bytes per read comes out whole.
+    #[tokio::test]
+    async fn a_big_frame_in_small_reads_arrives_whole() {
+        let payload: Vec<u8> = (0..200_123).map(|i| (i % 251) as u8).collect();
+        let (mut a, mut b) = tokio::io::duplex(1000);
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            write_frame(&mut a, &sent).await.unwrap();
+            write_frame(&mut a, b"next").await.unwrap();
+        });
+        let got = read_frame(&mut b, 1 << 20).await.unwrap().unwrap();
+        assert!(got == payload, "the frame came out changed");
+        assert_eq!(read_frame(&mut b, 16).await.unwrap().unwrap(), b"next");
+        writer.await.unwrap();
     }
 }

@@ -10,9 +10,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use lru::LruCache;
 use tokio::sync::OnceCell;
 
+use crate::crypto::{DATA_ROOM, TAG};
 use crate::manifest::{LocalTree, Source};
 use crate::proto::{
     request, ErrorCode, Failure, Kind, Offer, Request, Response, MAX_RANGE_HASH, MAX_READ,
@@ -33,6 +35,24 @@ pub struct Share {
 /// Reads up to this size wait for the disk on the serving task instead of the blocking pool.
 const INLINE_READ: u32 = 64 * 1024;
 
+/// What [`Share::answer`] sends back.
+pub(crate) enum Answer {
+    /// A read's bytes, `buf[DATA_ROOM..]`, to be sealed in place by `SecureWriter::send_data`.
+    Data { id: u64, buf: Vec<u8> },
+    /// Any other response.
+    Other(Response),
+}
+
+impl Answer {
+    /// File bytes it carries.
+    pub(crate) fn data_len(&self) -> usize {
+        match self {
+            Answer::Data { buf, .. } => buf.len() - DATA_ROOM,
+            Answer::Other(r) => r.data.len(),
+        }
+    }
+}
+
 /// Why [`Share::read`] returned no data.
 #[derive(Debug)]
 pub enum ReadError {
@@ -48,19 +68,28 @@ impl From<Failure> for ReadError {
     }
 }
 
-/// One `preadv2` at `offset` into `buf`'s spare room, up to `want` bytes in all (no zeroing
-/// first); `flags` 0 waits for the disk, `RWF_NOWAIT` takes only what the page cache holds
+/// Where a read puts the bytes: after `before` bytes that the caller fills in later, with
+/// capacity for `after` more behind them, so a record's header and tag fit around the data
+/// without a copy (see `SecureWriter::send_data`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Room {
+    pub before: usize,
+    pub after: usize,
+}
+
+/// One `preadv2` at `offset` into `buf`'s spare room, until `buf` is `end` bytes long (no
+/// zeroing first); `flags` 0 waits for the disk, `RWF_NOWAIT` takes only what the page cache holds
 /// (EAGAIN otherwise, or EOPNOTSUPP where the kernel or filesystem cannot tell).
 fn pread_append(
     f: &File,
     buf: &mut Vec<u8>,
-    want: usize,
+    end: usize,
     offset: u64,
     flags: libc::c_int,
 ) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
-    buf.reserve(want.saturating_sub(buf.len()));
-    let room = want
+    buf.reserve(end.saturating_sub(buf.len()));
+    let room = end
         .saturating_sub(buf.len())
         .min(buf.spare_capacity_mut().len());
     let iov = libc::iovec {
@@ -164,24 +193,27 @@ impl Share {
 
     /// Positioned read of up to `len` bytes at `offset`: blocking (call from a blocking thread),
     /// or with `nowait` only from the page cache (fails with [`ReadError::WouldBlock`] if any
-    /// of it is not there). A read covering the whole file also yields its hash.
+    /// of it is not there). The bytes are `buf[room.before..]` of the buffer returned. A read
+    /// covering the whole file also yields its hash.
     pub fn read(
         &self,
         id: u64,
         offset: u64,
         len: u32,
+        room: Room,
         nowait: bool,
     ) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), ReadError> {
-        self.read_into(id, offset, len, Vec::new(), nowait)
+        self.read_into(id, offset, len, room, Vec::new(), nowait)
     }
 
-    /// [`read`](Self::read), going on from `buf`: the bytes a no-wait read already got (from
+    /// [`read`](Self::read), going on from `buf`: what a no-wait read already got (from
     /// [`ReadError::WouldBlock`]), so a fallback to the disk reads only the rest.
     pub fn read_into(
         &self,
         id: u64,
         offset: u64,
         len: u32,
+        room: Room,
         mut buf: Vec<u8>,
         nowait: bool,
     ) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), ReadError> {
@@ -202,15 +234,18 @@ impl Share {
         }
         let want = (src.size - offset).min(len as u64) as usize;
         let f = self.file(id)?;
-        if buf.len() > want {
+        let end = room.before + want;
+        if buf.len() > end || buf.len() < room.before {
             buf.clear();
+            buf.resize(room.before, 0);
         }
+        buf.reserve_exact(end + room.after - buf.len());
         // No-wait: only what the page cache holds (EAGAIN at the first page it lacks; where the
         // filesystem cannot tell, EOPNOTSUPP); the caller then goes on from there, blocking.
         let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
-        while buf.len() < want {
-            let at = offset + buf.len() as u64;
-            match pread_append(&f, &mut buf, want, at, flags) {
+        while buf.len() < end {
+            let at = offset + (buf.len() - room.before) as u64;
+            match pread_append(&f, &mut buf, end, at, flags) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -218,7 +253,7 @@ impl Share {
                 Err(e) => return Err(fail(ErrorCode::Io, format!("read failed: {e}")).into()),
             }
         }
-        let got = buf.len();
+        let got = buf.len() - room.before;
         // Checked after reading, so bytes of a file that changed meanwhile are never sent.
         self.check_unchanged(id, &f)?;
         if got < want {
@@ -226,7 +261,7 @@ impl Share {
         }
         self.served.fetch_add(got as u64, Ordering::Relaxed);
         let hash = (offset == 0 && want as u64 == src.size).then(|| {
-            let h: [u8; 32] = blake3::hash(&buf).into();
+            let h: [u8; 32] = blake3::hash(&buf[room.before..]).into();
             let _ = self.cell(id).set(h);
             h
         });
@@ -309,7 +344,13 @@ impl Share {
         Ok(h.finalize().into())
     }
 
-    pub(crate) async fn answer(self: Arc<Self>, req: Request) -> Response {
+    pub(crate) async fn answer(self: Arc<Self>, req: Request) -> Answer {
+        // A read's bytes land after room for the record's header and before room for its
+        // tag, so the answer is sealed where it was read (`SecureWriter::send_data`).
+        let room = Room {
+            before: DATA_ROOM,
+            after: TAG,
+        };
         let mut resp = Response {
             id: req.id,
             ..Default::default()
@@ -318,16 +359,16 @@ impl Share {
             Some(request::Op::Read(r)) => {
                 // From the page cache right here when it holds the range (no hand-off to the
                 // blocking pool, which costs a thread wake-up per request), else from the pool.
-                let read = match self.read(r.file, r.offset, r.len, true) {
+                let read = match self.read(r.file, r.offset, r.len, room, true) {
                     // A small read from the disk waits less than the two thread hand-offs the
                     // pool costs (~0.1 ms against ~0.1 ms on a 2-core VM): read it right here.
                     Err(ReadError::WouldBlock(got)) if r.len <= INLINE_READ => {
-                        self.read_into(r.file, r.offset, r.len, got, false)
+                        self.read_into(r.file, r.offset, r.len, room, got, false)
                     }
                     Err(ReadError::WouldBlock(got)) => {
                         let me = self.clone();
                         tokio::task::spawn_blocking(move || {
-                            me.read_into(r.file, r.offset, r.len, got, false)
+                            me.read_into(r.file, r.offset, r.len, room, got, false)
                         })
                         .await
                         .unwrap_or_else(|e| Err(fail(ErrorCode::Io, e.to_string()).into()))
@@ -335,9 +376,10 @@ impl Share {
                     other => other,
                 };
                 match read {
-                    Ok((data, hash)) => {
-                        resp.data = data.into();
-                        resp.hash = hash.map(|h| h.to_vec()).unwrap_or_default();
+                    Ok((buf, None)) => return Answer::Data { id: req.id, buf },
+                    Ok((buf, Some(hash))) => {
+                        resp.data = Bytes::from(buf).slice(room.before..);
+                        resp.hash = hash.to_vec();
                         Ok(())
                     }
                     Err(ReadError::Failed(f)) => Err(f),
@@ -361,7 +403,7 @@ impl Share {
         if let Err(f) = result {
             resp.error = Some(f);
         }
-        resp
+        Answer::Other(resp)
     }
 }
 
@@ -377,41 +419,53 @@ mod tests {
         (share, id)
     }
 
+    /// Both ways, with and without room around the bytes (the bytes after `before`, capacity
+    /// for `after` more, so a tag is appended without moving them).
     #[test]
     fn reads_from_the_page_cache_or_the_disk_agree() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (share, id) = share_of(dir.path(), &data);
-        for (off, len) in [
-            (0u64, 4096u32),
-            (12_345, 70_000),
-            (299_000, 4096),
-            (300_000, 10),
-        ] {
-            let want = &data[off as usize..(off as usize + len as usize).min(data.len())];
-            let (blocking, _) = share.read(id, off, len, false).unwrap();
-            assert_eq!(blocking, want);
-            // Just written, so in the page cache: the no-wait read gets it all.
-            match share.read(id, off, len, true) {
-                Ok((cached, _)) => assert_eq!(cached, want),
-                Err(e) => panic!("a read of cached data failed: {e:?}"),
+        let framed = Room {
+            before: DATA_ROOM,
+            after: TAG,
+        };
+        for room in [Room::default(), framed] {
+            let bytes = |buf: &Vec<u8>| {
+                assert!(buf.capacity() >= buf.len() + room.after, "no room after");
+                buf[room.before..].to_vec()
+            };
+            for (off, len) in [
+                (0u64, 4096u32),
+                (12_345, 70_000),
+                (299_000, 4096),
+                (300_000, 10),
+            ] {
+                let want = &data[off as usize..(off as usize + len as usize).min(data.len())];
+                let (blocking, _) = share.read(id, off, len, room, false).unwrap();
+                assert_eq!(bytes(&blocking), want);
+                // Just written, so in the page cache: the no-wait read gets it all.
+                match share.read(id, off, len, room, true) {
+                    Ok((cached, _)) => assert_eq!(bytes(&cached), want),
+                    Err(e) => panic!("a read of cached data failed: {e:?}"),
+                }
             }
+            // A fallback goes on from what a no-wait read got.
+            let mut got = vec![0; room.before];
+            got.extend_from_slice(&data[1000..1100]);
+            let (rest, _) = share.read_into(id, 1000, 50_000, room, got, false).unwrap();
+            assert_eq!(bytes(&rest), &data[1000..51_000]);
+            // A read of the whole file carries its hash.
+            let (_, hash) = share.read(id, 0, 300_000, room, false).unwrap();
+            assert_eq!(hash, Some(*blake3::hash(&data).as_bytes()));
         }
-        // A fallback goes on from what a no-wait read got.
-        let (rest, _) = share
-            .read_into(id, 1000, 50_000, data[1000..1100].to_vec(), false)
-            .unwrap();
-        assert_eq!(rest, &data[1000..51_000]);
-        // A read of the whole file carries its hash.
-        let (_, hash) = share.read(id, 0, 300_000, false).unwrap();
-        assert_eq!(hash, Some(*blake3::hash(&data).as_bytes()));
         // Past the end and over the limit are refused.
         assert!(matches!(
-            share.read(id, 300_001, 1, false),
+            share.read(id, 300_001, 1, Room::default(), false),
             Err(ReadError::Failed(_))
         ));
         assert!(matches!(
-            share.read(id, 0, MAX_READ + 1, true),
+            share.read(id, 0, MAX_READ + 1, Room::default(), true),
             Err(ReadError::Failed(_))
         ));
     }
@@ -422,7 +476,7 @@ mod tests {
         let (share, id) = share_of(dir.path(), &[7u8; 10_000]);
         std::fs::write(dir.path().join("f"), [7u8; 100]).unwrap();
         for nowait in [false, true] {
-            match share.read(id, 0, 10_000, nowait) {
+            match share.read(id, 0, 10_000, Room::default(), nowait) {
                 Err(ReadError::Failed(f)) => assert_eq!(f.code, ErrorCode::Changed as i32),
                 other => panic!("{other:?}"),
             }

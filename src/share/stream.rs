@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::Attempts;
 use super::serve::{Outcome, SessionState, Sessions, ShareEvent, Transfer, MAX_STREAMS};
-use super::store::Share;
+use super::store::{Answer, Share};
 use super::tickets::{Refusal, TICKET_IDLE};
 use crate::crypto::{
     self, secure_stream, HandshakeParams, SecureReader, SecureWriter, SessionKeys,
@@ -361,9 +361,12 @@ impl StreamCtx {
                     // out, so none waits for a slower one behind it.
                     let mut next = Some(resp);
                     let mut sent = Ok(());
-                    while let Some(resp) = next.take() {
-                        transfer.served(resp.data.len());
-                        sent = writer.send(Msg::Response(resp)).await;
+                    while let Some(answer) = next.take() {
+                        transfer.served(answer.data_len());
+                        sent = match answer {
+                            Answer::Data { id, buf } => writer.send_data(id, buf).await,
+                            Answer::Other(resp) => writer.send(Msg::Response(resp)).await,
+                        };
                         if sent.is_err() {
                             break;
                         }
