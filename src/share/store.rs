@@ -2,7 +2,8 @@
 //! positioned reads (from the page cache without a thread hand-off when it holds them), and
 //! BLAKE3 hashes computed on demand (or for free when a read covers a whole file) and kept, so
 //! a huge share starts serving at once. Every read is checked against the manifest so a file
-//! that changed is refused. Knows nothing of sessions or streams.
+//! that changed is refused. Knows nothing of sessions or streams; a read's answer only leaves
+//! room around its bytes for the record layer's header and tag, so it is sealed in place.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -78,8 +79,8 @@ pub struct Room {
 }
 
 /// One `preadv2` at `offset` into `buf`'s spare room, until `buf` is `end` bytes long (no
-/// zeroing first); `flags` 0 waits for the disk, `RWF_NOWAIT` takes only what the page cache holds
-/// (EAGAIN otherwise, or EOPNOTSUPP where the kernel or filesystem cannot tell).
+/// zeroing first); `flags` 0 waits for the disk, `RWF_NOWAIT` takes only what the page cache
+/// holds (EAGAIN otherwise, or EOPNOTSUPP where the kernel or filesystem cannot tell).
 fn pread_append(
     f: &File,
     buf: &mut Vec<u8>,
