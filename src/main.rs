@@ -10,6 +10,26 @@ use pcp::cli::{self, Cli};
 use pcp::text::printable;
 use pcp::Error;
 
+/// Static (musl) builds allocate with mimalloc: musl's own allocator took nearly twice the CPU
+/// per byte moved.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(target_env = "musl")]
+fn tune_malloc() {
+    extern "C" {
+        fn mi_option_set(option: libc::c_int, value: libc::c_long);
+    }
+    /// `mi_option_arena_eager_commit` in mimalloc v3's `mimalloc.h` (libmimalloc-sys 0.1.49,
+    /// pinned by Cargo.lock); the Rust bindings do not name it.
+    const ARENA_EAGER_COMMIT: libc::c_int = 4;
+    // Arenas committed as they are used, not whole: a mount reading 1 GiB peaked at 341-359 MiB
+    // instead of 384-394 (glibc: 300), at the same speed.
+    // SAFETY: sets one of mimalloc's options; no other thread exists yet.
+    unsafe { mi_option_set(ARENA_EAGER_COMMIT, 0) };
+}
+
 /// glibc's malloc, set for pcp's buffers of 1 MiB and a little more (one per read in flight).
 /// By default it moves its mmap threshold to the size last freed and gives the top of the heap
 /// back past twice that, so such buffers kept being unmapped and faulted in again: 20,000 to
@@ -25,7 +45,7 @@ fn tune_malloc() {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(any(all(target_os = "linux", target_env = "gnu"), target_env = "musl")))]
 fn tune_malloc() {}
 
 fn main() -> ExitCode {

@@ -196,8 +196,14 @@ pub(super) fn rename(dir: &File, from: &[u8], to: &[u8], replace: bool) -> io::R
     let (f, t) = (cstr(from)?, cstr(to)?);
     let flags = if replace { 0 } else { libc::RENAME_NOREPLACE };
     let fd = dir.as_raw_fd();
-    // SAFETY: valid dirfd and names.
-    check(unsafe { libc::renameat2(fd, f.as_ptr(), fd, t.as_ptr(), flags) })
+    // The system call itself: the static musl that release builds link has no `renameat2`
+    // wrapper (musl added it in 1.2.5), and the link failed.
+    // SAFETY: valid dirfd and names; renameat2 takes exactly these five arguments.
+    let r = unsafe { libc::syscall(libc::SYS_renameat2, fd, f.as_ptr(), fd, t.as_ptr(), flags) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Removes what is at `name` in `dir` (a folder with everything in it), for `--overwrite`.
@@ -243,7 +249,7 @@ pub(super) fn fits(dir: &File, e: &Entry, st: &libc::stat) -> bool {
 
 fn times(e: &Entry) -> [libc::timespec; 2] {
     let ts = libc::timespec {
-        tv_sec: e.mtime_sec as libc::time_t,
+        tv_sec: e.mtime_sec as _,
         tv_nsec: e.mtime_nsec as libc::c_long,
     };
     [ts, ts]
