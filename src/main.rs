@@ -22,9 +22,9 @@ fn tune_malloc() {
         fn mi_option_set(option: libc::c_int, value: libc::c_long);
     }
     /// `mi_option_arena_eager_commit` in mimalloc v3's `mimalloc.h` (libmimalloc-sys 0.1.49,
-    /// pinned by Cargo.lock); the Rust bindings do not name it.
+    /// pinned in Cargo.toml); the Rust bindings do not name it.
     const ARENA_EAGER_COMMIT: libc::c_int = 4;
-    // Arenas committed as they are used, not whole: a mount reading 1 GiB peaked at 341-359 MiB
+    // Arenas committed as they are used, not whole: a mount reading 1 GiB peaked at 341-348 MiB
     // instead of 384-394 (glibc: 300), at the same speed.
     // SAFETY: sets one of mimalloc's options; no other thread exists yet.
     unsafe { mi_option_set(ARENA_EAGER_COMMIT, 0) };
