@@ -22,7 +22,7 @@ use crate::proto::{
     MAX_MANIFEST_BYTES,
 };
 
-pub(super) type Io = Compat<Stream>;
+type Io = Compat<Stream>;
 
 /// Opens a pcp stream to `peer` (already connected).
 pub(super) async fn open_stream(node: &Node, peer: PeerId) -> Result<Io> {
