@@ -199,6 +199,45 @@ fn found_by_mdns_across_a_veth_lan() {
     );
 }
 
+/// Bytes the process has read with read(2)-like calls, files and sockets alike.
+fn rchar(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The sender puts a large file's hash together from the reads that serve it: a receive reads
+/// the file from the sender's disk once, not once to send and once more to hash (which, for a
+/// file larger than the page cache, doubles the disk's work). The hash still comes, and is
+/// checked: a second receive gets it without the file being read again for it.
+#[test]
+fn a_receive_reads_a_large_file_once_on_the_sender() {
+    let src = tempfile::tempdir().unwrap();
+    let size = 24 << 20;
+    std::fs::write(src.path().join("big"), common::bytes(size, 3)).unwrap();
+    let mut s = send_loopback(&src.path().join("big"), &["--keep"]);
+    let pid = s.child.id();
+    let before = rchar(pid);
+    for n in 1..=2u64 {
+        let out = tempfile::tempdir().unwrap();
+        let r = s.receiver(out.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success() && err.contains("all verified"), "{err}");
+        assert_eq!(
+            std::fs::read(out.path().join("big")).unwrap(),
+            common::bytes(size, 3)
+        );
+        let read = rchar(pid) - before;
+        assert!(
+            read < n * size as u64 + (size as u64) / 4,
+            "receive {n}: the sender read {read} bytes for {size}-byte files"
+        );
+    }
+}
+
 #[test]
 fn a_kept_share_serves_several_receivers_at_once_until_ctrl_c() {
     let src = tempfile::tempdir().unwrap();

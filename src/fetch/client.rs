@@ -303,9 +303,36 @@ impl Client {
         offset: u64,
         len: u32,
     ) -> Result<(Bytes, Option<[u8; 32]>)> {
-        let resp = self
-            .call(request::Op::Read(Read { file, offset, len }))
-            .await?;
+        self.read_op(Read {
+            file,
+            offset,
+            len,
+            hash: false,
+        })
+        .await
+    }
+
+    /// [`read`](Self::read), for a receiver that reads the whole file from its start and will
+    /// want its hash: the sender may put it together from these reads and send it with the
+    /// one that completes it (instead of reading the file a second time to hash it).
+    pub async fn read_toward_hash(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<(Bytes, Option<[u8; 32]>)> {
+        self.read_op(Read {
+            file,
+            offset,
+            len,
+            hash: true,
+        })
+        .await
+    }
+
+    async fn read_op(&self, read: Read) -> Result<(Bytes, Option<[u8; 32]>)> {
+        let len = read.len;
+        let resp = self.call(request::Op::Read(read)).await?;
         if resp.data.len() > len as usize {
             return Err(Error::Protocol(
                 "the sender returned more data than asked".into(),

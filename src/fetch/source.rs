@@ -18,6 +18,20 @@ pub trait FileSource: Clone + Send + Sync + 'static {
         offset: u64,
         len: u32,
     ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send;
+    /// Whether [`read_toward_hash`](Self::read_toward_hash) can bring the whole-file hash; a
+    /// source without it is asked for the hash at once instead.
+    const TOWARD_HASH: bool = false;
+    /// [`read`](Self::read) by a reader going through the whole file from its start that will
+    /// want its hash: the sender may put it together from the reads it serves and attach it
+    /// to the one that completes it.
+    fn read_toward_hash(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send {
+        self.read(file, offset, len)
+    }
     /// The sender's BLAKE3 hash of `file`.
     fn hash(&self, file: u64) -> impl Future<Output = Result<[u8; 32]>> + Send;
     /// The sender's BLAKE3 hash of bytes `offset..offset+len` of `file` (resume checks).
@@ -37,6 +51,15 @@ impl FileSource for Client {
         len: u32,
     ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send {
         Client::read(self, file, offset, len)
+    }
+    const TOWARD_HASH: bool = true;
+    fn read_toward_hash(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<(Bytes, Option<[u8; 32]>)>> + Send {
+        Client::read_toward_hash(self, file, offset, len)
     }
     fn hash(&self, file: u64) -> impl Future<Output = Result<[u8; 32]>> + Send {
         Client::hash(self, file)

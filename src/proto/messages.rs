@@ -233,6 +233,10 @@ pub struct Read {
     pub offset: u64,
     #[prost(uint32, tag = "3")]
     pub len: u32,
+    /// The receiver will want the whole file's hash: the sender may put it together from the
+    /// reads it serves and send it with the one that completes it (proto/SPEC.md §11.3).
+    #[prost(bool, tag = "4")]
+    pub hash: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -339,7 +343,7 @@ mod tests {
             assert_eq!(got, want, "message {name}");
             checked += 1;
         }
-        assert_eq!(checked, 16);
+        assert_eq!(checked, 17);
     }
 
     /// The plain handshake messages, hex-encoded, by vector name.
@@ -436,6 +440,19 @@ mod tests {
                         file: 1,
                         offset: 4096,
                         len: 65536,
+                        hash: false,
+                    })),
+                })),
+            ),
+            (
+                "read-hash",
+                enc(envelope::Msg::Request(Request {
+                    id: 11,
+                    op: Some(request::Op::Read(Read {
+                        file: 1,
+                        offset: 1 << 20,
+                        len: 1 << 20,
+                        hash: true,
                     })),
                 })),
             ),
@@ -525,9 +542,9 @@ mod tests {
         }
 
         #[test]
-        fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool) {
+        fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool, whole: bool) {
             let op = if hash { request::Op::Hash(HashRequest { file, offset, len: len as u64 }) }
-                     else { request::Op::Read(Read { file, offset, len }) };
+                     else { request::Op::Read(Read { file, offset, len, hash: whole }) };
             let msg = envelope::Msg::Request(Request { id, op: Some(op) });
             let mut buf = Vec::new();
             encode_envelope(msg.clone(), &mut buf);

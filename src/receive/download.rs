@@ -79,14 +79,17 @@ impl<S: FileSource> Download<'_, S> {
         let mut hasher = blake3::Hasher::new();
         let reused = verify_prefix(self.client, self.entry, &f, &mut hasher).await?;
         self.progress.reused.fetch_add(reused, Ordering::Relaxed);
+        // Read from the start, the sender puts the hash together from the reads it serves
+        // and sends it with the one that completes it; otherwise it is asked for at once, so
+        // the sender computes it while serving.
+        let toward_hash = S::TOWARD_HASH && reused == 0;
         let whole_in_one = reused == 0 && size <= CHUNK as u64;
-        // Large files: ask for the hash at once, so the sender computes it while serving.
-        let hash_req = (!whole_in_one && size > 0).then(|| {
+        let hash_req = (!toward_hash && !whole_in_one && size > 0).then(|| {
             let client = self.client.clone();
             let id = self.entry.id;
             tokio::spawn(async move { client.hash(id).await })
         });
-        let (written, got_hash) = self.fetch(&f, &mut hasher, reused).await?;
+        let (written, got_hash) = self.fetch(&f, &mut hasher, reused, toward_hash).await?;
         let want = match (got_hash, hash_req) {
             // An empty file's content is fully given by the manifest.
             _ if size == 0 => *blake3::hash(b"").as_bytes(),
@@ -134,6 +137,7 @@ impl<S: FileSource> Download<'_, S> {
         f: &Arc<File>,
         hasher: &mut blake3::Hasher,
         from: u64,
+        toward_hash: bool,
     ) -> Result<(u64, Option<[u8; 32]>)> {
         let (size, id) = (self.entry.size, self.entry.id);
         let mut got_hash = None;
@@ -162,7 +166,11 @@ impl<S: FileSource> Download<'_, S> {
                     }
                 };
                 pending.push_back(async move {
-                    let r = client.read(id, off, len).await;
+                    let r = if toward_hash {
+                        client.read_toward_hash(id, off, len).await
+                    } else {
+                        client.read(id, off, len).await
+                    };
                     drop(permit);
                     r.map(|(d, h)| (off, len, d, h))
                 });

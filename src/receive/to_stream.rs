@@ -26,9 +26,10 @@ pub(super) async fn write_one<S: FileSource, W: AsyncWrite + Unpin>(
 ) -> Result<u64> {
     let err = |e| Error::io("cannot write to standard output", e);
     let size = entry.size;
-    // A file of one chunk comes with its hash; a larger one asks for it at once, so the sender
-    // computes it while serving.
-    let hash_req = (size > CHUNK as u64).then(|| {
+    // A file of one chunk comes with its hash; so does a larger one from a source that puts
+    // it together from the reads it serves. Other sources are asked for it at once, so the
+    // sender computes it while serving.
+    let hash_req = (!S::TOWARD_HASH && size > CHUNK as u64).then(|| {
         let (client, id) = (client.clone(), entry.id);
         tokio::spawn(async move { client.hash(id).await })
     });
@@ -36,7 +37,7 @@ pub(super) async fn write_one<S: FileSource, W: AsyncWrite + Unpin>(
         let offset = i * CHUNK as u64;
         let len = (size - offset).min(CHUNK as u64) as u32;
         let client = client.clone();
-        async move { (len, client.read(entry.id, offset, len).await) }
+        async move { (len, client.read_toward_hash(entry.id, offset, len).await) }
     });
     let mut chunks = futures::stream::iter(chunks).buffered(PER_FILE_CHUNKS);
     let mut hasher = blake3::Hasher::new();

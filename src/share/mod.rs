@@ -10,6 +10,7 @@ pub mod spool;
 mod store;
 mod stream;
 mod tickets;
+mod tree_hash;
 
 pub use serve::{serve, ServeOptions, ShareEnd, ShareEvent, MAX_FAILED_ATTEMPTS, MAX_STREAMS};
 pub use spool::Spool;

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use lru::LruCache;
 use tokio::sync::OnceCell;
 
+use super::tree_hash::TreeHash;
 use crate::crypto::{DATA_ROOM, TAG};
 use crate::manifest::{LocalTree, Source};
 use crate::proto::{
@@ -23,6 +24,8 @@ use crate::proto::{
 
 /// Files kept open at once.
 const OPEN_FILES: usize = 64;
+/// Files whose hash is being put together from the reads that serve them, at most.
+const TREE_HASHES: usize = 64;
 type HashCell = Arc<OnceCell<[u8; 32]>>;
 
 /// The files being shared and the state needed to serve them.
@@ -30,6 +33,8 @@ pub struct Share {
     tree: LocalTree,
     open: Mutex<LruCache<u64, Arc<File>>>,
     hashes: Mutex<HashMap<u64, HashCell>>,
+    /// Hashes being put together from served reads (`Read.hash`), by file.
+    trees: Mutex<LruCache<u64, TreeHash>>,
     served: AtomicU64,
 }
 
@@ -120,6 +125,7 @@ impl Share {
             tree,
             open: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             hashes: Mutex::new(HashMap::new()),
+            trees: Mutex::new(LruCache::new(TREE_HASHES.try_into().expect("nonzero"))),
             served: AtomicU64::new(0),
         }
     }
@@ -283,6 +289,27 @@ impl Share {
             .clone()
     }
 
+    /// For a read whose receiver will want the file's hash (`Read.hash`): adds its bytes to
+    /// the hash being put together from served reads. Returns the file's hash when this read
+    /// completed it, or when it was known already and this is the file's last read.
+    fn toward_hash(&self, id: u64, offset: u64, data: &[u8]) -> Option<[u8; 32]> {
+        let size = self.source(id).ok()?.size;
+        let cell = self.cell(id);
+        if let Some(h) = cell.get() {
+            return (offset + data.len() as u64 == size).then_some(*h);
+        }
+        let (index, cv) = TreeHash::subtree(size, offset, data)?;
+        let mut trees = self.trees.lock().expect("lock");
+        let tree = trees.get_or_insert_mut(id, || {
+            TreeHash::new(size).expect("a file of one subtree has none")
+        });
+        let hash = tree.add(index, cv)?;
+        trees.pop(&id);
+        drop(trees);
+        let _ = cell.set(hash);
+        Some(hash)
+    }
+
     /// BLAKE3 of file `id`, computed once on first demand.
     pub async fn hash(self: &Arc<Self>, id: u64) -> std::result::Result<[u8; 32], Failure> {
         self.source(id)?;
@@ -376,6 +403,14 @@ impl Share {
                     }
                     other => other,
                 };
+                // A receive's reads (`Read.hash`) also put the file's hash together.
+                let read = read.map(|(buf, whole)| {
+                    let hash = match whole {
+                        None if r.hash => self.toward_hash(r.file, r.offset, &buf[room.before..]),
+                        whole => whole,
+                    };
+                    (buf, hash)
+                });
                 match read {
                     Ok((buf, None)) => return Answer::Data { id: req.id, buf },
                     Ok((buf, Some(hash))) => {
@@ -469,6 +504,59 @@ mod tests {
             share.read(id, 0, MAX_READ + 1, Room::default(), true),
             Err(ReadError::Failed(_))
         ));
+    }
+
+    /// A receive's reads (`Read.hash`) bring the file's hash with the one that completes it,
+    /// whatever order they complete in; reads without the flag bring none. Once known, it
+    /// comes with the last read of a later receive and answers a `HashRequest` at once.
+    #[tokio::test]
+    async fn served_reads_put_the_hash_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let piece = MAX_READ as usize;
+        let data: Vec<u8> = (0..3 * piece + 5000)
+            .map(|i| (i * 13 % 251) as u8)
+            .collect();
+        let want = blake3::hash(&data).as_bytes().to_vec();
+        let (share, id) = share_of(dir.path(), &data);
+        let share = Arc::new(share);
+        let read = |k: u64, hash| Request {
+            id: k,
+            op: Some(request::Op::Read(crate::proto::Read {
+                file: id,
+                offset: k * MAX_READ as u64,
+                len: MAX_READ,
+                hash,
+            })),
+        };
+        let bytes = |k: u64| &data[k as usize * piece..data.len().min((k as usize + 1) * piece)];
+        for k in 0..4 {
+            assert!(matches!(
+                share.clone().answer(read(k, false)).await,
+                Answer::Data { .. }
+            ));
+        }
+        assert!(share.cell(id).get().is_none());
+        for (n, k) in [2u64, 0, 3, 1].into_iter().enumerate() {
+            match share.clone().answer(read(k, true)).await {
+                Answer::Data { buf, .. } => {
+                    assert!(n < 3, "read {k} completed the hash but did not carry it");
+                    assert_eq!(&buf[DATA_ROOM..], bytes(k));
+                }
+                Answer::Other(r) => {
+                    assert_eq!(n, 3, "read {k} carried a hash before the last piece");
+                    assert_eq!(r.hash, want);
+                    assert_eq!(&r.data[..], bytes(k));
+                }
+            }
+        }
+        for k in 0..4 {
+            match share.clone().answer(read(k, true)).await {
+                Answer::Other(r) if k == 3 => assert_eq!(r.hash, want),
+                Answer::Data { .. } if k < 3 => {}
+                _ => panic!("read {k} of a file whose hash is known"),
+            }
+        }
+        assert_eq!(share.hash(id).await.unwrap().to_vec(), want);
     }
 
     #[test]
