@@ -218,7 +218,7 @@ fn a_receive_reads_a_large_file_once_on_the_sender() {
     let src = tempfile::tempdir().unwrap();
     let size = 24 << 20;
     std::fs::write(src.path().join("big"), common::bytes(size, 3)).unwrap();
-    let mut s = send_loopback(&src.path().join("big"), &["--keep"]);
+    let s = send_loopback(&src.path().join("big"), &["--keep"]);
     let pid = s.child.id();
     let before = rchar(pid);
     for n in 1..=2u64 {
