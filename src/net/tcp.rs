@@ -386,3 +386,62 @@ impl ClientCertVerifier for Libp2pCert {
 
     signatures!();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    /// The yamux under the TCP transport is vendor/yamux (PCP-PATCH.md): a stream grants its
+    /// remote 2 MiB of credit as soon as it is read, not the specification's 256 KiB, so a
+    /// sender on a lossy long path is not held to 256 KiB a stream while auto-tuning catches
+    /// up. Here the receiving side reads one byte and then nothing: the sender must still get
+    /// 2 MiB out (an unpatched yamux blocks it after 256 KiB).
+    #[tokio::test]
+    async fn a_yamux_stream_grants_two_mib_at_once() {
+        let (a, b) = tokio::io::duplex(8 << 20);
+        let cfg = yamux::Config::default();
+        let mut client = yamux::Connection::new(a.compat(), cfg.clone(), yamux::Mode::Client);
+        let mut server = yamux::Connection::new(b.compat(), cfg, yamux::Mode::Server);
+        let mut out = futures::future::poll_fn(|cx| client.poll_new_outbound(cx))
+            .await
+            .unwrap();
+        let drive_client = tokio::spawn(async move {
+            futures::future::poll_fn(|cx| client.poll_next_inbound(cx))
+                .await
+                .is_none()
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let drive_server = tokio::spawn(async move {
+            let mut s = futures::future::poll_fn(|cx| server.poll_next_inbound(cx))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one).await.unwrap();
+            let _ = tx.send(s);
+            futures::future::poll_fn(|cx| server.poll_next_inbound(cx))
+                .await
+                .is_none()
+        });
+        out.write_all(b"x").await.unwrap();
+        out.flush().await.unwrap();
+        let _held = rx.await.unwrap();
+        let piece = vec![7u8; 64 << 10];
+        let window = 2 << 20;
+        let mut sent = 1;
+        while sent < window {
+            let n = piece.len().min(window - sent);
+            let w = tokio::time::timeout(Duration::from_secs(5), out.write_all(&piece[..n])).await;
+            assert!(w.is_ok(), "blocked after {sent} bytes");
+            sent += n;
+        }
+        // And not a byte more: the window is what was granted.
+        let more = tokio::time::timeout(Duration::from_millis(300), out.write_all(b"y")).await;
+        assert!(more.is_err(), "wrote past the granted window");
+        drive_client.abort();
+        drive_server.abort();
+    }
+}
