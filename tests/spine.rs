@@ -733,6 +733,80 @@ mod faults {
         assert!(!out.path().join("f").exists());
     }
 
+    /// Reads as a receive reads (`Read.hash`), but either without the flag, as from a sender
+    /// that never sends the hash with its reads (`strip`), or with every hash that comes
+    /// flipped.
+    #[derive(Clone)]
+    struct HashTamper {
+        inner: pcp::fetch::Client,
+        strip: bool,
+    }
+
+    impl pcp::fetch::FileSource for HashTamper {
+        async fn read(
+            &self,
+            file: u64,
+            offset: u64,
+            len: u32,
+        ) -> pcp::Result<(bytes::Bytes, Option<[u8; 32]>)> {
+            self.inner.read(file, offset, len).await
+        }
+        const TOWARD_HASH: bool = true;
+        async fn read_toward_hash(
+            &self,
+            file: u64,
+            offset: u64,
+            len: u32,
+        ) -> pcp::Result<(bytes::Bytes, Option<[u8; 32]>)> {
+            if self.strip {
+                let (data, _) = self.inner.read(file, offset, len).await?;
+                return Ok((data, None));
+            }
+            let (data, hash) = self.inner.read_toward_hash(file, offset, len).await?;
+            Ok((data, hash.map(|h| h.map(|b| !b))))
+        }
+        async fn hash(&self, file: u64) -> pcp::Result<[u8; 32]> {
+            self.inner.hash(file).await
+        }
+        async fn range_hash(&self, file: u64, offset: u64, len: u64) -> pcp::Result<[u8; 32]> {
+            self.inner.range_hash(file, offset, len).await
+        }
+    }
+
+    /// A large file's hash comes with the read that completes it; when none comes (a sender
+    /// that does not put it together) the receiver asks for it and still checks the file, and
+    /// a hash that does not match what arrived fails the file and leaves nothing behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_hash_that_comes_with_the_reads_is_checked_or_asked_for() {
+        let src = tempfile::tempdir().unwrap();
+        let f = src.path().join("f");
+        std::fs::write(&f, bytes((5 << 20) + 123, 71)).unwrap();
+        for strip in [true, false] {
+            let out = tempfile::tempdir().unwrap();
+            let code = Code::generate(4);
+            let sender = start_sender(std::slice::from_ref(&f), &code).await;
+            let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
+            let m = s.accept(false).await.unwrap();
+            let tamper = HashTamper {
+                inner: s.client(2).await.unwrap(),
+                strip,
+            };
+            let r = receive_into(&tamper, &m, out.path()).await;
+            if strip {
+                r.unwrap();
+                assert_eq!(
+                    std::fs::read(out.path().join("f")).unwrap(),
+                    std::fs::read(&f).unwrap()
+                );
+            } else {
+                let err = r.expect_err("a wrong hash must fail the file");
+                assert!(matches!(err, Error::Integrity(_)), "{err}");
+                assert!(!out.path().join("f").exists());
+                assert!(!part_of(out.path(), "f").exists());
+            }
+        }
+    }
+
     /// A small tmpfs mounted for one test, unmounted even when it fails.
     struct Tmpfs(tempfile::TempDir);
 

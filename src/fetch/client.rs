@@ -303,13 +303,7 @@ impl Client {
         offset: u64,
         len: u32,
     ) -> Result<(Bytes, Option<[u8; 32]>)> {
-        self.read_op(Read {
-            file,
-            offset,
-            len,
-            hash: false,
-        })
-        .await
+        self.read_op(file, offset, len, false).await
     }
 
     /// [`read`](Self::read), for a receiver that reads the whole file from its start and will
@@ -321,17 +315,22 @@ impl Client {
         offset: u64,
         len: u32,
     ) -> Result<(Bytes, Option<[u8; 32]>)> {
-        self.read_op(Read {
+        self.read_op(file, offset, len, true).await
+    }
+
+    async fn read_op(
+        &self,
+        file: u64,
+        offset: u64,
+        len: u32,
+        hash: bool,
+    ) -> Result<(Bytes, Option<[u8; 32]>)> {
+        let read = Read {
             file,
             offset,
             len,
-            hash: true,
-        })
-        .await
-    }
-
-    async fn read_op(&self, read: Read) -> Result<(Bytes, Option<[u8; 32]>)> {
-        let len = read.len;
+            hash,
+        };
         let resp = self.call(request::Op::Read(read)).await?;
         if resp.data.len() > len as usize {
             return Err(Error::Protocol(
