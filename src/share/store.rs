@@ -1,7 +1,8 @@
 //! What is shared and how its bytes are read: the scanned tree, a bounded set of open files,
 //! positioned reads (from the page cache without a thread hand-off when it holds them), and
-//! BLAKE3 hashes computed on demand (or for free when a read covers a whole file) and kept, so
-//! a huge share starts serving at once. Every read is checked against the manifest so a file
+//! BLAKE3 hashes computed on demand (or for free when a read covers a whole file, or put
+//! together from the reads a receive makes, [`super::tree_hash`]) and kept, so a huge share
+//! starts serving at once. Every read is checked against the manifest so a file
 //! that changed is refused. Knows nothing of sessions or streams; a read's answer only leaves
 //! room around its bytes for the record layer's header and tag, so it is sealed in place.
 
