@@ -20,7 +20,8 @@ pub(super) async fn verify_prefix<S: FileSource>(
     f: &Arc<File>,
     hasher: &mut blake3::Hasher,
 ) -> Result<u64> {
-    let have = f.metadata().map(|m| m.len()).unwrap_or(0).min(e.size);
+    let on_disk = f.metadata().map(|m| m.len()).ok();
+    let have = on_disk.unwrap_or(0).min(e.size);
     let mut good = 0u64;
     while good < have {
         let len = (have - good).min(RESUME_PIECE);
@@ -52,7 +53,12 @@ pub(super) async fn verify_prefix<S: FileSource>(
         *hasher = h2;
         good += len;
     }
-    f.set_len(good)
-        .ctx(|| "cannot truncate a partial file".to_string())?;
+    // Cut only what is there to cut. Truncating to 0, which a fresh file would get, makes
+    // ext4 write the whole file out when it is closed (its auto_da_alloc heuristic for files
+    // rewritten in place): a 1 GiB receive then ended in a `close` of 0.42 s.
+    if on_disk.is_none_or(|n| n > good) {
+        f.set_len(good)
+            .ctx(|| "cannot truncate a partial file".to_string())?;
+    }
     Ok(good)
 }
