@@ -50,7 +50,11 @@ impl TreeHash {
     /// chaining value; `None` if it is not exactly one (unaligned, short, or the whole file).
     pub(crate) fn subtree(size: u64, offset: u64, data: &[u8]) -> Option<(u64, ChainingValue)> {
         let whole = SUBTREE.min(size.checked_sub(offset)?);
-        if size <= SUBTREE || !offset.is_multiple_of(SUBTREE) || data.len() as u64 != whole {
+        if size <= SUBTREE
+            || whole == 0
+            || !offset.is_multiple_of(SUBTREE)
+            || data.len() as u64 != whole
+        {
             return None;
         }
         let mut h = blake3::Hasher::new();
@@ -168,6 +172,7 @@ mod tests {
         assert!(TreeHash::subtree(size, 4096, &d[4096..4096 + s]).is_none());
         assert!(TreeHash::subtree(size, 0, &d[..s - 1]).is_none());
         assert!(TreeHash::subtree(size, 4 * SUBTREE, &[]).is_none());
+        assert!(TreeHash::subtree(size, size, &[]).is_none());
         assert!(TreeHash::subtree(s as u64, 0, &d[..s]).is_none());
         assert!(TreeHash::new(SUBTREE).is_none());
         // Out of range and repeated subtrees change nothing.
