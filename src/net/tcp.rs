@@ -444,4 +444,49 @@ mod tests {
         drive_client.abort();
         drive_server.abort();
     }
+
+    /// vendor/yamux also sends data in frames of up to 64 KiB (upstream: 16 KiB): a 1 MiB answer
+    /// is 16 frames, not 64. Read raw off the wire: the 256 KiB a new stream may send before any
+    /// window update go out as four full frames.
+    #[tokio::test]
+    async fn yamux_sends_data_in_frames_of_64_kib() {
+        use tokio::io::AsyncReadExt as _;
+        let (a, mut raw) = tokio::io::duplex(8 << 20);
+        let mut client =
+            yamux::Connection::new(a.compat(), yamux::Config::default(), yamux::Mode::Client);
+        let mut out = futures::future::poll_fn(|cx| client.poll_new_outbound(cx))
+            .await
+            .unwrap();
+        let drive_client = tokio::spawn(async move {
+            futures::future::poll_fn(|cx| client.poll_next_inbound(cx))
+                .await
+                .is_none()
+        });
+        let credit = 256 << 10;
+        let write = tokio::spawn(async move {
+            out.write_all(&vec![7u8; credit]).await.unwrap();
+            out.flush().await.unwrap();
+            out
+        });
+        let mut frames = Vec::new();
+        let mut data = 0;
+        while data < credit {
+            let mut header = [0u8; 12];
+            tokio::time::timeout(Duration::from_secs(5), raw.read_exact(&mut header))
+                .await
+                .expect("the stream's credit arrives")
+                .unwrap();
+            let len = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
+            // Type 0 is data; its length counts the body that follows.
+            if header[1] == 0 {
+                let mut body = vec![0u8; len];
+                raw.read_exact(&mut body).await.unwrap();
+                frames.push(len);
+                data += len;
+            }
+        }
+        assert_eq!(frames, [64 << 10; 4]);
+        drop(write);
+        drive_client.abort();
+    }
 }
