@@ -820,7 +820,7 @@ mod faults {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_disk_is_a_clear_error_and_keeps_what_was_written() {
+    async fn a_full_disk_is_said_before_the_file_is_fetched_and_keeps_what_was_written() {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir(src.path().join("d")).unwrap();
         std::fs::write(src.path().join("d/small"), b"fits").unwrap();
@@ -840,8 +840,15 @@ mod faults {
         let err = receive_into(&c, &m, disk.0.path())
             .await
             .expect_err("12 MiB cannot fit in 6 MiB");
-        assert!(err.to_string().contains("No space left on device"), "{err}");
-        // Nothing reported complete that is not; the partial data stays for a later resume.
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot reserve 12.00 MiB on disk for")
+                && text.contains("No space left on device"),
+            "{text}"
+        );
+        // Said before any of the big file was fetched: the sender served the small one only.
+        assert!(sender.share.served() < 1 << 20, "{}", sender.share.served());
+        // Nothing reported complete that is not; the temporary file stays for a later resume.
         assert!(!disk.0.path().join("d/big").exists());
         assert!(std::fs::read_dir(disk.0.path().join("d"))
             .unwrap()

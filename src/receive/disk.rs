@@ -148,6 +148,27 @@ pub(super) fn open_part(dir: &File, name: &[u8]) -> io::Result<File> {
     open_part_with(dir, name, 0)
 }
 
+/// Reserves the disk space for bytes `from..to` of `f` without changing its length
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`): a disk too small for the file fails here, before
+/// its bytes are fetched, and the writes that follow find their blocks allocated (ext4 then has
+/// no delayed allocation to do page by page). A file system that cannot (`EOPNOTSUPP`) is
+/// simply written as before.
+pub(super) fn reserve(f: &File, from: u64, to: u64) -> io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    let (off, len) = (i64::try_from(from), i64::try_from(to - from));
+    let (Ok(off), Ok(len)) = (off, len) else {
+        return Ok(());
+    };
+    // SAFETY: fallocate on an open descriptor; no memory is passed.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, len) };
+    match check(r) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(()),
+        other => other,
+    }
+}
+
 /// [`open_part`], emptied if an earlier run left it (for a file rewritten whole).
 pub(super) fn open_empty_part(dir: &File, name: &[u8]) -> io::Result<File> {
     open_part_with(dir, name, libc::O_TRUNC)

@@ -26,6 +26,8 @@ pub struct Sender {
     pub addr: Multiaddr,
     pub task: tokio::task::JoinHandle<pcp::Result<ShareEnd>>,
     pub events: mpsc::Receiver<ShareEvent>,
+    /// What it shares (for its count of bytes served).
+    pub share: Arc<Share>,
 }
 
 /// A real node listening on loopback, and its address.
@@ -51,13 +53,14 @@ pub async fn start_sender_with(paths: &[PathBuf], code: &Code, opts: ServeOption
     let share = Arc::new(Share::new(tree));
     let (node, addr) = loopback_node().await;
     let (tx, events) = mpsc::channel(64);
-    let (n, c) = (node.clone(), code.clone());
-    let task = tokio::spawn(async move { share::serve(&n, share, &c, tx, opts).await });
+    let (n, c, s) = (node.clone(), code.clone(), share.clone());
+    let task = tokio::spawn(async move { share::serve(&n, s, &c, tx, opts).await });
     Sender {
         node,
         addr,
         task,
         events,
+        share,
     }
 }
 
