@@ -59,17 +59,22 @@ impl<S: FileSource> MountFs<S> {
     /// manifest order, so folder by folder) up to about `budget` bytes, in one burst of
     /// pipelined requests. Across a long path a `cp -r` or a file manager then finds them
     /// cached or on their way instead of paying a round trip per batch, and the connection's
-    /// congestion window has grown by the time bigger reads come. Returns the bytes asked for.
-    pub fn prefetch_small_files(&self, budget: u64) -> u64 {
+    /// congestion window has grown by the time bigger reads come. At most `max_files` files:
+    /// a tree of tiny files would otherwise send a request for each of a great many files no
+    /// one may read, and keep both peers' CPUs busy while the user's first `find` or `ls -lR`
+    /// runs. Returns the bytes asked for.
+    pub fn prefetch_small_files(&self, budget: u64, max_files: usize) -> u64 {
         let mut bytes = 0;
+        let mut files = 0;
         for e in self.tree.manifest().entries() {
-            if bytes >= budget {
+            if bytes >= budget || files >= max_files {
                 break;
             }
             if e.kind == Kind::File as i32 && e.size > 0 && e.size <= SMALL_FILE {
                 self.blocks
                     .ensure(e.id, e.size, 0..e.size.div_ceil(BLOCK), false);
                 bytes += e.size;
+                files += 1;
             }
         }
         bytes
@@ -416,8 +421,12 @@ mod tests {
     async fn small_files_prefetched_at_mount_come_within_the_budget() {
         let (fs, fake, _) = setup(Duration::from_secs(5));
         // A budget of 3 files' worth asks for the first files in manifest order, one more
-        // than fits (a batch stops once it reaches the budget).
-        assert_eq!(fs.prefetch_small_files(3000), 1000 + 1001 + 1002);
+        // than fits (a batch stops once it reaches the budget); at most as many files as
+        // allowed, whatever the bytes.
+        assert_eq!(fs.prefetch_small_files(3000, 1), 1000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fake.log.lock().unwrap().len(), 1);
+        assert_eq!(fs.prefetch_small_files(3000, 100), 1000 + 1001 + 1002);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(fake.log.lock().unwrap().len(), 3);
         let s1 = fs.lookup(ROOT_INO, b"s1").unwrap().ino;

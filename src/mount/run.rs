@@ -17,8 +17,12 @@ use crate::fetch::{Remote, RemoteEvent};
 use crate::receive::run::Receiver;
 use crate::receive::{receive_all, Progress, ReceiveOptions, Summary};
 
-/// Bytes of small files fetched right after mounting (at most an eighth of the cache).
+/// Bytes of small files fetched right after mounting (at most an eighth of the cache) ...
 const MOUNT_PREFETCH_BYTES: u64 = 8 << 20;
+/// ... and files: twice a folder batch of read-ahead. A tree of 100,000 files of 16 bytes was
+/// otherwise asked for whole (1.5 MiB) and `find` + `lstat` of it right after mounting took
+/// 0.99-1.05 s instead of 0.94-1.00 s over a veth pair.
+const MOUNT_PREFETCH_FILES: usize = 2 * super::readahead::DIR_PREFETCH;
 
 /// How to mount.
 #[derive(Debug, Clone)]
@@ -76,7 +80,10 @@ impl LiveMount {
             req.timeout,
         );
         // While the kernel mounts, the first small files are already on their way.
-        let asked = fs.prefetch_small_files((req.cache_size / 8).min(MOUNT_PREFETCH_BYTES));
+        let asked = fs.prefetch_small_files(
+            (req.cache_size / 8).min(MOUNT_PREFETCH_BYTES),
+            MOUNT_PREFETCH_FILES,
+        );
         tracing::debug!("prefetching {asked} bytes of small files");
         let opts = MountOptions {
             allow_other: req.allow_other,
