@@ -394,6 +394,23 @@ mod tests {
     use futures::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::compat::TokioAsyncReadCompatExt;
 
+    /// A yamux client over `io`, one stream opened on it, and the task that drives it.
+    async fn client_stream(
+        io: tokio::io::DuplexStream,
+    ) -> (yamux::Stream, tokio::task::JoinHandle<bool>) {
+        let mut client =
+            yamux::Connection::new(io.compat(), yamux::Config::default(), yamux::Mode::Client);
+        let out = futures::future::poll_fn(|cx| client.poll_new_outbound(cx))
+            .await
+            .unwrap();
+        let drive = tokio::spawn(async move {
+            futures::future::poll_fn(|cx| client.poll_next_inbound(cx))
+                .await
+                .is_none()
+        });
+        (out, drive)
+    }
+
     /// The yamux under the TCP transport is vendor/yamux (PCP-PATCH.md): a stream grants its
     /// remote 2 MiB of credit as soon as it is read, not the specification's 256 KiB, so a
     /// sender on a lossy long path is not held to 256 KiB a stream while auto-tuning catches
@@ -402,17 +419,9 @@ mod tests {
     #[tokio::test]
     async fn a_yamux_stream_grants_two_mib_at_once() {
         let (a, b) = tokio::io::duplex(8 << 20);
+        let (mut out, drive_client) = client_stream(a).await;
         let cfg = yamux::Config::default();
-        let mut client = yamux::Connection::new(a.compat(), cfg.clone(), yamux::Mode::Client);
         let mut server = yamux::Connection::new(b.compat(), cfg, yamux::Mode::Server);
-        let mut out = futures::future::poll_fn(|cx| client.poll_new_outbound(cx))
-            .await
-            .unwrap();
-        let drive_client = tokio::spawn(async move {
-            futures::future::poll_fn(|cx| client.poll_next_inbound(cx))
-                .await
-                .is_none()
-        });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let drive_server = tokio::spawn(async move {
             let mut s = futures::future::poll_fn(|cx| server.poll_next_inbound(cx))
@@ -452,16 +461,7 @@ mod tests {
     async fn yamux_sends_data_in_frames_of_64_kib() {
         use tokio::io::AsyncReadExt as _;
         let (a, mut raw) = tokio::io::duplex(8 << 20);
-        let mut client =
-            yamux::Connection::new(a.compat(), yamux::Config::default(), yamux::Mode::Client);
-        let mut out = futures::future::poll_fn(|cx| client.poll_new_outbound(cx))
-            .await
-            .unwrap();
-        let drive_client = tokio::spawn(async move {
-            futures::future::poll_fn(|cx| client.poll_next_inbound(cx))
-                .await
-                .is_none()
-        });
+        let (mut out, drive_client) = client_stream(a).await;
         let credit = 256 << 10;
         let write = tokio::spawn(async move {
             out.write_all(&vec![7u8; credit]).await.unwrap();
