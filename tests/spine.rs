@@ -210,10 +210,7 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
     let total: u64 = 96 * (1 << 20) + 20 * (1 << 20) + 20 * 10_000;
 
     // First run: cut at about half.
-    let code = Code::generate(4);
-    let sender = start_sender(std::slice::from_ref(&d), &code).await;
-    let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
-    let m = s.accept(false).await.unwrap();
+    let (sender, mut s, m) = accepted(std::slice::from_ref(&d)).await;
     let cut = Cut {
         inner: s.client(4).await.unwrap(),
         left: Arc::new((total as i64 / 2).into()),
@@ -226,10 +223,7 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
     assert!(part_of(&out.path().join("data"), "big").exists());
 
     // Second run: a new share of the same files (new code), into the same folder.
-    let code = Code::generate(4);
-    let sender = start_sender(std::slice::from_ref(&d), &code).await;
-    let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
-    let m = s.accept(false).await.unwrap();
+    let (_sender, mut s, m) = accepted(std::slice::from_ref(&d)).await;
     let client = s.client(4).await.unwrap();
     let summary = receive_into(&client, &m, out.path()).await.unwrap();
     assert_eq!(snapshot(&d), snapshot(&out.path().join("data")));
@@ -271,10 +265,7 @@ async fn corrupted_partial_data_is_not_trusted() {
     bad[(20 << 20) + 5] ^= 0xff;
     let part = part_of(&out.path().join("data"), "f");
     std::fs::write(&part, &bad).unwrap();
-    let code = Code::generate(4);
-    let sender = start_sender(std::slice::from_ref(&d), &code).await;
-    let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
-    let m = s.accept(false).await.unwrap();
+    let (_sender, mut s, m) = accepted(std::slice::from_ref(&d)).await;
     let client = s.client(4).await.unwrap();
     let summary = receive_into(&client, &m, out.path()).await.unwrap();
     assert_eq!(std::fs::read(out.path().join("data/f")).unwrap(), content);
@@ -717,10 +708,7 @@ mod faults {
         let out = tempfile::tempdir().unwrap();
         let f = src.path().join("f");
         std::fs::write(&f, bytes(24 << 20, 51)).unwrap();
-        let code = Code::generate(4);
-        let sender = start_sender(std::slice::from_ref(&f), &code).await;
-        let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
-        let m = s.accept(false).await.unwrap();
+        let (_sender, mut s, m) = accepted(std::slice::from_ref(&f)).await;
         let src_ = Meddler {
             inner: s.client(2).await.unwrap(),
             path: f.clone(),
@@ -783,10 +771,7 @@ mod faults {
         std::fs::write(&f, bytes((5 << 20) + 123, 71)).unwrap();
         for strip in [true, false] {
             let out = tempfile::tempdir().unwrap();
-            let code = Code::generate(4);
-            let sender = start_sender(std::slice::from_ref(&f), &code).await;
-            let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
-            let m = s.accept(false).await.unwrap();
+            let (_sender, mut s, m) = accepted(std::slice::from_ref(&f)).await;
             let tamper = HashTamper {
                 inner: s.client(2).await.unwrap(),
                 strip,
@@ -832,10 +817,7 @@ mod faults {
             .status()
             .unwrap();
         assert!(st.success(), "mounting a tmpfs needs root");
-        let code = Code::generate(4);
-        let sender = start_sender(&[src.path().join("d")], &code).await;
-        let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
-        let m = s.accept(false).await.unwrap();
+        let (sender, mut s, m) = accepted(&[src.path().join("d")]).await;
         let c = s.client(2).await.unwrap();
         let err = receive_into(&c, &m, disk.0.path())
             .await

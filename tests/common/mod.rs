@@ -71,6 +71,16 @@ pub async fn connect(addr: &Multiaddr, code: &Code) -> pcp::Result<Session> {
     Session::authenticate(&node, peer, code).await
 }
 
+/// A real sender of `paths` on loopback with a fresh code, and a receiver's session with it
+/// that has accepted the offer, with the offer's manifest.
+pub async fn accepted(paths: &[PathBuf]) -> (Sender, Session, pcp::manifest::Manifest) {
+    let code = Code::generate(4);
+    let sender = start_sender(paths, &code).await;
+    let mut s = within(20, connect(&sender.addr, &code)).await.unwrap();
+    let m = s.accept(false).await.unwrap();
+    (sender, s, m)
+}
+
 /// Everything observable about a tree: kind, mode bits, mtime, content or link target.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
