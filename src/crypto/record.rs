@@ -148,14 +148,16 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
         Ok(())
     }
 
-    /// [`send`](Self::send) of `Response { id, data: buf[DATA_ROOM..] }`, the same bytes on
-    /// the wire, sealed in place in `buf` instead of copied into the writer's buffer first: the
-    /// frame's length and the message's first bytes go into the room before the data, the tag
-    /// after it (`buf` has room for it when read with [`TAG`] bytes to spare). A small answer
-    /// still waits with the others; a big one is written from `buf` at once.
-    pub async fn send_data(&mut self, id: u64, mut buf: Vec<u8>) -> Result<()> {
+    /// [`send`](Self::send) of `Response { id, data: buf[at..] }`, the same bytes on the wire,
+    /// sealed in place in `buf` instead of copied into the writer's buffer first: the frame's
+    /// length and the message's first bytes go into the [`DATA_ROOM`] bytes before the data
+    /// (`at >= DATA_ROOM`; what lies before them is not sent), the tag after it (`buf` has
+    /// room for it when read with [`TAG`] bytes to spare). A small answer still waits with the
+    /// others; a big one is written from `buf` at once.
+    pub async fn send_data(&mut self, id: u64, mut buf: Vec<u8>, at: usize) -> Result<()> {
         use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
-        let len = buf.len().saturating_sub(DATA_ROOM);
+        assert!(at >= DATA_ROOM, "no room for the record's header");
+        let len = buf.len().saturating_sub(at);
         if len == 0 {
             // prost leaves empty bytes out, and so must this.
             let resp = Response {
@@ -190,9 +192,9 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
         if plain > MAX_FRAME {
             return Err(Error::FrameTooLarge(plain, MAX_FRAME));
         }
-        let start = DATA_ROOM - head.len() - 4;
+        let start = at - head.len() - 4;
         buf[start..start + 4].copy_from_slice(&((plain + TAG) as u32).to_be_bytes());
-        buf[start + 4..DATA_ROOM].copy_from_slice(head);
+        buf[start + 4..at].copy_from_slice(head);
         let tag = self.sealer.seal_detached(&mut buf[start + 4..])?;
         buf.extend_from_slice(&tag);
         let frame = &buf[start..];
@@ -320,9 +322,11 @@ mod tests {
             let (_, mut w) = secure_stream(a, &keys, 1);
             for (id, len) in answers {
                 if in_place {
-                    let mut buf = vec![0; DATA_ROOM];
+                    // Some with bytes before the room, as a direct read leaves them.
+                    let at = DATA_ROOM + (id as usize % 3) * 100;
+                    let mut buf = vec![0xEE; at];
                     buf.extend(data(len));
-                    w.send_data(id, buf).await.unwrap();
+                    w.send_data(id, buf, at).await.unwrap();
                 } else {
                     let data = data(len).into();
                     let resp = Response {

@@ -364,7 +364,7 @@ impl StreamCtx {
                     while let Some(answer) = next.take() {
                         transfer.served(answer.data_len());
                         sent = match answer {
-                            Answer::Data { id, buf } => writer.send_data(id, buf).await,
+                            Answer::Data { id, buf, at } => writer.send_data(id, buf, at).await,
                             Answer::Other(resp) => writer.send(Msg::Response(resp)).await,
                         };
                         if sent.is_err() {
