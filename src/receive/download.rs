@@ -153,6 +153,12 @@ impl<S: FileSource> Download<'_, S> {
         let mut next_off = from;
         let mut pending = FuturesOrdered::new();
         let mut written = 0u64;
+        let mut direct = {
+            let f = f.clone();
+            tokio::task::spawn_blocking(move || disk::DirectWriter::open(&f))
+                .await
+                .map_err(join_err)?
+        };
         loop {
             while pending.len() < PER_FILE_CHUNKS && next_off < size {
                 let len = (size - next_off).min(CHUNK as u64) as u32;
@@ -194,12 +200,18 @@ impl<S: FileSource> Download<'_, S> {
                 got_hash = h;
             }
             let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
+            let mut w = direct.take();
             let write = tokio::task::spawn_blocking(move || {
-                f.write_all_at(&data2, off)
-                    .ctx(|| format!("cannot write {}", path.display()))
+                let r = match &mut w {
+                    Some(w) => w.write_at(&f, &data2, off),
+                    None => f.write_all_at(&data2, off),
+                };
+                (w, r.ctx(|| format!("cannot write {}", path.display())))
             });
             hasher.update(&data);
-            write.await.map_err(join_err)??;
+            let (w, r) = write.await.map_err(join_err)?;
+            r?;
+            direct = w;
             written += data.len() as u64;
             self.progress
                 .bytes

@@ -517,14 +517,15 @@ impl Share {
     }
 
     /// A read from the page cache right here when it holds the range (no hand-off to the
-    /// blocking pool, which costs a thread wake-up per request), else from the disk.
+    /// blocking pool, which costs a thread wake-up per request), else from the disk; with
+    /// its part of the file's hash (see [`hashed`](Self::hashed)).
     async fn read_cached_or_not(
         self: &Arc<Self>,
         r: &crate::proto::Read,
         room: Room,
     ) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), ReadError> {
         let r = r.clone();
-        match self.read(r.file, r.offset, r.len, room, true) {
+        let read = match self.read(r.file, r.offset, r.len, room, true) {
             // A small read from the disk waits less than the two thread hand-offs the
             // pool costs (~0.1 ms against ~0.1 ms on a 2-core VM): read it right here.
             Err(ReadError::WouldBlock(got)) if r.len <= INLINE_READ => {
@@ -532,14 +533,32 @@ impl Share {
             }
             Err(ReadError::WouldBlock(got)) => {
                 let me = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    me.read_into(r.file, r.offset, r.len, room, got, false)
+                return tokio::task::spawn_blocking(move || {
+                    let read = me.read_into(r.file, r.offset, r.len, room, got, false)?;
+                    Ok(me.hashed(&r, room.before, read))
                 })
                 .await
-                .unwrap_or_else(|e| Err(fail(ErrorCode::Io, e.to_string()).into()))
+                .unwrap_or_else(|e| Err(fail(ErrorCode::Io, e.to_string()).into()));
             }
             other => other,
-        }
+        };
+        Ok(self.hashed(&r, room.before, read?))
+    }
+
+    /// A read's bytes (`buf[at..]`) and the file's hash if it brought it: a receive's reads
+    /// (`Read.hash`) also put the hash together, on the thread that read them (the disk's
+    /// blocking one for a big read, so the serving task only seals and sends).
+    fn hashed(
+        &self,
+        r: &crate::proto::Read,
+        at: usize,
+        (buf, whole): (Vec<u8>, Option<[u8; 32]>),
+    ) -> (Vec<u8>, Option<[u8; 32]>) {
+        let hash = match whole {
+            None if r.hash => self.toward_hash(r.file, r.offset, &buf[at..]),
+            whole => whole,
+        };
+        (buf, hash)
     }
 
     pub(crate) async fn answer(self: Arc<Self>, req: Request) -> Answer {
@@ -559,9 +578,13 @@ impl Share {
                 // on the blocking pool.
                 let direct = match self.direct_for(r.file, r.offset, r.len) {
                     Ok(Some(f)) => {
-                        let me = self.clone();
+                        let (me, r) = (self.clone(), r.clone());
                         tokio::task::spawn_blocking(move || {
-                            me.read_direct(r.file, r.offset, r.len, room, &f)
+                            let read = me.read_direct(r.file, r.offset, r.len, room, &f)?;
+                            Ok(read.map(|(buf, at, whole)| {
+                                let (buf, hash) = me.hashed(&r, at, (buf, whole));
+                                (buf, at, hash)
+                            }))
                         })
                         .await
                         .unwrap_or_else(|e| Err(fail(ErrorCode::Io, e.to_string()).into()))
@@ -578,14 +601,6 @@ impl Share {
                     Err(e) => Err(e),
                     Ok(None) => self.read_cached_or_not(&r, room).await,
                 };
-                // A receive's reads (`Read.hash`) also put the file's hash together.
-                let read = read.map(|(buf, whole)| {
-                    let hash = match whole {
-                        None if r.hash => self.toward_hash(r.file, r.offset, &buf[at..]),
-                        whole => whole,
-                    };
-                    (buf, hash)
-                });
                 match read {
                     Ok((buf, None)) => {
                         return Answer::Data {
