@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod manifest;
 pub mod mount;
 pub mod net;
+pub mod pages;
 pub mod proto;
 pub mod receive;
 pub mod share;

@@ -5,11 +5,12 @@
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use bytes::Bytes;
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::keys::SessionKeys;
 use crate::error::{Error, Result};
-use crate::proto::{self as wire, envelope, lost, read_frame, Envelope, Response, MAX_FRAME};
+use crate::pages::{self, PAGE};
+use crate::proto::{self as wire, envelope, lost, read_frame_len, Envelope, Response, MAX_FRAME};
 
 /// Bytes of a Poly1305 tag at the end of each sealed frame.
 pub const TAG: usize = 16;
@@ -86,18 +87,24 @@ impl Opener {
     }
 
     pub fn open(&mut self, mut buf: Vec<u8>) -> Result<Bytes> {
+        let plain = self.open_in_place(&mut buf)?;
+        buf.truncate(plain);
+        Ok(Bytes::from(buf))
+    }
+
+    /// Decrypts a sealed frame in place; its plaintext is the returned number of first bytes.
+    pub fn open_in_place(&mut self, buf: &mut [u8]) -> Result<usize> {
         if buf.len() < TAG {
             return Err(Error::Decrypt);
         }
         let n = nonce(self.counter);
         let plain = self
             .cipher
-            .open_in_place(n, Aad::empty(), &mut buf)
+            .open_in_place(n, Aad::empty(), buf)
             .map_err(|_| Error::Decrypt)?
             .len();
-        buf.truncate(plain);
         self.counter += 1;
-        Ok(Bytes::from(buf))
+        Ok(plain)
     }
 }
 
@@ -241,19 +248,45 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
 pub struct SecureReader<R> {
     r: R,
     opener: Opener,
+    /// Bytes before a response's data in the last big frame: where the next one's data is
+    /// expected to start, so it is read to land on a page boundary.
+    lead: usize,
 }
+
+/// Frames at least this big are read into pooled pages (see [`crate::pages`]).
+const POOLED_FRAME: usize = 64 * 1024;
 
 impl<R: AsyncRead + Unpin> SecureReader<R> {
     pub fn new(r: R, opener: Opener) -> Self {
-        SecureReader { r, opener }
+        SecureReader { r, opener, lead: 0 }
     }
 
     /// The next message, or `None` when the peer closed the stream cleanly.
     pub async fn recv(&mut self) -> Result<Option<envelope::Msg>> {
-        match read_frame(&mut self.r, MAX_FRAME + TAG).await? {
-            None => Ok(None),
-            Some(buf) => wire::decode_envelope(self.opener.open(buf)?).map(Some),
+        let Some(len) = read_frame_len(&mut self.r, MAX_FRAME + TAG).await? else {
+            return Ok(None);
+        };
+        if len < POOLED_FRAME {
+            let mut buf = vec![0u8; len];
+            self.r.read_exact(&mut buf).await.map_err(lost)?;
+            return wire::decode_envelope(self.opener.open(buf)?).map(Some);
         }
+        // A big frame (a read's answer) goes into pooled pages, placed so that its data
+        // starts on a page when it has as many bytes before it as the last one did.
+        let start = (PAGE - self.lead % PAGE) % PAGE;
+        let mut pages = pages::take(start + len);
+        let frame = &mut pages::bytes_mut(&mut pages)[start..start + len];
+        self.r.read_exact(frame).await.map_err(lost)?;
+        let plain = self.opener.open_in_place(frame)?;
+        let base = frame.as_ptr() as usize;
+        let end = start + plain;
+        let msg = wire::decode_envelope(Bytes::from_owner(pages::Pooled { pages, start, end }))?;
+        if let envelope::Msg::Response(r) = &msg {
+            if !r.data.is_empty() {
+                self.lead = r.data.as_ptr() as usize - base;
+            }
+        }
+        Ok(Some(msg))
     }
 
     /// Like [`recv`](Self::recv), but an end of stream is an error.
@@ -356,6 +389,40 @@ mod tests {
             }
         }
         assert!(r.recv().await.unwrap().is_none());
+    }
+
+    /// Big answers are read into pooled pages, their data on a page boundary once the reader
+    /// has seen one answer of the same shape (so it goes to the disk without a copy).
+    #[tokio::test]
+    async fn big_answers_land_on_a_page_boundary() {
+        let keys = SessionKeys::derive(Role::Sender, b"k", &[0; 32]);
+        let peer = SessionKeys::derive(Role::Receiver, b"k", &[0; 32]);
+        let (a, b) = tokio::io::duplex(8 << 20);
+        let (_, mut w) = secure_stream(a, &keys, 1);
+        let (mut r, _) = secure_stream(b, &peer, 1);
+        let data = |k: usize| {
+            (0..300_000)
+                .map(|i| ((i + k) % 251) as u8)
+                .collect::<Vec<u8>>()
+        };
+        for id in 10..14u64 {
+            let mut buf = vec![0; DATA_ROOM];
+            buf.extend(data(id as usize));
+            w.send_data(id, buf, DATA_ROOM).await.unwrap();
+        }
+        w.flush().await.unwrap();
+        for id in 10..14u64 {
+            match r.recv().await.unwrap() {
+                Some(envelope::Msg::Response(got)) => {
+                    assert_eq!(got.id, id);
+                    assert!(got.data == data(id as usize), "answer {id} differs");
+                    if id > 10 {
+                        assert!((got.data.as_ptr() as usize).is_multiple_of(PAGE));
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Small messages wait until a flush and then arrive together, in order; a big one is

@@ -18,6 +18,20 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> Re
 /// Reads one length-prefixed frame of at most `max` bytes. `Ok(None)` on a clean end of stream
 /// at a frame boundary; a stream that ends inside a frame is an error.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>> {
+    let Some(len) = read_frame_len(r, max).await? else {
+        return Ok(None);
+    };
+    // Zeroed once: reading into spare capacity instead goes through the futures-io compat
+    // layer, which zeroes the whole unfilled rest at every read (quadratic for a 1 MiB frame).
+    // (Zeroing in 64 KiB pieces right before each is read into measured the same.)
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await.map_err(lost)?;
+    Ok(Some(buf))
+}
+
+/// Reads a frame's length (at most `max`), for the caller to read its bytes where it wants
+/// them. `Ok(None)` on a clean end of stream.
+pub async fn read_frame_len<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<usize>> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -37,12 +51,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<O
     if len > max {
         return Err(Error::FrameTooLarge(len, max));
     }
-    // Zeroed once: reading into spare capacity instead goes through the futures-io compat
-    // layer, which zeroes the whole unfilled rest at every read (quadratic for a 1 MiB frame).
-    // (Zeroing in 64 KiB pieces right before each is read into measured the same.)
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await.map_err(lost)?;
-    Ok(Some(buf))
+    Ok(Some(len))
 }
 
 pub(crate) fn lost(e: std::io::Error) -> Error {

@@ -6,7 +6,7 @@ mod frame;
 mod messages;
 
 pub(crate) use frame::{lost, read_plain};
-pub use frame::{read_frame, read_opening, write_frame, write_opening};
+pub use frame::{read_frame, read_frame_len, read_opening, write_frame, write_opening};
 pub use messages::*;
 
 /// A line of `proto/vectors.txt`, by name (golden-byte tests).

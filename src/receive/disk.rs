@@ -16,6 +16,7 @@ use lru::LruCache;
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+use crate::pages::{self, Page, PAGE};
 use crate::proto::Entry;
 
 /// Folder handles kept open for the files being written.
@@ -169,15 +170,6 @@ pub(super) fn reserve(f: &File, from: u64, to: u64) -> io::Result<()> {
     }
 }
 
-/// A page of memory, so a `Vec` of them is aligned for direct I/O.
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Page([u8; PAGE]);
-
-/// Alignment of a direct write's memory, offset and length: a page, which covers the logical
-/// block size of any disk up to 4 KiB.
-const PAGE: usize = 4096;
-
 /// Writes of a big file's data that go around the page cache (`O_DIRECT`): the disk reads
 /// them from an aligned buffer of pcp's own instead of the kernel copying them into pages it
 /// allocates for the cache and writes back later (on a 2-core VM, that copy into new pages
@@ -186,6 +178,7 @@ const PAGE: usize = 4096;
 pub(super) struct DirectWriter {
     /// The same file, opened again for direct writes; `None` once it refused one.
     direct: Option<File>,
+    /// Where bytes that do not start on a page go through.
     buf: Vec<Page>,
 }
 
@@ -221,15 +214,18 @@ impl DirectWriter {
         let mut done = 0;
         if let Some(d) = &self.direct {
             if whole > 0 && off.is_multiple_of(PAGE as u64) {
-                if self.buf.len() < whole / PAGE {
-                    self.buf.resize(whole / PAGE, Page([0; PAGE]));
-                }
-                // SAFETY: `buf` holds at least `whole` initialised bytes (pages of u8 arrays,
-                // no padding), borrowed mutably and only here.
-                let aligned = unsafe {
-                    std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), whole)
+                // Bytes on a page boundary (a pooled frame's) go as they are; others are
+                // copied to one first.
+                let aligned = if (data.as_ptr() as usize).is_multiple_of(PAGE) {
+                    &data[..whole]
+                } else {
+                    if self.buf.len() < whole / PAGE {
+                        self.buf.resize(whole / PAGE, Page::ZERO);
+                    }
+                    let buf = &mut pages::bytes_mut(&mut self.buf)[..whole];
+                    buf.copy_from_slice(&data[..whole]);
+                    buf
                 };
-                aligned.copy_from_slice(&data[..whole]);
                 while done < whole {
                     match d.write_at(&aligned[done..], off + done as u64) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
