@@ -282,8 +282,12 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
         let end = start + plain;
         let msg = wire::decode_envelope(Bytes::from_owner(pages::Pooled { pages, start, end }))?;
         if let envelope::Msg::Response(r) = &msg {
-            if !r.data.is_empty() {
-                self.lead = r.data.as_ptr() as usize - base;
+            // Where the data began in the frame (it is a slice of it; were it ever a copy, the
+            // guess simply stays).
+            if let Some(lead) = (r.data.as_ptr() as usize).checked_sub(base) {
+                if !r.data.is_empty() && lead < plain {
+                    self.lead = lead;
+                }
             }
         }
         Ok(Some(msg))
