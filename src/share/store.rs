@@ -72,6 +72,12 @@ impl Answer {
     }
 }
 
+/// A read's buffer (the bytes after the room before them) and, when it covered the whole file,
+/// the file's hash.
+type ReadBytes = (Vec<u8>, Option<[u8; 32]>);
+/// A direct read's buffer, where its bytes start in it, and the file's hash as in [`ReadBytes`].
+type DirectRead = (Vec<u8>, usize, Option<[u8; 32]>);
+
 /// Why [`Share::read`] returned no data.
 #[derive(Debug)]
 pub enum ReadError {
@@ -279,7 +285,6 @@ impl Share {
     /// [`direct_for`](Self::direct_for)), into a buffer laid out as [`read`](Self::read)'s
     /// except that the bytes start at the returned index (`room.before` and what aligns
     /// them). `None`: the disk refused the alignment; read it the usual way.
-    #[allow(clippy::type_complexity)]
     pub fn read_direct(
         &self,
         id: u64,
@@ -287,7 +292,7 @@ impl Share {
         len: u32,
         room: Room,
         f: &File,
-    ) -> std::result::Result<Option<(Vec<u8>, usize, Option<[u8; 32]>)>, ReadError> {
+    ) -> std::result::Result<Option<DirectRead>, ReadError> {
         let src = self.source(id)?;
         let want = (src.size.saturating_sub(offset)).min(len as u64) as usize;
         let span = want.next_multiple_of(DIRECT_ALIGN);
@@ -310,19 +315,36 @@ impl Share {
                 Err(e) => return Err(fail(ErrorCode::Io, format!("read failed: {e}")).into()),
             }
         }
-        let got = (buf.len() - at).min(want);
-        buf.truncate(at + got);
+        buf.truncate(at + want);
+        let (buf, hash) = self.finish_read(id, f, buf, at, offset, want)?;
+        Ok(Some((buf, at, hash)))
+    }
+
+    /// After a read of `want` bytes at `offset` into `buf[at..]`: refused if the file changed
+    /// meanwhile (checked after reading, so bytes of a file that changed are never sent) or
+    /// came up short; counted; with the file's hash when it covers the whole file.
+    fn finish_read(
+        &self,
+        id: u64,
+        f: &File,
+        buf: Vec<u8>,
+        at: usize,
+        offset: u64,
+        want: usize,
+    ) -> std::result::Result<ReadBytes, ReadError> {
+        let got = buf.len() - at;
         self.check_unchanged(id, f)?;
         if got < want {
             return Err(fail(ErrorCode::Changed, "file shrank on the sender").into());
         }
         self.served.fetch_add(got as u64, Ordering::Relaxed);
-        let hash = (offset == 0 && want as u64 == src.size).then(|| {
+        let whole = offset == 0 && want as u64 == self.source(id)?.size;
+        let hash = whole.then(|| {
             let h: [u8; 32] = blake3::hash(&buf[at..]).into();
             let _ = self.cell(id).set(h);
             h
         });
-        Ok(Some((buf, at, hash)))
+        Ok((buf, hash))
     }
 
     fn check_unchanged(&self, id: u64, f: &File) -> std::result::Result<(), Failure> {
@@ -353,7 +375,7 @@ impl Share {
         len: u32,
         room: Room,
         nowait: bool,
-    ) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), ReadError> {
+    ) -> std::result::Result<ReadBytes, ReadError> {
         self.read_into(id, offset, len, room, Vec::new(), nowait)
     }
 
@@ -367,7 +389,7 @@ impl Share {
         room: Room,
         mut buf: Vec<u8>,
         nowait: bool,
-    ) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), ReadError> {
+    ) -> std::result::Result<ReadBytes, ReadError> {
         let src = self.source(id)?;
         if len > MAX_READ {
             return Err(fail(
@@ -404,19 +426,7 @@ impl Share {
                 Err(e) => return Err(fail(ErrorCode::Io, format!("read failed: {e}")).into()),
             }
         }
-        let got = buf.len() - room.before;
-        // Checked after reading, so bytes of a file that changed meanwhile are never sent.
-        self.check_unchanged(id, &f)?;
-        if got < want {
-            return Err(fail(ErrorCode::Changed, "file shrank on the sender").into());
-        }
-        self.served.fetch_add(got as u64, Ordering::Relaxed);
-        let hash = (offset == 0 && want as u64 == src.size).then(|| {
-            let h: [u8; 32] = blake3::hash(&buf[room.before..]).into();
-            let _ = self.cell(id).set(h);
-            h
-        });
-        Ok((buf, hash))
+        self.finish_read(id, &f, buf, room.before, offset, want)
     }
 
     /// Records the hash of file `id`, known beforehand (a spool hashes what it reads).
@@ -523,7 +533,7 @@ impl Share {
         self: &Arc<Self>,
         r: &crate::proto::Read,
         room: Room,
-    ) -> std::result::Result<(Vec<u8>, Option<[u8; 32]>), ReadError> {
+    ) -> std::result::Result<ReadBytes, ReadError> {
         let r = r.clone();
         let read = match self.read(r.file, r.offset, r.len, room, true) {
             // A small read from the disk waits less than the two thread hand-offs the
@@ -548,12 +558,7 @@ impl Share {
     /// A read's bytes (`buf[at..]`) and the file's hash if it brought it: a receive's reads
     /// (`Read.hash`) also put the hash together, on the thread that read them (the disk's
     /// blocking one for a big read, so the serving task only seals and sends).
-    fn hashed(
-        &self,
-        r: &crate::proto::Read,
-        at: usize,
-        (buf, whole): (Vec<u8>, Option<[u8; 32]>),
-    ) -> (Vec<u8>, Option<[u8; 32]>) {
+    fn hashed(&self, r: &crate::proto::Read, at: usize, (buf, whole): ReadBytes) -> ReadBytes {
         let hash = match whole {
             None if r.hash => self.toward_hash(r.file, r.offset, &buf[at..]),
             whole => whole,
