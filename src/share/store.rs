@@ -531,10 +531,9 @@ impl Share {
     /// its part of the file's hash (see [`hashed`](Self::hashed)).
     async fn read_cached_or_not(
         self: &Arc<Self>,
-        r: &crate::proto::Read,
+        r: crate::proto::Read,
         room: Room,
     ) -> std::result::Result<ReadBytes, ReadError> {
-        let r = r.clone();
         let read = match self.read(r.file, r.offset, r.len, room, true) {
             // A small read from the disk waits less than the two thread hand-offs the
             // pool costs (~0.1 ms against ~0.1 ms on a 2-core VM): read it right here.
@@ -604,7 +603,7 @@ impl Share {
                         Ok((buf, hash))
                     }
                     Err(e) => Err(e),
-                    Ok(None) => self.read_cached_or_not(&r, room).await,
+                    Ok(None) => self.read_cached_or_not(r, room).await,
                 };
                 match read {
                     Ok((buf, None)) => {
