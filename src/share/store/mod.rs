@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,11 +16,13 @@ use lru::LruCache;
 use tokio::sync::OnceCell;
 
 use super::tree_hash::TreeHash;
+
+mod direct;
+mod hash;
+
 use crate::crypto::{DATA_ROOM, TAG};
 use crate::manifest::{LocalTree, Source};
-use crate::proto::{
-    request, ErrorCode, Failure, Kind, Offer, Request, Response, MAX_RANGE_HASH, MAX_READ,
-};
+use crate::proto::{request, ErrorCode, Failure, Kind, Offer, Request, Response, MAX_READ};
 
 /// Files kept open at once.
 const OPEN_FILES: usize = 64;
@@ -43,15 +44,6 @@ pub struct Share {
 
 /// Reads up to this size wait for the disk on the serving task instead of the blocking pool.
 const INLINE_READ: u32 = 64 * 1024;
-
-/// Reads at least this big of data the page cache does not hold go around it (`O_DIRECT`): the
-/// disk then writes straight into the buffer that is sealed and sent, instead of into the page
-/// cache for the CPU to copy out (on the sender's one busy thread: 12% of the CPU both peers
-/// spent on a 1 GiB receive).
-const DIRECT_READ: usize = 256 * 1024;
-/// Alignment of a direct read's offset, length and buffer: a page, which covers the logical
-/// block size of any disk up to 4 KiB.
-const DIRECT_ALIGN: usize = 4096;
 
 /// What [`Share::answer`] sends back.
 pub(crate) enum Answer {
@@ -75,8 +67,6 @@ impl Answer {
 /// A read's buffer (the bytes after the room before them) and, when it covered the whole file,
 /// the file's hash.
 type ReadBytes = (Vec<u8>, Option<[u8; 32]>);
-/// A direct read's buffer, where its bytes start in it, and the file's hash as in [`ReadBytes`].
-type DirectRead = (Vec<u8>, usize, Option<[u8; 32]>);
 
 /// Why [`Share::read`] returned no data.
 #[derive(Debug)]
@@ -202,124 +192,6 @@ impl Share {
         Ok(f)
     }
 
-    /// File `id` opened for direct reads, if its filesystem allows them.
-    fn direct_file(&self, id: u64) -> std::result::Result<Option<Arc<File>>, Failure> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let src = self.source(id)?;
-        if let Some(f) = self.direct.lock().expect("lock").get(&id) {
-            return Ok(f.clone());
-        }
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&src.path)
-            .ok()
-            .map(Arc::new);
-        self.direct.lock().expect("lock").put(id, f.clone());
-        Ok(f)
-    }
-
-    /// Whether the page cache holds less than half of `len` bytes at `offset` of `f`
-    /// (`cachestat(2)`, Linux 6.5; false where the kernel lacks it).
-    fn mostly_uncached(f: &File, offset: u64, len: usize) -> bool {
-        use std::os::fd::AsRawFd;
-        /// `__NR_cachestat`, the same on every architecture Linux numbers syscalls for anew.
-        const SYS_CACHESTAT: libc::c_long = 451;
-        #[repr(C)]
-        struct Range {
-            off: u64,
-            len: u64,
-        }
-        #[repr(C)]
-        #[derive(Default)]
-        struct Stat {
-            nr_cache: u64,
-            nr_dirty: u64,
-            nr_writeback: u64,
-            nr_evicted: u64,
-            nr_recently_evicted: u64,
-        }
-        let range = Range {
-            off: offset,
-            len: len as u64,
-        };
-        let mut stat = Stat::default();
-        // SAFETY: cachestat reads `range` and writes `stat`, both live and of the kernel's
-        // layout for the call; the fd is open for `f`'s lifetime.
-        let r = unsafe {
-            libc::syscall(
-                SYS_CACHESTAT,
-                f.as_raw_fd(),
-                &range as *const Range,
-                &mut stat as *mut Stat,
-                0,
-            )
-        };
-        // SAFETY: sysconf only reads a constant of the system.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
-        r == 0 && (stat.nr_cache as usize) * page * 2 < len
-    }
-
-    /// The direct handle to read `len` bytes at `offset` of file `id` with, when that read is
-    /// big, aligned, of data the page cache mostly lacks, and the filesystem allows it.
-    pub fn direct_for(
-        &self,
-        id: u64,
-        offset: u64,
-        len: u32,
-    ) -> std::result::Result<Option<Arc<File>>, Failure> {
-        let size = self.source(id)?.size;
-        if len > MAX_READ || offset >= size || !offset.is_multiple_of(DIRECT_ALIGN as u64) {
-            return Ok(None);
-        }
-        let want = (size - offset).min(len as u64) as usize;
-        if want < DIRECT_READ {
-            return Ok(None);
-        }
-        Ok(self
-            .direct_file(id)?
-            .filter(|f| Self::mostly_uncached(f, offset, want)))
-    }
-
-    /// A read of `len` bytes at `offset` straight from the disk with `f` (from
-    /// [`direct_for`](Self::direct_for)), into a buffer laid out as [`read`](Self::read)'s
-    /// except that the bytes start at the returned index (`room.before` and what aligns
-    /// them). `None`: the disk refused the alignment; read it the usual way.
-    pub fn read_direct(
-        &self,
-        id: u64,
-        offset: u64,
-        len: u32,
-        room: Room,
-        f: &File,
-    ) -> std::result::Result<Option<DirectRead>, ReadError> {
-        let src = self.source(id)?;
-        let want = (src.size.saturating_sub(offset)).min(len as u64) as usize;
-        let span = want.next_multiple_of(DIRECT_ALIGN);
-        let mut buf = Vec::with_capacity(DIRECT_ALIGN + room.before + span + room.after);
-        let start = buf.as_ptr() as usize + room.before;
-        let at = start.next_multiple_of(DIRECT_ALIGN) - start + room.before;
-        buf.resize(at, 0);
-        let end = at + span;
-        while buf.len() < end {
-            let done = buf.len() - at;
-            match pread_append(f, &mut buf, end, offset + done as u64, 0) {
-                Ok(n) if n == 0 || !n.is_multiple_of(DIRECT_ALIGN) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // Alignment this disk does not accept: not again for this file.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && done == 0 => {
-                    self.direct.lock().expect("lock").put(id, None);
-                    return Ok(None);
-                }
-                Err(e) => return Err(fail(ErrorCode::Io, format!("read failed: {e}")).into()),
-            }
-        }
-        buf.truncate(at + want);
-        let (buf, hash) = self.finish_read(id, f, buf, at, offset, want)?;
-        Ok(Some((buf, at, hash)))
-    }
-
     /// After a read of `want` bytes at `offset` into `buf[at..]`: refused if the file changed
     /// meanwhile (checked after reading, so bytes of a file that changed are never sent) or
     /// came up short; counted; with the file's hash when it covers the whole file.
@@ -427,103 +299,6 @@ impl Share {
             }
         }
         self.finish_read(id, &f, buf, room.before, offset, want)
-    }
-
-    /// Records the hash of file `id`, known beforehand (a spool hashes what it reads).
-    pub(crate) fn set_hash(&self, id: u64, hash: [u8; 32]) {
-        let _ = self.cell(id).set(hash);
-    }
-
-    fn cell(&self, id: u64) -> HashCell {
-        self.hashes
-            .lock()
-            .expect("lock")
-            .entry(id)
-            .or_default()
-            .clone()
-    }
-
-    /// For a read whose receiver will want the file's hash (`Read.hash`): adds its bytes to
-    /// the hash being put together from served reads. Returns the file's hash when this read
-    /// completed it, or when it was known already and this is the file's last read.
-    fn toward_hash(&self, id: u64, offset: u64, data: &[u8]) -> Option<[u8; 32]> {
-        let size = self.source(id).ok()?.size;
-        let cell = self.cell(id);
-        if let Some(h) = cell.get() {
-            return (offset + data.len() as u64 == size).then_some(*h);
-        }
-        let (index, cv) = TreeHash::subtree(size, offset, data)?;
-        let mut trees = self.trees.lock().expect("lock");
-        let tree = trees.get_or_insert_mut(id, || {
-            TreeHash::new(size).expect("a file of one subtree has none")
-        });
-        let hash = tree.add(index, cv)?;
-        trees.pop(&id);
-        drop(trees);
-        let _ = cell.set(hash);
-        Some(hash)
-    }
-
-    /// BLAKE3 of file `id`, computed once on first demand.
-    pub async fn hash(self: &Arc<Self>, id: u64) -> std::result::Result<[u8; 32], Failure> {
-        self.source(id)?;
-        let cell = self.cell(id);
-        let me = self.clone();
-        cell.get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || me.hash_blocking(id))
-                .await
-                .map_err(|e| fail(ErrorCode::Io, e.to_string()))?
-        })
-        .await
-        .copied()
-    }
-
-    fn hash_blocking(&self, id: u64) -> std::result::Result<[u8; 32], Failure> {
-        let f = self.file(id)?;
-        self.check_unchanged(id, &f)?;
-        let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        loop {
-            let n = f
-                .read_at(&mut buf, off)
-                .map_err(|e| fail(ErrorCode::Io, format!("read failed: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            off += n as u64;
-        }
-        self.check_unchanged(id, &f)?;
-        if off != self.source(id)?.size {
-            return Err(fail(ErrorCode::Changed, "file size changed on the sender"));
-        }
-        Ok(h.finalize().into())
-    }
-
-    /// BLAKE3 of bytes `offset..offset+len` of file `id` (blocking).
-    fn range_hash(&self, id: u64, offset: u64, len: u64) -> std::result::Result<[u8; 32], Failure> {
-        let src = self.source(id)?;
-        if len > MAX_RANGE_HASH || offset.checked_add(len).is_none_or(|end| end > src.size) {
-            return Err(fail(ErrorCode::BadRange, "range out of bounds"));
-        }
-        let f = self.file(id)?;
-        let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; (1usize << 20).min(len as usize)];
-        let mut done = 0u64;
-        while done < len {
-            let want = ((len - done) as usize).min(buf.len());
-            let n = f
-                .read_at(&mut buf[..want], offset + done)
-                .map_err(|e| fail(ErrorCode::Io, format!("read failed: {e}")))?;
-            if n == 0 {
-                return Err(fail(ErrorCode::Changed, "file shrank on the sender"));
-            }
-            h.update(&buf[..n]);
-            done += n as u64;
-        }
-        self.check_unchanged(id, &f)?;
-        Ok(h.finalize().into())
     }
 
     /// A read from the page cache right here when it holds the range (no hand-off to the
@@ -647,7 +422,7 @@ impl Share {
 mod tests {
     use super::*;
 
-    fn share_of(dir: &std::path::Path, data: &[u8]) -> (Share, u64) {
+    pub(super) fn share_of(dir: &std::path::Path, data: &[u8]) -> (Share, u64) {
         let p = dir.join("f");
         std::fs::write(&p, data).unwrap();
         let share = Share::new(LocalTree::build(&[p]).unwrap());
@@ -757,67 +532,6 @@ mod tests {
             }
         }
         assert_eq!(share.hash(id).await.unwrap().to_vec(), want);
-    }
-
-    /// A big read of data the page cache lacks comes straight from the disk, aligned for it,
-    /// with room for the record around it, and the same bytes as any other read; once the
-    /// file is cached, reads of it come from the cache again.
-    #[tokio::test]
-    async fn big_reads_of_uncached_data_bypass_the_page_cache() {
-        use std::os::fd::AsRawFd;
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..700_001u32).map(|i| (i * 31 % 251) as u8).collect();
-        let (share, id) = share_of(dir.path(), &data);
-        let share = Arc::new(share);
-        let f = File::open(dir.path().join("f")).unwrap();
-        f.sync_all().unwrap();
-        // SAFETY: advice about an open file's cache; no memory is touched.
-        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(r, 0);
-        // Too small, or unaligned: the usual way.
-        assert!(share.direct_for(id, 0, 64 * 1024).unwrap().is_none());
-        assert!(share.direct_for(id, 100, MAX_READ).unwrap().is_none());
-        let room = Room {
-            before: DATA_ROOM,
-            after: TAG,
-        };
-        let d = share
-            .direct_for(id, 4096, MAX_READ)
-            .unwrap()
-            .expect("a big uncached read goes direct (the temporary folder allows O_DIRECT)");
-        let (buf, at, hash) = share
-            .read_direct(id, 4096, MAX_READ, room, &d)
-            .unwrap()
-            .expect("the disk takes page-aligned reads");
-        assert!(at >= DATA_ROOM);
-        assert_eq!((buf.as_ptr() as usize + at) % DIRECT_ALIGN, 0);
-        assert!(buf.capacity() >= buf.len() + TAG, "no room for the tag");
-        assert!(buf[at..] == data[4096..], "the bytes differ");
-        assert_eq!(hash, None);
-        // A read of the whole file brings its hash; an answer carries the bytes.
-        let d = share.direct_for(id, 0, MAX_READ).unwrap().unwrap();
-        let (buf, at, hash) = share
-            .read_direct(id, 0, MAX_READ, room, &d)
-            .unwrap()
-            .unwrap();
-        assert!(buf[at..] == data[..]);
-        assert_eq!(hash, Some(*blake3::hash(&data).as_bytes()));
-        let req = Request {
-            id: 9,
-            op: Some(request::Op::Read(crate::proto::Read {
-                file: id,
-                offset: 262_144,
-                len: MAX_READ,
-                hash: false,
-            })),
-        };
-        match share.clone().answer(req).await {
-            Answer::Data { id: 9, buf, at } => assert!(buf[at..] == data[262_144..]),
-            _ => panic!("no data"),
-        }
-        // Cached now: the usual way.
-        let (_, _) = share.read(id, 0, MAX_READ, room, false).unwrap();
-        assert!(share.direct_for(id, 0, MAX_READ).unwrap().is_none());
     }
 
     #[test]
