@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{confirm, plural, read_code, roots, Ui};
+use super::ui::{confirm, plural, read_code, roots, seconds, Ui};
 use super::{interrupted, json, seek};
 use crate::code::Code;
 use crate::error::{Error, Result};
@@ -254,9 +254,10 @@ async fn to_stdout(receiver: Receiver, yes: bool, ui: Ui) -> Result<()> {
     if !c.text {
         let secs = started.elapsed().as_secs_f64();
         say!(
-            "Received {} ({}, verified) in {secs:.1} s, written to standard output ({}/s).",
+            "Received {} ({}, verified) in {}, written to standard output ({}/s).",
             roots(&c.roots),
             HumanBytes(summary.bytes),
+            seconds(secs),
             HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
         );
     }
@@ -299,11 +300,11 @@ fn print_summary(names: &[Vec<u8>], files: u64, bytes: u64, summary: &Summary, s
         String::new()
     };
     say!(
-        "Received {} ({}, {}, all verified) in {:.1} s: {} moved ({}/s){resumed}.",
+        "Received {} ({}, {}, all verified) in {}: {} moved ({}/s){resumed}.",
         roots(names),
         plural(files, "file"),
         HumanBytes(bytes),
-        secs,
+        seconds(secs),
         HumanBytes(summary.bytes),
         HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
     );

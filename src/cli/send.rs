@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{plural, roots, Ui};
+use super::ui::{plural, roots, seconds, Ui};
 use super::{interrupted, json};
 use crate::code::{Code, MAX_WORDS, MIN_WORDS};
 use crate::error::{Error, Result};
@@ -288,7 +288,7 @@ fn sent(bytes: u64, elapsed: Duration) -> String {
     } else {
         String::new()
     };
-    format!("{} sent in {secs:.1} s{rate}", HumanBytes(bytes))
+    format!("{} sent in {}{rate}", HumanBytes(bytes), seconds(secs))
 }
 
 impl Printer {

@@ -43,6 +43,18 @@ pub(super) fn plural(n: u64, one: &str) -> String {
     }
 }
 
+/// A duration for a line of text: "41.0 s", "0.35 s", "12 ms" (a fast LAN transfer is not
+/// "0.0 s").
+pub(super) fn seconds(secs: f64) -> String {
+    if secs >= 1.0 {
+        format!("{secs:.1} s")
+    } else if secs >= 0.1 {
+        format!("{secs:.2} s")
+    } else {
+        format!("{} ms", (secs * 1000.0).round().max(1.0) as u64)
+    }
+}
+
 /// The first few top-level names of a share, for a line of text.
 pub(super) fn roots(roots: &[Vec<u8>]) -> String {
     let names: Vec<String> = roots
@@ -151,5 +163,14 @@ mod tests {
         assert_eq!(roots(&r[..1]), "a");
         assert_eq!(plural(1, "file"), "1 file");
         assert_eq!(plural(2, "file"), "2 files");
+    }
+
+    #[test]
+    fn durations_keep_their_figures_when_short() {
+        assert_eq!(seconds(41.04), "41.0 s");
+        assert_eq!(seconds(1.0), "1.0 s");
+        assert_eq!(seconds(0.354), "0.35 s");
+        assert_eq!(seconds(0.0123), "12 ms");
+        assert_eq!(seconds(0.0), "1 ms");
     }
 }
