@@ -231,7 +231,17 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
                 "the receiver has everything"
             };
             let (bytes, elapsed) = printer.finished.unwrap_or_default();
-            say!("Done: {what} ({}).", sent(bytes, elapsed));
+            if printer.mounted {
+                // A mount reads on demand: its lifetime is no transfer time, and bytes over
+                // it no rate.
+                say!(
+                    "Done: {what} after {} ({} sent).",
+                    seconds(elapsed.as_secs_f64()),
+                    HumanBytes(bytes)
+                );
+            } else {
+                say!("Done: {what} ({}).", sent(bytes, elapsed));
+            }
             json::done(json!({ "bytes": bytes, "seconds": elapsed.as_secs_f64() }));
             Ok(())
         }
