@@ -223,22 +223,14 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
     }
     match end? {
         ShareEnd::Finished => {
-            let what = if printer.mounted {
-                "the receiver unmounted"
-            } else if offer.text {
+            let what = if offer.text {
                 "the receiver has the text"
             } else {
                 "the receiver has everything"
             };
             let (bytes, elapsed) = printer.finished.unwrap_or_default();
             if printer.mounted {
-                // A mount reads on demand: its lifetime is no transfer time, and bytes over
-                // it no rate.
-                say!(
-                    "Done: {what} after {} ({} sent).",
-                    seconds(elapsed.as_secs_f64()),
-                    HumanBytes(bytes)
-                );
+                say!("Done: the receiver {}.", unmounted(bytes, elapsed));
             } else {
                 say!("Done: {what} ({}).", sent(bytes, elapsed));
             }
@@ -265,6 +257,8 @@ struct Printer {
 struct Receivers {
     numbers: HashMap<PeerId, usize>,
     connected: HashSet<PeerId>,
+    /// Receivers that mounted the share (their end is an unmount).
+    mounted: HashSet<PeerId>,
     finished: usize,
     declined: usize,
 }
@@ -299,6 +293,16 @@ fn sent(bytes: u64, elapsed: Duration) -> String {
         String::new()
     };
     format!("{} sent in {}{rate}", HumanBytes(bytes), seconds(secs))
+}
+
+/// "unmounted after 2.0 s (2.86 MiB sent)": a mount reads on demand, so its lifetime is no
+/// transfer time and what it read no rate.
+fn unmounted(bytes: u64, elapsed: Duration) -> String {
+    format!(
+        "unmounted after {} ({} sent)",
+        seconds(elapsed.as_secs_f64()),
+        HumanBytes(bytes)
+    )
 }
 
 impl Printer {
@@ -380,6 +384,7 @@ fn keep_line(r: &mut Receivers, ev: ShareEvent) -> bool {
         ShareEvent::Accepted { peer, mount } => {
             let n = r.number(peer);
             if mount {
+                r.mounted.insert(peer);
                 say!("Receiver {n} mounted the share.");
             } else {
                 say!("Receiver {n} accepted; sending...");
@@ -400,9 +405,13 @@ fn keep_line(r: &mut Receivers, ev: ShareEvent) -> bool {
             let n = r.number(peer);
             r.connected.remove(&peer);
             r.finished += 1;
+            let how = if r.mounted.remove(&peer) {
+                unmounted(bytes, elapsed)
+            } else {
+                format!("is done ({})", sent(bytes, elapsed))
+            };
             say!(
-                "Receiver {n} is done ({}); {} finished, {}.",
-                sent(bytes, elapsed),
+                "Receiver {n} {how}; {} finished, {}.",
                 r.finished,
                 r.connected()
             );
@@ -410,6 +419,7 @@ fn keep_line(r: &mut Receivers, ev: ShareEvent) -> bool {
         ShareEvent::Stopped { peer, reason } => {
             let n = r.number(peer);
             r.connected.remove(&peer);
+            r.mounted.remove(&peer);
             say!("Receiver {n} stopped: {reason}; {}.", r.connected());
         }
         ShareEvent::Lost { peer, reason } => {
