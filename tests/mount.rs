@@ -488,12 +488,22 @@ fn signals_unmount_cleanly_and_stop_the_sender() {
             !in_mounts(m.dir.path()),
             "signal {sig} left the mount behind"
         );
-        // The sender stops when the receiver unmounts.
+        // The sender stops when the receiver unmounts, and says so: how long it was mounted
+        // and what it read (the file, and the small files the mount prefetched), not a
+        // transfer rate over the mount's lifetime.
         assert_eq!(
             sender.wait(10),
             Some(0),
             "{}",
             sender.stderr.lock().unwrap()
+        );
+        let said = sender.stderr.lock().unwrap().clone();
+        let done = said.lines().last().unwrap_or_default();
+        assert!(
+            done.starts_with("Done: the receiver unmounted after ")
+                && done.ends_with(" sent).")
+                && !done.contains("/s"),
+            "{said}"
         );
     }
 }
