@@ -43,15 +43,17 @@ pub(super) fn plural(n: u64, one: &str) -> String {
     }
 }
 
-/// A duration for a line of text: "41.0 s", "0.35 s", "12 ms" (a fast LAN transfer is not
-/// "0.0 s").
+/// A duration for a line of text: "41.0 s", "0.35 s", "12 ms", "under 1 ms" (a fast LAN
+/// transfer is not "0.0 s").
 pub(super) fn seconds(secs: f64) -> String {
     if secs >= 1.0 {
         format!("{secs:.1} s")
     } else if secs >= 0.1 {
         format!("{secs:.2} s")
+    } else if secs >= 0.0005 {
+        format!("{} ms", (secs * 1000.0).round() as u64)
     } else {
-        format!("{} ms", (secs * 1000.0).round().max(1.0) as u64)
+        "under 1 ms".into()
     }
 }
 
@@ -171,6 +173,7 @@ mod tests {
         assert_eq!(seconds(1.0), "1.0 s");
         assert_eq!(seconds(0.354), "0.35 s");
         assert_eq!(seconds(0.0123), "12 ms");
-        assert_eq!(seconds(0.0), "1 ms");
+        assert_eq!(seconds(0.0006), "1 ms");
+        assert_eq!(seconds(0.0), "under 1 ms");
     }
 }
