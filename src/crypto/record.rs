@@ -316,6 +316,23 @@ pub fn secure_stream<S: AsyncRead + AsyncWrite>(
 mod tests {
     use super::*;
     use crate::proto::Role;
+    use tokio::io::DuplexStream;
+
+    /// The sender's writer and the receiver's reader of stream 1 over an in-memory pipe of
+    /// `capacity` bytes.
+    fn sender_to_receiver(
+        capacity: usize,
+    ) -> (
+        SecureWriter<WriteHalf<DuplexStream>>,
+        SecureReader<ReadHalf<DuplexStream>>,
+    ) {
+        let keys = SessionKeys::derive(Role::Sender, b"k", &[0; 32]);
+        let peer = SessionKeys::derive(Role::Receiver, b"k", &[0; 32]);
+        let (a, b) = tokio::io::duplex(capacity);
+        let (_, w) = secure_stream(a, &keys, 1);
+        let (r, _) = secure_stream(b, &peer, 1);
+        (w, r)
+    }
 
     #[test]
     fn replayed_or_reordered_frames_fail() {
@@ -399,11 +416,7 @@ mod tests {
     /// has seen one answer of the same shape (so it goes to the disk without a copy).
     #[tokio::test]
     async fn big_answers_land_on_a_page_boundary() {
-        let keys = SessionKeys::derive(Role::Sender, b"k", &[0; 32]);
-        let peer = SessionKeys::derive(Role::Receiver, b"k", &[0; 32]);
-        let (a, b) = tokio::io::duplex(8 << 20);
-        let (_, mut w) = secure_stream(a, &keys, 1);
-        let (mut r, _) = secure_stream(b, &peer, 1);
+        let (mut w, mut r) = sender_to_receiver(8 << 20);
         let data = |k: usize| {
             (0..300_000)
                 .map(|i| ((i + k) % 251) as u8)
@@ -434,11 +447,7 @@ mod tests {
     #[tokio::test]
     async fn messages_sent_back_to_back_are_written_together() {
         use crate::proto::{Request, Response};
-        let keys = SessionKeys::derive(Role::Sender, b"k", &[0; 32]);
-        let peer = SessionKeys::derive(Role::Receiver, b"k", &[0; 32]);
-        let (a, b) = tokio::io::duplex(4 << 20);
-        let (_, mut w) = secure_stream(a, &keys, 1);
-        let (mut r, _) = secure_stream(b, &peer, 1);
+        let (mut w, mut r) = sender_to_receiver(4 << 20);
         let req = |id| {
             envelope::Msg::Request(Request {
                 id,
