@@ -91,6 +91,11 @@ pub enum Error {
     #[error("network: {0}")]
     Network(String),
 
+    /// Every address tried failed to connect: each as "ADDR: deepest cause" (at most
+    /// [`Error::UNREACHABLE_SHOWN`]).
+    #[error("cannot connect to {}", .0.join("; "))]
+    Unreachable(Vec<String>),
+
     #[error("connection to the other side was lost: {0}")]
     ConnectionLost(String),
 
@@ -137,6 +142,25 @@ fn incompatible(peer: &str, theirs: &Option<u32>, ours: &u32) -> String {
 }
 
 impl Error {
+    /// How many failed addresses an [`Error::Unreachable`] lists.
+    pub const UNREACHABLE_SHOWN: usize = 4;
+
+    /// `self` after `earlier`: failed addresses add up (each once, at most
+    /// [`UNREACHABLE_SHOWN`](Self::UNREACHABLE_SHOWN)), any other error replaces.
+    pub fn after(self, earlier: Option<Error>) -> Error {
+        match (earlier, self) {
+            (Some(Error::Unreachable(mut all)), Error::Unreachable(more)) => {
+                for m in more {
+                    if all.len() < Self::UNREACHABLE_SHOWN && !all.contains(&m) {
+                        all.push(m);
+                    }
+                }
+                Error::Unreachable(all)
+            }
+            (_, e) => e,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io {
             context: context.into(),
@@ -153,5 +177,36 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, f: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(f(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_addresses_add_up_once_each_and_bounded() {
+        let one = |a: &str| Error::Unreachable(vec![format!("{a}: Connection refused")]);
+        let mut e = one("/ip4/10.0.0.1/tcp/1").after(None);
+        e = one("/ip4/10.0.0.2/tcp/1").after(Some(e));
+        e = one("/ip4/10.0.0.1/tcp/1").after(Some(e));
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to /ip4/10.0.0.1/tcp/1: Connection refused; \
+             /ip4/10.0.0.2/tcp/1: Connection refused"
+        );
+        for i in 3..10 {
+            e = one(&format!("/ip4/10.0.0.{i}/tcp/1")).after(Some(e));
+        }
+        let Error::Unreachable(all) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(all.len(), Error::UNREACHABLE_SHOWN);
+        // Any other error replaces the list, and a list replaces any other error.
+        assert!(matches!(Error::WrongCode.after(Some(e)), Error::WrongCode));
+        assert!(matches!(
+            one("/ip4/10.0.0.1/tcp/1").after(Some(Error::Network("x".into()))),
+            Error::Unreachable(_)
+        ));
     }
 }

@@ -74,6 +74,33 @@ fn errors_say_their_cause_once_and_nothing_is_not_shared() {
         err.contains("error: nothing to share") && err.contains("special file /dev/null"),
         "{err}"
     );
+    // Addresses nobody listens on: each with its cause, on one line, not libp2p's nested dump.
+    let out = tempfile::tempdir().unwrap();
+    let r = Command::new(PCP)
+        .args(["receive", "--discovery", "none", "--yes", "--no-progress"])
+        .args([
+            "--peer",
+            "/ip4/127.0.0.1/tcp/1",
+            "--peer",
+            "/ip4/127.0.0.1/tcp/2",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .env("PCP_CODE", "slide-warfare-sponsor-fog")
+        .arg("-")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    let line = err.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: cannot connect to /ip4/127.0.0.1/tcp/"),
+        "{err}"
+    );
+    for port in [1, 2] {
+        let each = format!("/ip4/127.0.0.1/tcp/{port}: Connection refused (os error 111)");
+        assert_eq!(line.matches(&each).count(), 1, "{err}");
+    }
 }
 
 #[test]

@@ -190,7 +190,7 @@ async fn ask(receiver: Receiver, what: &str, yes: bool) -> Result<Option<Receive
         Err(e) => {
             // The sender hears why instead of seeing a lost connection.
             let reason = match &e {
-                Error::Interrupted => "the receiver was interrupted (Ctrl-C)".to_string(),
+                Error::Interrupted => "interrupted (Ctrl-C)".to_string(),
                 other => reason_for_sender(other),
             };
             let _ = receiver.abort(reason).await;
@@ -299,13 +299,21 @@ fn print_summary(names: &[Vec<u8>], files: u64, bytes: u64, summary: &Summary, s
     } else {
         String::new()
     };
+    // Nothing over the network (all of it was already here): no "0 B moved (0 B/s)".
+    let moved = if summary.bytes == 0 {
+        "nothing moved".to_string()
+    } else {
+        format!(
+            "{} moved ({}/s)",
+            HumanBytes(summary.bytes),
+            HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
+        )
+    };
     say!(
-        "Received {} ({}, {}, all verified) in {}: {} moved ({}/s){resumed}.",
+        "Received {} ({}, {}, all verified) in {}: {moved}{resumed}.",
         roots(names),
         plural(files, "file"),
         HumanBytes(bytes),
         seconds(secs),
-        HumanBytes(summary.bytes),
-        HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
     );
 }

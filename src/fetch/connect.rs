@@ -139,7 +139,7 @@ async fn attempt(
             }
             Err(e) => {
                 tracing::debug!(%addr, "dial failed: {e}");
-                last = e;
+                last = e.after(Some(last));
             }
         }
     }
@@ -267,7 +267,7 @@ async fn try_candidates(
                 Err(e) => {
                     tracing::debug!("candidate failed: {e}");
                     if !matches!(last_err, Some(Error::WrongCode)) {
-                        last_err = Some(e);
+                        last_err = Some(e.after(last_err));
                     }
                 }
             },

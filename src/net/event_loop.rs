@@ -8,7 +8,7 @@ use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{identify, kad, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -240,7 +240,7 @@ impl EventLoop {
                 ..
             } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(Error::Network(error.to_string())));
+                    let _ = reply.send(Err(dial_failure(&error)));
                 }
                 if let Some(addr) = self.bare_bootstrap.remove(&connection_id) {
                     tracing::info!("cannot reach bootstrap address {addr}: {error}");
@@ -397,4 +397,38 @@ impl EventLoop {
             _ => {}
         }
     }
+}
+
+/// What a failed dial says to a user: each address with its deepest cause only
+/// ("/ip4/10.0.0.2/tcp/1: Connection refused (os error 111)"), instead of libp2p's nested
+/// "Failed to negotiate transport protocol(s): [(ADDR: : Multiple dial errors occurred: ...)]".
+fn dial_failure(error: &DialError) -> Error {
+    match error {
+        DialError::Transport(tried) if !tried.is_empty() => Error::Unreachable(
+            tried
+                .iter()
+                .take(Error::UNREACHABLE_SHOWN)
+                .map(|(addr, e)| format!("{addr}: {}", deepest(e)))
+                .collect(),
+        ),
+        other => Error::Network(other.to_string()),
+    }
+}
+
+/// The innermost cause of `e`, looking inside `io::Error`s that wrap another error.
+fn deepest(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut at = e;
+    loop {
+        let inner = match at.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|r| r as &(dyn std::error::Error + 'static)),
+            None => at.source(),
+        };
+        match inner {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    at.to_string().replace('\n', " ")
 }

@@ -254,7 +254,7 @@ async fn drive(
             r = work => Ok(r),
             why = session.closed() => Err(why),
             _ = stop.cancelled() => {
-                let reason = "the receiver was interrupted (Ctrl-C)".to_string();
+                let reason = "interrupted (Ctrl-C)".to_string();
                 let _ = session.abort(reason).await;
                 return Err(Error::Interrupted);
             }
