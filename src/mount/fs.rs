@@ -3,8 +3,8 @@
 //! cache (`cache`), which the read-ahead policy (`readahead`) fills ahead of sequential readers
 //! and folder walkers. Every wait is bounded by the timeout; see `SEMANTICS.md` beside this file.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
@@ -31,11 +31,32 @@ pub struct MountFs<S: FileSource> {
     blocks: Arc<Blocks<S>>,
     readahead: ReadAhead,
     timeout: Duration,
+    failures: Arc<Failures>,
 }
 
-fn eio(e: &Error) -> Errno {
-    tracing::warn!("read failed: {e}");
-    libc::EIO
+/// Reads that failed, said once per change: while the sender is away every read fails the
+/// same way, and a `cp -r` or a file manager would otherwise print one warning per read.
+/// A repeat is counted and said with the next different failure, or after [`Failures::QUIET`].
+#[derive(Default)]
+struct Failures(Mutex<Option<(String, Instant, u64)>>);
+
+impl Failures {
+    const QUIET: Duration = Duration::from_secs(60);
+
+    fn eio(&self, why: String) -> Errno {
+        let mut last = self.0.lock().expect("lock");
+        match &mut *last {
+            Some((said, at, more)) if *said == why && at.elapsed() < Self::QUIET => *more += 1,
+            _ => {
+                if let Some((_, _, more @ 1..)) = *last {
+                    tracing::warn!("{more} more reads failed the same way");
+                }
+                tracing::warn!("{why}");
+                *last = Some((why, Instant::now(), 0));
+            }
+        }
+        libc::EIO
+    }
 }
 
 impl<S: FileSource> MountFs<S> {
@@ -48,6 +69,7 @@ impl<S: FileSource> MountFs<S> {
             blocks: Arc::new(blocks),
             readahead,
             timeout,
+            failures: Arc::default(),
         })
     }
 
@@ -156,7 +178,16 @@ impl<S: FileSource> MountFs<S> {
         if runs.is_empty() {
             return Reading::Done(assemble(parts, &[], first, offset, end));
         }
-        Reading::Wait(wait_for(runs, parts, self.timeout, first, offset, end).boxed())
+        Reading::Wait(
+            wait_for(
+                runs,
+                parts,
+                self.timeout,
+                self.failures.clone(),
+                (first, offset, end),
+            )
+            .boxed(),
+        )
     }
 
     /// A read by file id through the cache, for copy-out.
@@ -214,23 +245,27 @@ impl<S: FileSource> MountFs<S> {
     }
 }
 
-/// Waits (at most `timeout`) for the runs a read needs, then assembles its bytes.
+/// Waits (at most `timeout`) for the runs a read needs, then assembles its bytes (of the
+/// blocks from `first`, the range `offset..end`).
 async fn wait_for(
     runs: Vec<(u64, SharedRun)>,
     parts: Vec<Part>,
     timeout: Duration,
-    first: u64,
-    offset: u64,
-    end: u64,
+    failures: Arc<Failures>,
+    (first, offset, end): (u64, u64, u64),
 ) -> Result<Bytes, Errno> {
     let waits = futures::future::join_all(runs.iter().map(|(_, r)| r.clone()));
     let done = tokio::time::timeout(timeout, waits).await.map_err(|_| {
-        tracing::warn!("a read waited {timeout:?} for the sender and failed with EIO");
-        libc::EIO
+        failures.eio(format!(
+            "a read waited {timeout:?} for the sender and failed with EIO"
+        ))
     })?;
     let mut got = Vec::with_capacity(runs.len());
     for ((start, _), r) in runs.iter().zip(done) {
-        got.push((*start, r.map_err(|e| eio(&e))?));
+        got.push((
+            *start,
+            r.map_err(|e| failures.eio(format!("read failed: {e}")))?,
+        ));
     }
     assemble(parts, &got, first, offset, end)
 }
@@ -243,8 +278,23 @@ mod tests {
     use crate::proto::MAX_READ;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Mutex;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn a_failure_is_said_once_while_it_repeats() {
+        let f = Failures::default();
+        let said = |f: &Failures| f.0.lock().unwrap().clone().map(|(w, _, n)| (w, n));
+        for _ in 0..3 {
+            assert_eq!(f.eio("read failed: gone".into()), libc::EIO);
+        }
+        assert_eq!(said(&f), Some(("read failed: gone".into(), 2)));
+        f.eio("a read waited 30s".into());
+        assert_eq!(said(&f), Some(("a read waited 30s".into(), 0)));
+        // Said again once it has been quiet that long.
+        f.0.lock().unwrap().as_mut().unwrap().1 -= Failures::QUIET;
+        f.eio("a read waited 30s".into());
+        assert_eq!(said(&f), Some(("a read waited 30s".into(), 0)));
+    }
 
     #[derive(Clone, Default)]
     struct Fake {
