@@ -294,12 +294,11 @@ async fn drive(
 /// What to tell the sender about an error of ours (nothing of our paths).
 pub(crate) fn reason_for_sender(e: &Error) -> String {
     match e {
-        Error::TargetExists(_) => {
-            "a name of the share is already taken in the receiver's folder".to_string()
-        }
+        // The sender says "The receiver stopped: {reason}".
+        Error::TargetExists(_) => "a name of the share is already taken in its folder".to_string(),
         // The context names a local path: only the cause goes to the sender.
-        Error::Io { source, .. } => format!("the receiver failed: {source}"),
-        other => format!("the receiver failed: {other}"),
+        Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
     }
 }
 
