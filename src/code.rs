@@ -26,13 +26,96 @@ pub enum CodeError {
         "a code has {MIN_WORDS} to {MAX_WORDS} words separated by '-' or spaces; this one has {0}"
     )]
     WordCount(usize),
-    #[error("'{0}' is not a word of the code list (BIP39 English); check the spelling")]
-    UnknownWord(String),
+    #[error(
+        "'{word}' is not a word of the code list (BIP39 English); {}",
+        did_you_mean(near)
+    )]
+    UnknownWord {
+        word: String,
+        /// The closest words of the list (by edit distance), best first.
+        near: Vec<&'static str>,
+    },
     #[error(
         "a code of your own needs at least 3 different words among its {MIN_WORDS} or more, \
          or it is easy to guess; leave out --code to get a random one"
     )]
     TooWeak,
+}
+
+fn did_you_mean(near: &[&str]) -> String {
+    match near {
+        [] => "check the spelling".into(),
+        [one] => format!("did you mean '{one}'?"),
+        [init @ .., last] => format!(
+            "did you mean {} or '{last}'?",
+            init.iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Letters that name a word of the list: no two of its words share their first four letters
+/// (BIP39's own rule), so "bubb" or "enem" are enough, as on a hardware wallet.
+const UNIQUE_PREFIX: usize = 4;
+
+/// The index of lower-case `w` in the list: the word itself, or its first four or more letters.
+fn word_index(w: &str) -> Result<u16, CodeError> {
+    let list = Language::English.word_list();
+    if let Some(i) = Language::English.find_word(w) {
+        return Ok(i);
+    }
+    if w.chars().count() >= UNIQUE_PREFIX {
+        let mut starting = list.iter().enumerate().filter(|(_, x)| x.starts_with(w));
+        if let (Some((i, _)), None) = (starting.next(), starting.next()) {
+            return Ok(i as u16);
+        }
+    }
+    Err(CodeError::UnknownWord {
+        word: w.to_string(),
+        near: nearest(w, list),
+    })
+}
+
+/// The words of `list` closest to `w`, at most three: those within two edits of it (one for
+/// words of up to four letters), and of those only the closest.
+fn nearest(w: &str, list: &[&'static str]) -> Vec<&'static str> {
+    let w: Vec<char> = w.chars().collect();
+    let most = if w.len() <= UNIQUE_PREFIX { 1 } else { 2 };
+    let scored: Vec<(usize, &'static str)> = list
+        .iter()
+        .map(|x| (edits(&w, &x.chars().collect::<Vec<_>>()), *x))
+        .filter(|(d, _)| *d <= most)
+        .collect();
+    let best = scored.iter().map(|(d, _)| *d).min().unwrap_or(0);
+    scored
+        .into_iter()
+        .filter(|(d, _)| *d == best)
+        .take(3)
+        .map(|(_, x)| x)
+        .collect()
+}
+
+/// Edits (insert, delete, replace, or swap two neighbours) that turn `a` into `b`: the
+/// optimal string alignment distance, so "bubbel" is one edit from "bubble".
+fn edits(a: &[char], b: &[char]) -> usize {
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let replace = d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = replace.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// A normalised code phrase: lower-case BIP39 English words, kept as their indices in the
@@ -72,10 +155,7 @@ impl Code {
         }
         let words = parts
             .iter()
-            .map(|w| match Language::English.find_word(w) {
-                Some(i) => Ok(i),
-                None => Err(CodeError::UnknownWord(w.clone())),
-            })
+            .map(|w| word_index(w))
             .collect::<Result<_, _>>()?;
         Ok(Code { words })
     }
@@ -159,8 +239,39 @@ mod tests {
         );
         assert_eq!(
             Code::parse("bubble-enemy-resultt-increase"),
-            Err(CodeError::UnknownWord("resultt".into()))
+            Err(CodeError::UnknownWord {
+                word: "resultt".into(),
+                near: vec!["result"]
+            })
         );
+        assert_eq!(
+            Code::parse("bubble-enemy-result-xqzv")
+                .unwrap_err()
+                .to_string(),
+            "'xqzv' is not a word of the code list (BIP39 English); check the spelling"
+        );
+        assert_eq!(
+            Code::parse("bubble-enemy-result-fogg")
+                .unwrap_err()
+                .to_string(),
+            "'fogg' is not a word of the code list (BIP39 English); did you mean 'fog'?"
+        );
+        // Swapped letters are one edit; only the closest words are named.
+        let e = |c: &str| Code::parse(c).unwrap_err().to_string();
+        assert!(e("bubbel-enemy-result-increase").ends_with("did you mean 'bubble'?"));
+        assert!(e("enemmy-bubble-result-increase").ends_with("did you mean 'enemy'?"));
+        let two = e("bubble-enemy-result-tabel");
+        assert!(two.ends_with("did you mean 'label' or 'table'?"), "{two}");
+        let three = e("bubble-enemy-result-fild");
+        assert!(
+            three.ends_with("did you mean 'field', 'file' or 'film'?"),
+            "{three}"
+        );
+        // Three letters are not enough to name a word by its start.
+        assert!(matches!(
+            Code::parse("bub-enemy-result-increase"),
+            Err(CodeError::UnknownWord { .. })
+        ));
         assert_eq!(
             Code::parse_custom("zoo zoo zoo zoo"),
             Err(CodeError::TooWeak)
@@ -172,6 +283,19 @@ mod tests {
         assert!(Code::parse_custom("zoo zoo abandon ability").is_ok());
         let long = vec!["zoo"; 13].join("-");
         assert_eq!(Code::parse(&long), Err(CodeError::WordCount(13)));
+    }
+
+    #[test]
+    fn four_letters_name_a_word() {
+        let full = Code::parse("bubble-enemy-result-increase").unwrap();
+        assert_eq!(Code::parse("bubb enem resu incr").unwrap(), full);
+        assert_eq!(Code::parse("BUBBL-enemy-resul-increa").unwrap(), full);
+        // Every word of the list is named by its first four letters, and by nothing shorter
+        // than a whole word.
+        for (i, w) in Language::English.word_list().iter().enumerate() {
+            let four: String = w.chars().take(UNIQUE_PREFIX).collect();
+            assert_eq!(word_index(&four), Ok(i as u16), "{w}");
+        }
     }
 
     #[test]

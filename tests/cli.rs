@@ -16,9 +16,15 @@ fn receive_by_the_binary_on_loopback() {
     std::fs::write(src.path().join("d/data"), common::bytes(3 << 20, 5)).unwrap();
     let mut s = send_loopback(&src.path().join("d"), &[]);
     let addr = s.loopback_addr();
-    // The code comes from PCP_CODE, in upper case with spaces: it need not appear in `ps`.
+    // The code comes from PCP_CODE, in upper case with spaces and each word cut to its first
+    // four letters (enough to name a BIP39 word): it need not appear in `ps`.
+    let typed: Vec<String> = s
+        .code
+        .split('-')
+        .map(|w| w.chars().take(4).collect())
+        .collect();
     let r = receive_cmd(&addr, out.path())
-        .env("PCP_CODE", s.code.replace('-', " ").to_uppercase())
+        .env("PCP_CODE", typed.join(" ").to_uppercase())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);

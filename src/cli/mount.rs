@@ -21,8 +21,9 @@ use crate::net::discovery::Discovery;
 
 #[derive(Args, Debug)]
 pub(super) struct MountArgs {
-    /// The code from `pcp send` (words separated by '-' or spaces); `-` reads PCP_CODE or
-    /// asks, which keeps the code out of `ps` for the life of the mount.
+    /// The code from `pcp send` (words separated by '-' or spaces; the first four letters of a
+    /// word are enough); `-` reads PCP_CODE or asks, which keeps the code out of `ps` for the
+    /// life of the mount.
     #[arg(value_name = "CODE", required = true, num_args = 1..)]
     code: Vec<String>,
     /// An empty folder to mount on.

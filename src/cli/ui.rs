@@ -85,14 +85,28 @@ pub(super) fn read_code(args: &[String]) -> Result<Code> {
     if let Ok(c) = std::env::var("PCP_CODE") {
         return Ok(Code::parse(&Zeroizing::new(c))?);
     }
-    say_part!("Enter the code: ");
-    let _ = std::io::stderr().flush();
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("reading the code", e))?;
-    Ok(Code::parse(line.trim())?)
+    // On a terminal a mistyped code is asked for again (nothing went out yet); from a pipe
+    // the first answer is the only one.
+    let tries = if std::io::stdin().is_terminal() { 3 } else { 1 };
+    for left in (0..tries).rev() {
+        say_part!("Enter the code: ");
+        let _ = std::io::stderr().flush();
+        let mut line = Zeroizing::new(String::new());
+        let n = std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::io("reading the code", e))?;
+        if n == 0 {
+            say!("");
+            return Err(Error::Usage("no code was given".into()));
+        }
+        match Code::parse(line.trim()) {
+            Ok(code) => return Ok(code),
+            Err(e) if left > 0 => say!("{e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last try returns")
 }
 
 /// Asks a yes/no question on the terminal (no terminal: an error that says to pass --yes).
