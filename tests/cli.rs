@@ -80,8 +80,30 @@ fn errors_say_their_cause_once_and_nothing_is_not_shared() {
         err.contains("error: nothing to share") && err.contains("special file /dev/null"),
         "{err}"
     );
-    // Addresses nobody listens on: each with its cause, on one line, not libp2p's nested dump.
+    // An --out under a file: refused before the code is asked for or anyone is dialed.
     let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("file"), b"x").unwrap();
+    let r = Command::new(PCP)
+        .args([
+            "receive",
+            "--discovery",
+            "none",
+            "--peer",
+            "/ip4/127.0.0.1/tcp/1",
+        ])
+        .arg("--out")
+        .arg(out.path().join("file/below"))
+        .arg("-")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: cannot receive into "), "{err}");
+    assert!(
+        !err.contains("Enter the code") && !err.contains("connect"),
+        "{err}"
+    );
+    // Addresses nobody listens on: each with its cause, on one line, not libp2p's nested dump.
     let r = Command::new(PCP)
         .args(["receive", "--discovery", "none", "--yes", "--no-progress"])
         .args([

@@ -58,6 +58,10 @@ pub(super) struct MountArgs {
 pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<()> {
     // Refuse a bad mountpoint before looking for anyone.
     check_mountpoint(&a.mountpoint, a.nonempty)?;
+    if let Some(dir) = &a.copy_out {
+        crate::receive::check_out_folder(dir)
+            .map_err(|e| Error::io(format!("cannot copy out into {}", dir.display()), e))?;
+    }
     let code = read_code(&a.code)?;
     let seek = seek(&discovery, a.peer, a.wait, a.allow_relay);
     // Ctrl-C or SIGTERM while looking, authenticating or mounting: stop at once, mount nothing.

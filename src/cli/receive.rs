@@ -80,6 +80,18 @@ pub(super) async fn find(code: &Code, seek: &Seek) -> Result<Receiver> {
 }
 
 pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Result<()> {
+    if !a.stdout {
+        crate::receive::check_out_folder(&a.out).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot receive into {} (pick another --out, or --stdout for a single file \
+                     or a text)",
+                    a.out.display()
+                ),
+                e,
+            )
+        })?;
+    }
     let code = read_code(&a.code)?;
     let seek = seek(&discovery, a.peer, a.wait, a.allow_relay);
     // Looking for the sender: nothing to tell anyone when interrupted.

@@ -441,9 +441,66 @@ impl Out {
     }
 }
 
+/// Whether files can be received into `out`: a folder this process may create files in, or,
+/// when it does not exist yet, the nearest folder above it that is (`--out` is created). Checked
+/// before the sender is looked for, so a wrong `--out` costs no one a handshake.
+pub fn check_out_folder(out: &Path) -> io::Result<()> {
+    let mut at = out;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if !m.is_dir() => {
+                return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"))
+            }
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                _ => at = Path::new("."),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    let c = CString::new(at.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))?;
+    // SAFETY: `c` is a valid C string for the duration of the call.
+    let r = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_out_folder_is_checked_up_to_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        check_out_folder(dir.path()).unwrap();
+        check_out_folder(&dir.path().join("new/deeper")).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let e = check_out_folder(&dir.path().join("file/below")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotADirectory);
+        // Read-only for everyone; root may still write there, so only the mode is checked
+        // when the test runs as root.
+        use std::os::unix::fs::PermissionsExt;
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            let e = check_out_folder(&ro.join("x")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        }
+    }
 
     /// Direct writes put the same bytes where buffered ones would: whole pages around the
     /// page cache, an unaligned start and a last partial page through the file itself.

@@ -6,6 +6,7 @@
 //! can go to a byte stream instead ([`to_stream`]: `--stdout`, text messages).
 
 mod disk;
+pub use disk::check_out_folder;
 mod download;
 mod resume;
 pub(crate) mod run;
