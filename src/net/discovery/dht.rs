@@ -28,7 +28,6 @@ impl DhtAnnouncer {
         mdns: bool,
     ) -> DhtAnnouncer {
         let task = tokio::spawn(async move {
-            let mut previous: Option<libp2p::kad::RecordKey> = None;
             // Said once: whether a peer ever stored the record (or none could be reached).
             let mut said: Option<bool> = None;
             loop {
@@ -68,10 +67,8 @@ impl DhtAnnouncer {
                 if stored > 0 || said.is_none() {
                     said = Some(stored > 0);
                 }
-                // The previous slot's record stays: receivers look at it for one more slot.
-                if let Some(old) = previous.replace(key) {
-                    let _ = old;
-                }
+                // The previous slot's record is left to expire: receivers look at it for one
+                // more slot.
                 tokio::time::sleep(until_next_slot(clock()) + Duration::from_millis(50)).await;
             }
         });
