@@ -117,6 +117,18 @@ pub enum Error {
          resume", crate::text::human_bytes(*kept)
     )]
     SenderStopped { reason: String, kept: u64 },
+
+    /// A receive that broke off (connection lost, no answer) after some of it arrived.
+    #[error(
+        "{cause}; {} received and verified so far are kept: run `pcp receive` again into the \
+         same folder to resume (with the same code while that `pcp send` still runs)",
+        crate::text::human_bytes(*kept)
+    )]
+    BrokenOff {
+        #[source]
+        cause: Box<Error>,
+        kept: u64,
+    },
 }
 
 /// Carried inside an `io::Error` when the other side refused pcp's protocol on a stream that
@@ -158,6 +170,17 @@ impl Error {
                 Error::Unreachable(all)
             }
             (_, e) => e,
+        }
+    }
+
+    /// `cause`, saying that `kept` bytes are on disk for a resume (when any are).
+    pub fn broken_off(cause: Error, kept: u64) -> Error {
+        match kept {
+            0 => cause,
+            kept => Error::BrokenOff {
+                cause: Box::new(cause),
+                kept,
+            },
         }
     }
 

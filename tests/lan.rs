@@ -183,6 +183,21 @@ fn the_sender_prints_the_receivers_own_error() {
 /// Issue "Every line is true": a sender's Ctrl-C reaches the receiver, with what it kept.
 #[test]
 fn a_sender_that_stops_is_reported_with_what_was_kept() {
+    sender_gone_mid_transfer(libc::SIGINT, "the sender stopped sharing");
+}
+
+/// A sender killed outright says nothing: the receiver says so, and what it kept.
+#[test]
+fn a_sender_killed_mid_transfer_is_reported_with_what_was_kept() {
+    sender_gone_mid_transfer(
+        libc::SIGKILL,
+        "the sender closed the session without saying why",
+    );
+}
+
+/// Sends `signal` to a sender mid-transfer: the receiver's error says `why` and what it kept,
+/// and a new share of the same files resumes into the same folder.
+fn sender_gone_mid_transfer(signal: i32, why: &str) {
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir(src.path().join("big")).unwrap();
     for i in 0..8 {
@@ -207,9 +222,13 @@ fn a_sender_that_stops_is_reported_with_what_was_kept() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(s.child.id() as i32, signal) };
     let out_r = r.wait_with_output_timeout(30);
-    assert_eq!(s.wait(10), Some(130));
+    if signal == libc::SIGINT {
+        assert_eq!(s.wait(10), Some(130));
+    } else {
+        let _ = s.wait(10);
+    }
     let err = out_r.1;
     if out_r.0 == Some(0) {
         // The transfer won the race: nothing to check.
@@ -217,7 +236,7 @@ fn a_sender_that_stops_is_reported_with_what_was_kept() {
         return;
     }
     assert_eq!(out_r.0, Some(1), "{err}");
-    assert!(err.contains("the sender stopped sharing"), "{err}");
+    assert!(err.contains(why), "{err}");
     assert!(err.contains("are kept") && err.contains("resume"), "{err}");
     assert!(!err.contains("early eof"), "{err}");
     // And a new share of the same files resumes into the same folder.

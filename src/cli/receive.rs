@@ -164,6 +164,16 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
         }
     };
     bar.finish_and_clear();
+    if matches!(summary, Err(Error::Interrupted)) {
+        let kept = progress.bytes.load(Ordering::Relaxed) + progress.reused.load(Ordering::Relaxed);
+        if kept > 0 {
+            say!(
+                "{} received so far are kept: run `pcp receive` again into the same folder to \
+                 resume.",
+                HumanBytes(kept)
+            );
+        }
+    }
     let summary = summary?;
     let secs = started.elapsed().as_secs_f64();
     print_summary(&c.roots, files, bytes, &summary, secs);

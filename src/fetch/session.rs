@@ -117,7 +117,10 @@ impl Session {
         match self.reader.recv().await {
             Ok(Some(Msg::Abort(a))) => Error::Remote(a.reason),
             Ok(Some(other)) => Error::Protocol(format!("unexpected message {other:?}")),
-            Ok(None) => Error::ConnectionLost("the sender closed the session".into()),
+            Ok(None) => Error::ConnectionLost(
+                "the sender closed the session without saying why (its process may have ended)"
+                    .into(),
+            ),
             Err(e) => e,
         }
     }

@@ -273,9 +273,14 @@ async fn drive(
                     reason,
                     kept: kept(progress),
                 }),
+                // The control stream ended too, without a word: that says more than a data
+                // stream's "early eof".
+                Ok(closed @ Error::ConnectionLost(_)) => {
+                    Err(Error::broken_off(closed, kept(progress)))
+                }
                 _ => {
                     let _ = session.abort(reason_for_sender(&e)).await;
-                    Err(e)
+                    Err(Error::broken_off(e, kept(progress)))
                 }
             }
         }
@@ -287,6 +292,7 @@ async fn drive(
             reason,
             kept: kept(progress),
         }),
+        Err(e @ Error::ConnectionLost(_)) => Err(Error::broken_off(e, kept(progress))),
         Err(e) => Err(e),
     }
 }
