@@ -472,7 +472,8 @@ impl Drop for MountProc {
 fn signals_unmount_cleanly_and_stop_the_sender() {
     let src = tempfile::tempdir().unwrap();
     tree(src.path());
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    // 0: an outside `umount` instead of a signal.
+    for sig in [libc::SIGINT, libc::SIGTERM, 0] {
         let mut sender = send_loopback(&src.path().join("share"), &[]);
         let addr = sender.loopback_addr();
         let mut m = MountProc::start(&addr, &sender.code, &[]);
@@ -481,13 +482,28 @@ fn signals_unmount_cleanly_and_stop_the_sender() {
             std::fs::read(m.dir.path().join("sub/ünï cödé.txt")).unwrap(),
             b"hello\n"
         );
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(m.child.id() as i32, sig) };
+        if sig == 0 {
+            let st = Command::new("umount").arg(m.dir.path()).status().unwrap();
+            assert!(st.success());
+        } else {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(m.child.id() as i32, sig) };
+        }
         assert_eq!(m.exit_code(20), Some(0), "{}", m.stderr.lock().unwrap());
         assert!(
             !in_mounts(m.dir.path()),
             "signal {sig} left the mount behind"
         );
+        // How the mount ended, said once, and nothing from the FUSE library.
+        let err = m.stderr.lock().unwrap().clone();
+        let ends: Vec<&str> = err.lines().filter(|l| l.contains("nmounted")).collect();
+        let want = if sig == 0 {
+            "was unmounted (from outside pcp)."
+        } else {
+            "Unmounted "
+        };
+        assert!(ends.len() == 1 && ends[0].contains(want), "{err}");
+        assert!(!err.contains("WARN"), "{err}");
         // The sender stops when the receiver unmounts, and says so: how long it was mounted
         // and what it read (the file, and the small files the mount prefetched), not a
         // transfer rate over the mount's lifetime.

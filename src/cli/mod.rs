@@ -150,7 +150,9 @@ pub async fn interrupted() {
 /// Logs to stderr: warnings by default, more with -v/-vv, or as RUST_LOG says.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // fuser warns "Unmount failed" when the mount was already taken away with `umount`;
+        // pcp itself says how the mount ended.
+        0 => "warn,fuser::mnt=error",
         1 => "info,pcp=info",
         _ => "info,pcp=debug",
     };

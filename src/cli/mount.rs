@@ -101,6 +101,7 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
     );
     let bar = live.copy_out.as_ref().map(|_| ui.bar(c.bytes));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut outside = false;
     loop {
         tokio::select! {
             _ = &mut signal => break,
@@ -114,7 +115,8 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
             },
             _ = tick.tick() => {
                 if !live.is_alive() {
-                    say!("{} was unmounted.", a.mountpoint.display());
+                    say!("{} was unmounted (from outside pcp).", a.mountpoint.display());
+                    outside = true;
                     break;
                 }
                 copy_out_progress(&mut live, bar.as_ref()).await;
@@ -124,7 +126,7 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
     let busy = live.unmount().await;
     if busy {
         say!("The mount was busy: detached it; it disappears when the last program using it closes it.");
-    } else {
+    } else if !outside {
         say!("Unmounted {}.", a.mountpoint.display());
     }
     json::done(json!({ "unmounted": a.mountpoint.display().to_string(), "detached_busy": busy }));
