@@ -82,19 +82,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Interrupted) => {
-            eprintln!("Interrupted.");
+            cli::tell("Interrupted.\n");
             ExitCode::from(130)
         }
         Err(e) => {
             // Errors carry names and reasons from the peer: escaped like every line pcp prints.
             // A cause is shown once: most messages already end with their cause's text.
             let mut shown = e.to_string();
-            eprintln!("error: {}", printable(&shown));
+            cli::tell(&format!("error: {}\n", printable(&shown)));
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 let text = s.to_string();
                 if !shown.contains(&text) {
-                    eprintln!("  caused by: {}", printable(&text));
+                    cli::tell(&format!("  caused by: {}\n", printable(&text)));
                     shown.push_str(&text);
                 }
                 src = s.source();

@@ -494,3 +494,44 @@ fn a_text_message_is_a_json_event_with_its_bytes_unchanged() {
     assert_eq!(std::fs::read_dir(dst.path()).unwrap().count(), 0, "no file");
     assert_eq!(s.wait(10), Some(0));
 }
+
+/// `pcp send 2>&1 | head`: the sender's stderr goes away early. It must go on serving (no
+/// panic on a failed write, exit 0), and the receive must succeed.
+#[test]
+fn a_sender_whose_stderr_was_closed_still_serves() {
+    use std::io::BufRead;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"hello").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut s = Command::new(PCP)
+        .args(["send", "--discovery", "none", "--listen", &addr])
+        .arg(src.path().join("f"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(s.stderr.take());
+    let mut line = String::new();
+    std::io::BufReader::new(s.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let code = line.trim().strip_prefix("Code is: ").unwrap().to_string();
+    let r = receive_cmd(&addr, out.path()).arg(&code).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read(out.path().join("f")).unwrap(), b"hello");
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = s.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed().as_secs() < 10, "the sender did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -473,7 +473,7 @@ fn signals_unmount_cleanly_and_stop_the_sender() {
     let src = tempfile::tempdir().unwrap();
     tree(src.path());
     // 0: an outside `umount` instead of a signal.
-    for sig in [libc::SIGINT, libc::SIGTERM, 0] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, 0] {
         let mut sender = send_loopback(&src.path().join("share"), &[]);
         let addr = sender.loopback_addr();
         let mut m = MountProc::start(&addr, &sender.code, &[]);

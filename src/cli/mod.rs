@@ -7,14 +7,14 @@
 /// since it may carry names and reasons from the peer.
 macro_rules! say {
     ($($arg:tt)*) => {
-        eprintln!("{}", $crate::text::printable(&format!($($arg)*)))
+        $crate::cli::tell(&format!("{}\n", $crate::text::printable(&format!($($arg)*))))
     };
 }
 
 /// [`say!`] without the newline (a prompt).
 macro_rules! say_part {
     ($($arg:tt)*) => {
-        eprint!("{}", $crate::text::printable(&format!($($arg)*)))
+        $crate::cli::tell(&$crate::text::printable(&format!($($arg)*)))
     };
 }
 
@@ -115,7 +115,14 @@ impl Cli {
     }
 }
 
-/// Set once SIGINT or SIGTERM arrived; watched from the start of `main`, so a signal that comes
+/// Writes `text` on stderr. A stderr that went away (a closed pipe: `pcp send 2>&1 | head`, a
+/// terminal that hung up) is no reason to stop, unlike `eprintln!`, which panics.
+pub fn tell(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Set once SIGINT, SIGTERM or SIGHUP arrived; watched from the start of `main`, so a signal that comes
 /// before a command starts waiting for it (say, right after it printed its address) still counts.
 static INTERRUPT: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
     std::sync::OnceLock::new();
@@ -126,16 +133,20 @@ fn interrupt_token() -> tokio_util::sync::CancellationToken {
         .clone()
 }
 
-/// Installs the SIGINT and SIGTERM handlers (call inside the runtime, before anything else).
+/// Installs the SIGINT, SIGTERM and SIGHUP handlers (call inside the runtime, before anything else).
 pub fn watch_signals() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    // The terminal closed (its window, an ssh session that ended): stop as cleanly as on
+    // Ctrl-C, so a mount is not left behind answering ENOTCONN.
+    let mut hup = signal(SignalKind::hangup())?;
     let token = interrupt_token();
     tokio::spawn(async move {
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
         token.cancel();
     });

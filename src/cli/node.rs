@@ -69,10 +69,13 @@ pub(super) async fn helper_node(a: NodeArgs, discovery: Discovery) -> Result<()>
         announce: true,
     };
     let node = Node::start_with_key(cfg, key).await?;
-    for addr in node.listen_addrs().await? {
-        println!("{addr}");
+    let addrs = node.listen_addrs().await?;
+    let mut out = std::io::stdout().lock();
+    for addr in addrs {
+        let _ = writeln!(out, "{addr}");
     }
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
     say!("pcp node running: DHT server, circuit relay v2, AutoNAT v2. Ctrl-C to stop.");
     interrupted().await;
     Err(Error::Interrupted)

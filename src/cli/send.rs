@@ -138,8 +138,10 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
             }),
         );
     } else {
-        println!("Code is: {}", phrase.as_str());
-        let _ = std::io::stdout().flush();
+        // A closed stdout (`pcp send | head -0`) is no reason to panic.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "Code is: {}", phrase.as_str());
+        let _ = out.flush();
     }
     if offer.text {
         say!("Sharing a text message ({}).", HumanBytes(offer.bytes));
