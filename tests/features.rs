@@ -617,3 +617,57 @@ fn exclude_and_gitignore_leave_entries_out_and_the_sender_counts_them() {
         "{err}"
     );
 }
+
+/// What the sending user cannot read is left out with a warning, not offered and then failed
+/// on at every receive. Runs the sender as `nobody` (root reads everything), from a copy of
+/// the binary that user can run.
+#[test]
+fn what_the_sender_cannot_read_is_left_out_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("pcp");
+    if std::fs::hard_link(PCP, &bin).is_err() {
+        std::fs::copy(PCP, &bin).unwrap();
+    }
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(share.join("locked")).unwrap();
+    std::fs::write(share.join("open.txt"), "abc").unwrap();
+    std::fs::write(share.join("secret.txt"), "s").unwrap();
+    std::fs::write(share.join("locked/x"), "x").unwrap();
+    for (p, mode) in [("", 0o755), ("open.txt", 0o644), ("secret.txt", 0o600)] {
+        std::fs::set_permissions(share.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(share.join("locked"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args([
+            "send",
+            "--discovery",
+            "none",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .arg(&share)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) runs");
+    let mut said = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.starts_with("Sharing ") || line.starts_with("error") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(said.contains("warning: skipped unreadable file "), "{said}");
+    assert!(
+        said.contains("warning: skipped unreadable folder "),
+        "{said}"
+    );
+    assert!(said.contains("Sharing share/ (1 file, 3 B)."), "{said}");
+}

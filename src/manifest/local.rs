@@ -294,6 +294,27 @@ impl LocalTree {
                 .push(format!("skipped special file {}", path.display()));
             return Ok(());
         };
+        // What this user cannot read is left out, said once here, rather than failing every
+        // receive of the share when it gets there.
+        if kind == Kind::File {
+            if let Err(e) = readable(path, meta) {
+                self.warnings
+                    .push(format!("skipped unreadable file {}: {e}", path.display()));
+                return Ok(());
+            }
+        }
+        let listing = if kind == Kind::Dir {
+            match std::fs::read_dir(path) {
+                Ok(rd) => Some(rd),
+                Err(e) => {
+                    self.warnings
+                        .push(format!("skipped unreadable folder {}: {e}", path.display()));
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
         let id = self.entries.len() as u64 + 1;
         self.entries.push(Entry {
             id,
@@ -313,15 +334,7 @@ impl LocalTree {
             size: meta.len(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
         }));
-        if kind == Kind::Dir {
-            let rd = match std::fs::read_dir(path) {
-                Ok(rd) => rd,
-                Err(e) => {
-                    self.warnings
-                        .push(format!("skipped unreadable folder {}: {e}", path.display()));
-                    return Ok(());
-                }
-            };
+        if let Some(rd) = listing {
             let mut children: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
             children.sort();
             let mut warnings = Vec::new();
@@ -346,6 +359,23 @@ impl LocalTree {
         let files = self.sources.iter().flatten().count() as u64;
         let bytes = self.sources.iter().flatten().map(|s| s.size).sum();
         (files, bytes)
+    }
+}
+
+/// Whether this process may read the file at `path`: at once when everyone may (no system
+/// call for the usual file), else as the kernel decides for our effective ids (ACLs included).
+fn readable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    if meta.mode() & 0o004 != 0 {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a NUL byte in the path"))?;
+    // SAFETY: `c` is a valid C string for the duration of the call.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::R_OK, libc::AT_EACCESS) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
