@@ -286,9 +286,14 @@ impl LocalTree {
         } else if ft.is_dir() {
             (Kind::Dir, 0, Vec::new())
         } else if ft.is_symlink() {
-            let target =
-                std::fs::read_link(path).ctx(|| format!("cannot read link {}", path.display()))?;
-            (Kind::Symlink, 0, target.into_os_string().into_vec())
+            match std::fs::read_link(path) {
+                Ok(target) => (Kind::Symlink, 0, target.into_os_string().into_vec()),
+                Err(e) => {
+                    self.warnings
+                        .push(format!("skipped unreadable link {}: {e}", path.display()));
+                    return Ok(());
+                }
+            }
         } else {
             self.warnings
                 .push(format!("skipped special file {}", path.display()));
