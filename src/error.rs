@@ -91,6 +91,13 @@ pub enum Error {
     #[error("network: {0}")]
     Network(String),
 
+    /// The sender was found, but served another receiver for the whole wait.
+    #[error(
+        "the sender was still serving another receiver after {0:?} (a share serves one receiver \
+         at a time unless sent with --keep): ask for a new share when it is done"
+    )]
+    SenderBusy(std::time::Duration),
+
     /// Every address tried failed to connect: each as "ADDR: deepest cause" (at most
     /// [`Error::UNREACHABLE_SHOWN`]).
     #[error("cannot connect to {}", .0.join("; "))]

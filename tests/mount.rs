@@ -524,6 +524,41 @@ fn signals_unmount_cleanly_and_stop_the_sender() {
     }
 }
 
+/// A share without --keep serves one receiver: a second one is told at once that the sender is
+/// busy, waits (no guess is spent: the sender never warns of a wrong code), and says so when
+/// its --wait runs out.
+#[test]
+fn a_second_receiver_hears_the_sender_is_busy_and_spends_no_guess() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let mut sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let mut m = MountProc::start(&addr, &sender.code, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, out.path())
+        .args(["--wait", "3s"])
+        .arg(&sender.code)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("but it is serving another receiver").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("error: the sender was still serving another receiver after 3s"),
+        "{err}"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(m.child.id() as i32, libc::SIGINT) };
+    assert_eq!(m.exit_code(20), Some(0));
+    assert_eq!(sender.wait(10), Some(0));
+    let said = sender.stderr.lock().unwrap().clone();
+    assert!(!said.contains("wrong code"), "{said}");
+}
+
 #[test]
 fn a_stale_mountpoint_is_named_with_the_fix() {
     let src = tempfile::tempdir().unwrap();

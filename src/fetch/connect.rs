@@ -95,12 +95,64 @@ impl Guesses {
     }
 }
 
+/// How often a sender that is busy with another receiver is asked again.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether a sender was found busy with another receiver, and the one line that says so.
+#[derive(Clone)]
+struct Busy {
+    seen: Arc<std::sync::atomic::AtomicBool>,
+    status: mpsc::Sender<String>,
+}
+
+impl Busy {
+    fn found(&self, via: &str) {
+        if !self.seen.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.status.try_send(format!(
+                "Found the sender on {via}, but it is serving another receiver (a share serves \
+                 one receiver at a time unless sent with --keep); waiting for it to be free..."
+            ));
+        }
+    }
+
+    fn seen(&self) -> bool {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Runs the handshake with `peer`; while the sender closes our handshake streams unanswered (it
+/// serves another receiver: no guess is made), asks again every [`BUSY_RETRY`], redialing
+/// `addr` if the idle connection went away. The caller's deadline bounds the wait.
+async fn authenticate_when_free(
+    node: &Node,
+    peer: PeerId,
+    addr: &Multiaddr,
+    code: &Code,
+    busy: &Busy,
+    via: &str,
+) -> Result<Session> {
+    loop {
+        match Session::authenticate(node, peer, code).await {
+            Err(Error::Unanswered(why)) => {
+                tracing::debug!(%peer, "the sender did not take the handshake: {why}");
+                busy.found(via);
+                tokio::time::sleep(BUSY_RETRY).await;
+                if node.connection(peer).await?.is_none() {
+                    node.dial(addr.clone()).await?;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn attempt(
     node: Node,
     code: Code,
     c: Candidate,
     allow_relay: bool,
     guesses: Guesses,
+    busy: Busy,
 ) -> Result<Found> {
     let mut last = Error::Network("no address to dial".into());
     for addr in &c.addrs {
@@ -118,7 +170,8 @@ async fn attempt(
                     )));
                 }
                 prefer_direct(&node, peer, allow_relay).await?;
-                let session = Session::authenticate(&node, peer, &code).await?;
+                let session =
+                    authenticate_when_free(&node, peer, addr, &code, &busy, c.via).await?;
                 let connection = match node.connection(peer).await {
                     Ok(Some(info)) => format!(
                         "{}{} via {}",
@@ -154,7 +207,7 @@ pub async fn find(
     status: mpsc::Sender<String>,
 ) -> Result<Found> {
     let (mut rx, _sources) = sources(node, code, opts, &status).await?;
-    try_candidates(node, code, opts, &mut rx).await
+    try_candidates(node, code, opts, &mut rx, &status).await
 }
 
 /// Where candidates come from while they are tried: the discovery that is running.
@@ -236,11 +289,16 @@ async fn try_candidates(
     code: &Code,
     opts: &FindOptions,
     rx: &mut mpsc::Receiver<Candidate>,
+    status: &mpsc::Sender<String>,
 ) -> Result<Found> {
     let deadline = tokio::time::sleep(opts.wait);
     tokio::pin!(deadline);
     let mut attempts = FuturesUnordered::new();
     let guesses = Guesses::default();
+    let busy = Busy {
+        seen: Arc::default(),
+        status: status.clone(),
+    };
     let mut last_err: Option<Error> = None;
     let mut open = true;
     loop {
@@ -255,7 +313,7 @@ async fn try_candidates(
                         tracing::debug!("the guess budget is spent; candidate ignored");
                         continue;
                     }
-                    attempts.push(attempt(node.clone(), code.clone(), c, opts.allow_relay, guesses.clone()));
+                    attempts.push(attempt(node.clone(), code.clone(), c, opts.allow_relay, guesses.clone(), busy.clone()));
                 }
                 None => open = false,
             },
@@ -272,6 +330,11 @@ async fn try_candidates(
                 }
             },
             _ = &mut deadline => {
+                // Still waiting on a busy sender (no attempt failed otherwise, say because
+                // that sender went away since).
+                if busy.seen() && last_err.is_none() {
+                    return Err(Error::SenderBusy(opts.wait));
+                }
                 return Err(last_err.unwrap_or(Error::PeerNotFound(opts.wait)));
             }
         }
