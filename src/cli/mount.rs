@@ -64,7 +64,8 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
     }
     let code = read_code(&a.code)?;
     let seek = seek(&discovery, a.peer, a.wait, a.allow_relay);
-    // Ctrl-C or SIGTERM while looking, authenticating or mounting: stop at once, mount nothing.
+    // Ctrl-C, SIGTERM or SIGHUP while looking, authenticating or mounting: stop at once, mount
+    // nothing.
     let signal = interrupted();
     tokio::pin!(signal);
     let receiver = tokio::select! {
