@@ -83,16 +83,7 @@ fn errors_say_their_cause_once_and_nothing_is_not_shared() {
     // An --out under a file: refused before the code is asked for or anyone is dialed.
     let out = tempfile::tempdir().unwrap();
     std::fs::write(out.path().join("file"), b"x").unwrap();
-    let r = Command::new(PCP)
-        .args([
-            "receive",
-            "--discovery",
-            "none",
-            "--peer",
-            "/ip4/127.0.0.1/tcp/1",
-        ])
-        .arg("--out")
-        .arg(out.path().join("file/below"))
+    let r = receive_cmd("/ip4/127.0.0.1/tcp/1", &out.path().join("file/below"))
         .arg("-")
         .output()
         .unwrap();
@@ -104,18 +95,9 @@ fn errors_say_their_cause_once_and_nothing_is_not_shared() {
         "{err}"
     );
     // Addresses nobody listens on: each with its cause, on one line, not libp2p's nested dump.
-    let r = Command::new(PCP)
-        .args(["receive", "--discovery", "none", "--yes", "--no-progress"])
-        .args([
-            "--peer",
-            "/ip4/127.0.0.1/tcp/1",
-            "--peer",
-            "/ip4/127.0.0.1/tcp/2",
-        ])
-        .arg("--out")
-        .arg(out.path())
+    let r = receive_cmd("/ip4/127.0.0.1/tcp/1", out.path())
+        .args(["--peer", "/ip4/127.0.0.1/tcp/2", "--no-progress", "-"])
         .env("PCP_CODE", "slide-warfare-sponsor-fog")
-        .arg("-")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);

@@ -641,13 +641,8 @@ fn what_the_sender_cannot_read_is_left_out_and_said() {
     let mut child = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
-        .args([
-            "send",
-            "--discovery",
-            "none",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
+        .arg("send")
+        .args(common::LOOPBACK_ONLY)
         .arg(&share)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

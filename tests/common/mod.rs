@@ -240,18 +240,15 @@ pub fn send_loopback(path: &std::path::Path, extra: &[&str]) -> Sending {
 /// `pcp send -v --no-progress --discovery none --listen` loopback with `args` (no path added).
 pub fn send_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(PCP);
-    c.args([
-        "send",
-        "-v",
-        "--no-progress",
-        "--discovery",
-        "none",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-    ])
-    .args(args);
+    c.args(["send", "-v", "--no-progress"])
+        .args(LOOPBACK_ONLY)
+        .args(args);
     c
 }
+
+/// No discovery, listening on a free loopback port.
+#[allow(dead_code)] // not every test binary uses every helper
+pub const LOOPBACK_ONLY: [&str; 4] = ["--discovery", "none", "--listen", "/ip4/127.0.0.1/tcp/0"];
 
 /// Runs `ip ARGS` (iproute2), failing the test if it fails (the tests run as root).
 pub fn ip(args: &[&str]) {
