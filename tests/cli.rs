@@ -153,6 +153,32 @@ fn interrupt_exits_130() {
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
     assert_eq!(s.wait(10), Some(130));
+    // The terminal closing (SIGHUP) stops it the same way, unless it was started with SIGHUP
+    // ignored, as `nohup` does.
+    for nohup in [false, true] {
+        let mut c = common::send_cmd(&[]);
+        c.arg(src.path().join("f"));
+        if nohup {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    Ok(())
+                })
+            };
+        }
+        let mut s = common::Sending::start(c);
+        let _ = s.loopback_addr();
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+        if nohup {
+            assert_eq!(s.wait(1), None, "nohup: SIGHUP stopped it");
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
+        }
+        assert_eq!(s.wait(10), Some(130));
+    }
 }
 
 #[test]

@@ -139,18 +139,40 @@ pub fn watch_signals() -> std::io::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     // The terminal closed (its window, an ssh session that ended): stop as cleanly as on
-    // Ctrl-C, so a mount is not left behind answering ENOTCONN.
-    let mut hup = signal(SignalKind::hangup())?;
+    // Ctrl-C, so a mount is not left behind answering ENOTCONN. Unless this process was started
+    // with SIGHUP ignored: `nohup pcp send ...` must go on when the terminal goes.
+    let mut hup = if ignored(libc::SIGHUP) {
+        None
+    } else {
+        Some(signal(SignalKind::hangup())?)
+    };
     let token = interrupt_token();
     tokio::spawn(async move {
+        let hangup = async {
+            match &mut hup {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
-            _ = hup.recv() => {}
+            _ = hangup => {}
         }
         token.cancel();
     });
     Ok(())
+}
+
+/// Whether `sig` is ignored (inherited from whoever started this process).
+fn ignored(sig: libc::c_int) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// Resolves once SIGINT or SIGTERM has arrived (at once if it already did).
