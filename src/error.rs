@@ -93,8 +93,8 @@ pub enum Error {
 
     /// The sender was found, but served another receiver for the whole wait.
     #[error(
-        "the sender was still serving another receiver after {0:?} (a share serves one receiver \
-         at a time unless sent with --keep): ask for a new share when it is done"
+        "the sender was still busy with other receivers after {0:?} (a share serves one \
+         receiver at a time unless sent with --keep): ask for a new share when it is done"
     )]
     SenderBusy(std::time::Duration),
 

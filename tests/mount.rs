@@ -543,12 +543,12 @@ fn a_second_receiver_hears_the_sender_is_busy_and_spends_no_guess() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert_eq!(
-        err.matches("but it is serving another receiver").count(),
+        err.matches("but it is busy with other receivers").count(),
         1,
         "{err}"
     );
     assert!(
-        err.contains("error: the sender was still serving another receiver after 3s"),
+        err.contains("error: the sender was still busy with other receivers after 3s"),
         "{err}"
     );
     // SAFETY: kill(2) on our own child.

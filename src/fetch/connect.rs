@@ -109,8 +109,8 @@ impl Busy {
     fn found(&self, via: &str) {
         if !self.seen.swap(true, std::sync::atomic::Ordering::Relaxed) {
             let _ = self.status.try_send(format!(
-                "Found the sender on {via}, but it is serving another receiver (a share serves \
-                 one receiver at a time unless sent with --keep); waiting for it to be free..."
+                "Found the sender on {via}, but it is busy with other receivers (a share \
+                 serves one at a time unless sent with --keep); waiting for it to be free..."
             ));
         }
     }
