@@ -106,12 +106,15 @@ struct Busy {
 }
 
 impl Busy {
-    fn found(&self, via: &str) {
+    async fn found(&self, via: &str) {
         if !self.seen.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            let _ = self.status.try_send(format!(
-                "Found the sender on {via}, but it is busy with other receivers (a share \
-                 serves one at a time unless sent with --keep); waiting for it to be free..."
-            ));
+            let _ = self
+                .status
+                .send(format!(
+                    "Found the sender on {via}, but it is busy with other receivers (a share \
+                     serves one at a time unless sent with --keep); waiting for it to be free..."
+                ))
+                .await;
         }
     }
 
@@ -135,7 +138,7 @@ async fn authenticate_when_free(
         match Session::authenticate(node, peer, code).await {
             Err(Error::Unanswered(why)) => {
                 tracing::debug!(%peer, "the sender did not take the handshake: {why}");
-                busy.found(via);
+                busy.found(via).await;
                 tokio::time::sleep(BUSY_RETRY).await;
                 if node.connection(peer).await?.is_none() {
                     node.dial(addr.clone()).await?;
