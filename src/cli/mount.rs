@@ -2,7 +2,6 @@
 //! connection (and the copy-out's progress) until Ctrl-C or an outside unmount.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Args;
@@ -139,7 +138,7 @@ async fn copy_out_progress(live: &mut LiveMount, bar: Option<&indicatif::Progres
     let Some(copy) = &live.copy_out else { return };
     let p = &copy.progress;
     if let Some(bar) = bar {
-        bar.set_position(p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed));
+        bar.set_position(p.kept());
     }
     if !copy.is_finished() {
         return;

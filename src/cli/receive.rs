@@ -150,7 +150,7 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
             _ = &mut signal, if !stop.is_cancelled() => stop.cancel(),
             _ = tick.tick() => {
                 let p = &progress;
-                let done = p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed);
+                let done = p.kept();
                 let files_done = p.files.load(Ordering::Relaxed);
                 bar.set_position(done);
                 bar.set_message(format!("{files_done}/{files} files"));
@@ -165,7 +165,7 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     };
     bar.finish_and_clear();
     if matches!(summary, Err(Error::Interrupted)) {
-        let kept = progress.bytes.load(Ordering::Relaxed) + progress.reused.load(Ordering::Relaxed);
+        let kept = progress.kept();
         if kept > 0 {
             say!(
                 "{} received so far are kept: run `pcp receive` again into the same folder to \

@@ -368,15 +368,22 @@ impl LocalTree {
 }
 
 /// Whether this process may read the file at `path`: at once when everyone may (no system
-/// call for the usual file), else as the kernel decides for our effective ids (ACLs included).
+/// call for the usual file), else as the kernel decides.
 fn readable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     if meta.mode() & 0o004 != 0 {
         return Ok(());
     }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("a NUL byte in the path"))?;
+    access(path, libc::R_OK)
+}
+
+/// Whether this process may use `path` as `mode` (`libc::R_OK`, `W_OK`, `X_OK`) says, as the
+/// kernel decides for its effective ids (ACLs included): `faccessat(2)` with `AT_EACCESS`.
+pub fn access(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in the path")
+    })?;
     // SAFETY: `c` is a valid C string for the duration of the call.
-    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::R_OK, libc::AT_EACCESS) };
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) };
     if r == 0 {
         Ok(())
     } else {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::proto::{Entry, Kind, MAX_ENTRIES, MAX_NAME, MAX_TARGET};
 
-pub use local::{LocalTree, Root, Rules, Source};
+pub use local::{access, LocalTree, Root, Rules, Source};
 
 /// A manifest that passed [`Manifest::validate`]: every name is a single safe path component,
 /// every parent is an earlier directory, no folder holds two entries of one name.

@@ -459,22 +459,7 @@ pub fn check_out_folder(out: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let c = CString::new(at.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))?;
-    // SAFETY: `c` is a valid C string for the duration of the call.
-    let r = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::manifest::access(at, libc::W_OK | libc::X_OK)
 }
 
 #[cfg(test)]

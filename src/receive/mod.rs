@@ -15,7 +15,7 @@ mod to_stream;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::stream::StreamExt;
@@ -58,6 +58,13 @@ pub struct Progress {
     /// Bytes already here and verified (complete files and resumed prefixes).
     pub reused: AtomicU64,
     pub files: AtomicU64,
+}
+
+impl Progress {
+    /// Bytes on disk and verified so far: moved plus reused.
+    pub fn kept(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed) + self.reused.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, Clone)]

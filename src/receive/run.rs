@@ -5,7 +5,6 @@
 //! polled from [`Progress`]; the CLI draws it.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
@@ -248,7 +247,6 @@ async fn drive(
     progress: &Progress,
     stop: CancellationToken,
 ) -> Result<Summary> {
-    let kept = |p: &Progress| p.bytes.load(Ordering::Relaxed) + p.reused.load(Ordering::Relaxed);
     let outcome = {
         tokio::select! {
             r = work => Ok(r),
@@ -271,16 +269,16 @@ async fn drive(
             match tokio::time::timeout(STOP_WORD, session.closed()).await {
                 Ok(Error::Remote(reason)) => Err(Error::SenderStopped {
                     reason,
-                    kept: kept(progress),
+                    kept: progress.kept(),
                 }),
                 // The control stream ended too, without a word: that says more than a data
                 // stream's "early eof".
                 Ok(closed @ Error::ConnectionLost(_)) => {
-                    Err(Error::broken_off(closed, kept(progress)))
+                    Err(Error::broken_off(closed, progress.kept()))
                 }
                 _ => {
                     let _ = session.abort(reason_for_sender(&e)).await;
-                    Err(Error::broken_off(e, kept(progress)))
+                    Err(Error::broken_off(e, progress.kept()))
                 }
             }
         }
@@ -290,9 +288,9 @@ async fn drive(
         }
         Err(Error::Remote(reason)) => Err(Error::SenderStopped {
             reason,
-            kept: kept(progress),
+            kept: progress.kept(),
         }),
-        Err(e @ Error::ConnectionLost(_)) => Err(Error::broken_off(e, kept(progress))),
+        Err(e @ Error::ConnectionLost(_)) => Err(Error::broken_off(e, progress.kept())),
         Err(e) => Err(e),
     }
 }
