@@ -183,21 +183,28 @@ fn the_sender_prints_the_receivers_own_error() {
 /// Issue "Every line is true": a sender's Ctrl-C reaches the receiver, with what it kept.
 #[test]
 fn a_sender_that_stops_is_reported_with_what_was_kept() {
-    sender_gone_mid_transfer(libc::SIGINT, "the sender stopped sharing");
+    stopped_mid_transfer(false, libc::SIGINT, "the sender stopped sharing");
 }
 
 /// A sender killed outright says nothing: the receiver says so, and what it kept.
 #[test]
 fn a_sender_killed_mid_transfer_is_reported_with_what_was_kept() {
-    sender_gone_mid_transfer(
+    stopped_mid_transfer(
+        false,
         libc::SIGKILL,
         "the sender closed the session without saying why",
     );
 }
 
-/// Sends `signal` to a sender mid-transfer: the receiver's error says `why` and what it kept,
-/// and a new share of the same files resumes into the same folder.
-fn sender_gone_mid_transfer(signal: i32, why: &str) {
+/// A receiver's own Ctrl-C says what it kept, and the next receive resumes from it.
+#[test]
+fn a_receiver_interrupted_mid_transfer_says_what_was_kept() {
+    stopped_mid_transfer(true, libc::SIGINT, "Interrupted.");
+}
+
+/// Sends `signal` to the sender (or, with `receiver`, the receiver) mid-transfer: the receiver
+/// says `why` and what it kept, and a new share of the same files resumes into the same folder.
+fn stopped_mid_transfer(receiver: bool, signal: i32, why: &str) {
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir(src.path().join("big")).unwrap();
     for i in 0..8 {
@@ -221,10 +228,13 @@ fn sender_gone_mid_transfer(signal: i32, why: &str) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let pid = if receiver { r.id() } else { s.child.id() };
     // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(s.child.id() as i32, signal) };
+    unsafe { libc::kill(pid as i32, signal) };
     let out_r = r.wait_with_output_timeout(30);
-    if signal == libc::SIGINT {
+    if receiver {
+        let _ = s.child.kill();
+    } else if signal == libc::SIGINT {
         assert_eq!(s.wait(10), Some(130));
     } else {
         let _ = s.wait(10);
@@ -235,7 +245,7 @@ fn sender_gone_mid_transfer(signal: i32, why: &str) {
         eprintln!("the receive finished before the sender stopped");
         return;
     }
-    assert_eq!(out_r.0, Some(1), "{err}");
+    assert_eq!(out_r.0, Some(if receiver { 130 } else { 1 }), "{err}");
     assert!(err.contains(why), "{err}");
     assert!(err.contains("are kept") && err.contains("resume"), "{err}");
     assert!(!err.contains("early eof"), "{err}");
