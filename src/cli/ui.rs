@@ -87,8 +87,8 @@ pub(super) fn read_code(args: &[String]) -> Result<Code> {
     }
     // On a terminal a mistyped code is asked for again (nothing went out yet); from a pipe
     // the first answer is the only one.
-    let tries = if std::io::stdin().is_terminal() { 3 } else { 1 };
-    for left in (0..tries).rev() {
+    let mut tries = if std::io::stdin().is_terminal() { 3 } else { 1 };
+    loop {
         say_part!("Enter the code: ");
         let _ = std::io::stderr().flush();
         let mut line = Zeroizing::new(String::new());
@@ -100,13 +100,13 @@ pub(super) fn read_code(args: &[String]) -> Result<Code> {
             say!("");
             return Err(Error::Usage("no code was given".into()));
         }
+        tries -= 1;
         match Code::parse(line.trim()) {
             Ok(code) => return Ok(code),
-            Err(e) if left > 0 => say!("{e}"),
+            Err(e) if tries > 0 => say!("{e}"),
             Err(e) => return Err(e.into()),
         }
     }
-    unreachable!("the last try returns")
 }
 
 /// Asks a yes/no question on the terminal (no terminal: an error that says to pass --yes).
