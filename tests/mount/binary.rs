@@ -1,0 +1,238 @@
+//! `pcp mount` run as a user runs it (the binary): signals, a busy sender, a stale
+//! mountpoint, copy-out, the sender's Ctrl-C.
+
+use super::*;
+
+/// `pcp mount` as a user runs it; killed on drop, and its mountpoint cleared even on failure.
+struct MountProc {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl MountProc {
+    fn start(addr: &str, code: &str, extra: &[&str]) -> MountProc {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(PCP)
+            .args([
+                "mount",
+                "--no-progress",
+                "--discovery",
+                "none",
+                "--peer",
+                addr,
+            ])
+            .args(extra)
+            .arg(code)
+            .arg(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        let p = MountProc { child, dir, stderr };
+        p.wait_for("Mounted ");
+        p
+    }
+
+    fn wait_for(&self, what: &str) {
+        for _ in 0..200 {
+            if self.stderr.lock().unwrap().contains(what) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no {what:?} from pcp mount: {}",
+            self.stderr.lock().unwrap()
+        );
+    }
+
+    fn exit_code(&mut self, secs: u64) -> Option<i32> {
+        for _ in 0..secs * 20 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for MountProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if in_mounts(self.dir.path()) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn signals_unmount_cleanly_and_stop_the_sender() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    // 0: an outside `umount` instead of a signal.
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, 0] {
+        let mut sender = send_loopback(&src.path().join("share"), &[]);
+        let addr = sender.loopback_addr();
+        let mut m = MountProc::start(&addr, &sender.code, &[]);
+        assert!(in_mounts(m.dir.path()));
+        assert_eq!(
+            std::fs::read(m.dir.path().join("sub/ünï cödé.txt")).unwrap(),
+            b"hello\n"
+        );
+        if sig == 0 {
+            let st = Command::new("umount").arg(m.dir.path()).status().unwrap();
+            assert!(st.success());
+        } else {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(m.child.id() as i32, sig) };
+        }
+        assert_eq!(m.exit_code(20), Some(0), "{}", m.stderr.lock().unwrap());
+        assert!(
+            !in_mounts(m.dir.path()),
+            "signal {sig} left the mount behind"
+        );
+        // How the mount ended, said once, and nothing from the FUSE library.
+        let err = m.stderr.lock().unwrap().clone();
+        let ends: Vec<&str> = err.lines().filter(|l| l.contains("nmounted")).collect();
+        let want = if sig == 0 {
+            "was unmounted (from outside pcp)."
+        } else {
+            "Unmounted "
+        };
+        assert!(ends.len() == 1 && ends[0].contains(want), "{err}");
+        assert!(!err.contains("WARN"), "{err}");
+        // The sender stops when the receiver unmounts, and says so: how long it was mounted
+        // and what it read (the file, and the small files the mount prefetched), not a
+        // transfer rate over the mount's lifetime.
+        assert_eq!(
+            sender.wait(10),
+            Some(0),
+            "{}",
+            sender.stderr.lock().unwrap()
+        );
+        let said = sender.stderr.lock().unwrap().clone();
+        let done = said.lines().last().unwrap_or_default();
+        assert!(
+            done.starts_with("Done: the receiver unmounted after ")
+                && done.ends_with(" sent).")
+                && !done.contains("/s"),
+            "{said}"
+        );
+    }
+}
+
+/// A share without --keep serves one receiver: a second one is told at once that the sender is
+/// busy, waits (no guess is spent: the sender never warns of a wrong code), and says so when
+/// its --wait runs out.
+#[test]
+fn a_second_receiver_hears_the_sender_is_busy_and_spends_no_guess() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let mut sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let mut m = MountProc::start(&addr, &sender.code, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let r = receive_cmd(&addr, out.path())
+        .args(["--wait", "3s"])
+        .arg(&sender.code)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("but it is busy with other receivers").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("error: the sender was still busy with other receivers after 3s"),
+        "{err}"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(m.child.id() as i32, libc::SIGINT) };
+    assert_eq!(m.exit_code(20), Some(0));
+    assert_eq!(sender.wait(10), Some(0));
+    let said = sender.stderr.lock().unwrap().clone();
+    assert!(!said.contains("wrong code"), "{said}");
+}
+
+#[test]
+fn a_stale_mountpoint_is_named_with_the_fix() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let mut m = MountProc::start(&addr, &sender.code, &[]);
+    // A crash: the FUSE process dies without unmounting.
+    m.child.kill().unwrap();
+    m.child.wait().unwrap();
+    assert!(fuse::is_stale(m.dir.path()));
+    let r = Command::new(PCP)
+        .args([
+            "mount",
+            "--discovery",
+            "none",
+            "--peer",
+            &addr,
+            &sender.code,
+        ])
+        .arg(m.dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        err.contains("stale") && err.contains("fusermount3 -uz"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_out_downloads_everything_while_mounted() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let dest = out.path().join("copy");
+    let m = MountProc::start(&addr, &sender.code, &["--copy-out", dest.to_str().unwrap()]);
+    // The mount answers while the copy runs.
+    assert_eq!(std::fs::read_dir(m.dir.path()).unwrap().count(), 5);
+    m.wait_for("Copy-out finished");
+    assert_eq!(
+        snapshot(&src.path().join("share")),
+        snapshot(&dest.join("share"))
+    );
+}
+
+#[test]
+fn sender_ctrl_c_turns_reads_into_eio_and_says_so() {
+    let src = tempfile::tempdir().unwrap();
+    tree(src.path());
+    let mut sender = send_loopback(&src.path().join("share"), &[]);
+    let addr = sender.loopback_addr();
+    let m = MountProc::start(&addr, &sender.code, &["--timeout", "5s"]);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(sender.child.id() as i32, libc::SIGINT) };
+    assert_eq!(sender.wait(10), Some(130));
+    m.wait_for("the sender stopped sharing");
+    let e = std::fs::read(m.dir.path().join("big.bin")).expect_err("no sender, no data");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    assert_eq!(std::fs::read_dir(m.dir.path()).unwrap().count(), 5);
+}
