@@ -17,6 +17,20 @@ use pcp::net::{Node, NodeConfig};
 use pcp::share::{self, ServeOptions, Share, ShareEnd, ShareEvent};
 use tokio::sync::mpsc;
 
+/// Collects a pipe's lines into a shared string from a background thread.
+pub fn drain(pipe: impl std::io::Read + Send + 'static) -> Arc<std::sync::Mutex<String>> {
+    let buf = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = buf.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    buf
+}
+
 pub fn loopback() -> Vec<Multiaddr> {
     vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]
 }

@@ -9,14 +9,14 @@ mod common;
 mod node;
 mod sharing;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{send_cmd, Sending, PCP};
+use common::{drain, send_cmd, Sending, PCP};
 
 const COMMANDS: [&str; 6] = ["send", "receive", "mount", "node", "completions", "man"];
 

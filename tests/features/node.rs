@@ -3,20 +3,6 @@
 
 use super::*;
 
-/// Collects a pipe's lines into a shared string from a background thread.
-fn drain(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let sink = buf.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    buf
-}
-
 /// A running `pcp node` on loopback, killed on drop.
 struct HelperNode {
     child: Child,

@@ -11,12 +11,11 @@
 mod common;
 mod paths;
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{snapshot, Sending, PCP};
+use common::{drain, snapshot, Sending, PCP};
 
 /// Runs a setup command; a failure stops the test with the command and its stderr.
 fn sh(prog: &str, args: &[&str]) {
@@ -36,20 +35,6 @@ fn sh(prog: &str, args: &[&str]) {
 
 fn ip(args: &[&str]) {
     sh("ip", args);
-}
-
-/// Collects a pipe's lines into a shared string from a background thread.
-fn drain(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let sink = buf.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    buf
 }
 
 /// The last `n` lines of a log, for failure messages.
