@@ -76,7 +76,7 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
         cache_size: a.cache_size,
         timeout: a.timeout,
         allow_other: a.allow_other,
-        copy_out: a.copy_out,
+        copy_out: a.copy_out.clone(),
     };
     let c = receiver.contents().clone();
     let mut live = tokio::select! {
@@ -119,9 +119,31 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
                     outside = true;
                     break;
                 }
-                copy_out_progress(&mut live, bar.as_ref()).await;
+                copy_out_progress(&mut live, bar.as_ref(), &a.copy_out).await;
             }
         }
+    }
+    // A copy-out that finished since the last tick is reported as finished; one still running
+    // stops here, and what it verified stays for the next `--copy-out` into the same folder.
+    copy_out_progress(&mut live, bar.as_ref(), &a.copy_out).await;
+    if let (Some(copy), Some(dir)) = (live.copy_out.take(), &a.copy_out) {
+        let kept = copy.stop();
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        say!(
+            "Copy-out stopped before the end: {} of {} received so far are kept in {}: run `pcp \
+             mount` again with `--copy-out {}` to go on (with the same code while that `pcp \
+             send` still runs).",
+            HumanBytes(kept),
+            HumanBytes(c.bytes),
+            dir.display(),
+            dir.display()
+        );
+        json::emit(
+            "copy_out_stopped",
+            json!({ "kept": kept, "bytes": c.bytes, "dir": dir.display().to_string() }),
+        );
     }
     let busy = live.unmount().await;
     if busy {
@@ -133,8 +155,12 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
     Ok(())
 }
 
-/// Draws the copy-out's progress, and its result once it has finished.
-async fn copy_out_progress(live: &mut LiveMount, bar: Option<&indicatif::ProgressBar>) {
+/// Draws the copy-out's progress (into `dir`), and its result once it has finished.
+async fn copy_out_progress(
+    live: &mut LiveMount,
+    bar: Option<&indicatif::ProgressBar>,
+    dir: &Option<PathBuf>,
+) {
     let Some(copy) = &live.copy_out else { return };
     let p = &copy.progress;
     if let Some(bar) = bar {
@@ -149,14 +175,23 @@ async fn copy_out_progress(live: &mut LiveMount, bar: Option<&indicatif::Progres
     let copy = live.copy_out.take().expect("checked");
     match copy.result().await {
         Ok(s) => {
+            // An earlier copy-out into the same folder may have left part of it, verified.
+            let resumed = if s.reused > 0 {
+                format!("; {} were already there and verified", HumanBytes(s.reused))
+            } else {
+                String::new()
+            };
             say!(
-                "Copy-out finished: {} ({}, all verified).",
+                "Copy-out finished: {} ({}, all verified) in {}{resumed}.",
                 plural(s.files, "file"),
-                HumanBytes(s.bytes)
+                HumanBytes(s.bytes + s.reused),
+                dir.as_deref()
+                    .unwrap_or(std::path::Path::new("."))
+                    .display(),
             );
             json::emit(
                 "copy_out_done",
-                json!({ "files": s.files, "bytes": s.bytes }),
+                json!({ "files": s.files, "bytes": s.bytes, "reused": s.reused }),
             );
         }
         Err(e) => {

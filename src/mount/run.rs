@@ -48,6 +48,13 @@ impl CopyOut {
         self.task.is_finished()
     }
 
+    /// Stops it; returns the bytes it had received and verified (kept on disk for the next
+    /// copy-out into the same folder to resume from).
+    pub fn stop(self) -> u64 {
+        self.task.abort();
+        self.progress.kept()
+    }
+
     /// Its result (waits if it is still running).
     pub async fn result(self) -> Result<Summary> {
         self.task

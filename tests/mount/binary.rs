@@ -28,17 +28,7 @@ impl MountProc {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&l);
-                s.push('\n');
-            }
-        });
+        let stderr = drain(child.stderr.take().unwrap());
         let p = MountProc { child, dir, stderr };
         p.wait_for("Mounted ");
         p
@@ -219,6 +209,69 @@ fn copy_out_downloads_everything_while_mounted() {
         snapshot(&src.path().join("share")),
         snapshot(&dest.join("share"))
     );
+}
+
+/// A copy-out cut short by the unmount says what it kept and how to go on; the next mount with
+/// the same `--copy-out` resumes from it and ends with the whole share, verified.
+#[test]
+fn a_copy_out_stopped_by_the_unmount_is_resumed_by_the_next_mount() {
+    let src = tempfile::tempdir().unwrap();
+    let share = src.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    // Large enough that the copy-out is still running when the signal comes.
+    let data = bytes(256 << 20, 7);
+    std::fs::write(share.join("big.bin"), &data).unwrap();
+    std::fs::write(share.join("small.txt"), b"small\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let sender = send_loopback(&share, &["--keep"]);
+    let addr = sender.loopback_addr();
+    let mut m = MountProc::start(&addr, &sender.code, &["--copy-out", dest.to_str().unwrap()]);
+    // Some of the big file is on disk (its temporary file grows), but not all of it.
+    let started = Instant::now();
+    let partial = || {
+        std::fs::read_dir(dest.join("share"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".part")
+                    && e.metadata().is_ok_and(|md| md.len() > 0)
+            })
+    };
+    while !partial() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no partial file"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(m.child.id() as i32, libc::SIGINT) };
+    assert_eq!(m.exit_code(10), Some(0), "{}", m.stderr.lock().unwrap());
+    let said = m.stderr.lock().unwrap().clone();
+    assert!(!said.contains("Copy-out finished"), "{said}");
+    assert!(
+        said.contains("Copy-out stopped before the end: ")
+            && said.contains(&format!(
+                "received so far are kept in {}: run `pcp mount` again with `--copy-out {}` to go on",
+                dest.display(),
+                dest.display()
+            )),
+        "{said}"
+    );
+    drop(m);
+    let m = MountProc::start(&addr, &sender.code, &["--copy-out", dest.to_str().unwrap()]);
+    m.wait_for("Copy-out finished");
+    let said = m.stderr.lock().unwrap().clone();
+    assert!(
+        said.contains(&format!(
+            "Copy-out finished: 2 files (256.00 MiB, all verified) in {}; ",
+            dest.display()
+        )) && said.contains("were already there and verified."),
+        "{said}"
+    );
+    assert_eq!(snapshot(&share), snapshot(&dest.join("share")));
 }
 
 #[test]
