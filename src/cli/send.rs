@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{plural, roots, seconds, Ui};
+use super::ui::{plural, roots, seconds, MountRate, Ui};
 use super::{interrupted, json};
 use crate::code::{Code, MAX_WORDS, MIN_WORDS};
 use crate::error::{Error, Result};
@@ -174,6 +174,7 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
     let mut bar: Option<ProgressBar> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_served = 0;
+    let mut rate = MountRate::default();
     let signal = interrupted();
     tokio::pin!(signal);
     let mut printer = Printer {
@@ -190,13 +191,19 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
             Some(ev) = rx.recv() => {
                 // One bar for one receiver; with --keep each receiver has its own lines.
                 if printer.print(ev) && !a.keep {
-                    bar = Some(ui.bar(offer.bytes));
+                    bar = Some(if printer.mounted { ui.served() } else { ui.bar(offer.bytes) });
                 }
             }
             _ = tick.tick() => {
                 let served = sender.share().served();
                 if let Some(b) = &bar {
-                    b.set_position(served.min(offer.bytes));
+                    if printer.mounted {
+                        // A mount may read a file again once its cache let it go: no cap.
+                        b.set_position(served);
+                        b.set_message(rate.update(std::time::Instant::now(), served));
+                    } else {
+                        b.set_position(served.min(offer.bytes));
+                    }
                 }
                 // Every 200 ms while bytes move (with --keep: bytes sent to everyone).
                 if served != last_served {

@@ -25,13 +25,59 @@ impl Ui {
         let pb = ProgressBar::new(total);
         pb.set_style(
             ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                "{wide_bar:.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec}{left} {msg}",
             )
             .expect("valid template")
+            .with_key("left", left)
             .progress_chars("=> "),
         );
         pb.enable_steady_tick(Duration::from_millis(200));
         pb
+    }
+
+    /// The sender's status line while a receiver has the share mounted: a mount reads on demand,
+    /// so there is no total and no ETA, only what it has read ([`MountRate`] sets the message).
+    pub(super) fn served(&self) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::no_length();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner:.cyan} the mount has read {bytes}{msg}")
+                .expect("valid template"),
+        );
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    }
+}
+
+/// " ETA 12s" once bytes move; nothing before (indicatif's own `{eta}` says "0s" then).
+fn left(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    if state.pos() > 0 && state.per_sec() > 0.0 {
+        let _ = write!(w, " ETA {:#}", indicatif::HumanDuration(state.eta()));
+    }
+}
+
+/// How fast a mount reads right now: bytes over about the last second of samples, "" when it
+/// read nothing in that time (an idle mount shows no made-up rate).
+#[derive(Default)]
+pub(super) struct MountRate(std::collections::VecDeque<(std::time::Instant, u64)>);
+
+impl MountRate {
+    pub(super) fn update(&mut self, now: std::time::Instant, served: u64) -> String {
+        self.0.push_back((now, served));
+        while self.0.len() > 2 && now - self.0[1].0 >= Duration::from_secs(1) {
+            self.0.pop_front();
+        }
+        let (t0, b0) = self.0[0];
+        let secs = (now - t0).as_secs_f64();
+        if served <= b0 || secs <= 0.0 {
+            return String::new();
+        }
+        format!(
+            ", {}/s",
+            indicatif::HumanBytes(((served - b0) as f64 / secs) as u64)
+        )
     }
 }
 
@@ -156,6 +202,21 @@ pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mount_rate_is_the_last_second_and_nothing_when_idle() {
+        let t = std::time::Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        let mut r = MountRate::default();
+        assert_eq!(r.update(t, 0), "");
+        assert_eq!(r.update(ms(500), 1 << 20), ", 2.00 MiB/s");
+        assert_eq!(r.update(ms(1000), 2 << 20), ", 2.00 MiB/s");
+        // Older samples drop out: 1 MiB over the last second, not 3 over 1.5.
+        assert_eq!(r.update(ms(1500), 3 << 20), ", 2.00 MiB/s");
+        assert_eq!(r.update(ms(2000), 7 << 19), ", 1.50 MiB/s");
+        // Idle for a second: no rate at all, not a decaying one.
+        assert_eq!(r.update(ms(3000), 7 << 19), "");
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {
