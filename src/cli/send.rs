@@ -119,7 +119,17 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
         None => Code::generate(a.words as usize),
     };
     let what = what(&a).await?;
-    let sender = Sender::start(what, code, a.listen, discovery).await?;
+    let start = Sender::start(what, code, a.listen, discovery);
+    tokio::pin!(start);
+    // A big tree takes a while to scan (~2.5 s for 136,000 entries with a cold cache): say so
+    // rather than sit silent, once, if it takes more than a second.
+    let sender = tokio::select! {
+        r = &mut start => r?,
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {
+            say!("Scanning what to share...");
+            start.await?
+        }
+    };
     for w in sender.warnings() {
         say!("warning: {w}");
     }
