@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{plural, roots, seconds, MountRate, Ui};
+use super::ui::{parse_rate, plural, roots, seconds, MountRate, Ui};
 use super::{interrupted, json};
 use crate::code::{Code, MAX_WORDS, MIN_WORDS};
 use crate::error::{Error, Result};
@@ -61,6 +61,10 @@ pub(super) struct SendArgs {
     /// at once, each with its own session (three wrong codes still end the share).
     #[arg(long)]
     keep: bool,
+    /// Send at most RATE of file data a second, to all receivers together (e.g. 500K, 10M:
+    /// bytes, KiB, MiB). A mount reads on demand, so a low rate makes its reads slow too.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    limit_rate: Option<u64>,
 }
 
 /// What the arguments ask to share; standard input is read to the end here (Ctrl-C stops it).
@@ -153,11 +157,15 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
         let _ = writeln!(out, "Code is: {}", phrase.as_str());
         let _ = out.flush();
     }
+    let limit = match a.limit_rate {
+        Some(r) => format!(", at most {}/s", HumanBytes(r)),
+        None => String::new(),
+    };
     if offer.text {
         say!("Sharing a text message ({}).", HumanBytes(offer.bytes));
     } else {
         say!(
-            "Sharing {} ({}, {}).",
+            "Sharing {} ({}, {}){limit}.",
             roots(&offer.roots),
             plural(offer.files, "file"),
             HumanBytes(offer.bytes)
@@ -179,7 +187,7 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
     }
     let (tx, mut rx) = mpsc::channel(16);
     let stop = CancellationToken::new();
-    let serving = sender.run(tx, stop.clone(), a.keep);
+    let serving = sender.run(tx, stop.clone(), a.keep, a.limit_rate);
     tokio::pin!(serving);
     let mut bar: Option<ProgressBar> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));

@@ -199,9 +199,34 @@ pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
+/// A rate for `--limit-rate`: a size a second (`500K`, `10M`, `10M/s`), at least 1K.
+pub(super) fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("/S"))
+        .unwrap_or(t);
+    match parse_size(t)? {
+        r if r < 1024 => Err(format!(
+            "{s:?} is below the lowest rate, 1K (1 KiB a second)"
+        )),
+        r => Ok(r),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_are_sizes_a_second_and_not_too_low() {
+        assert_eq!(parse_rate("10M"), Ok(10 << 20));
+        assert_eq!(parse_rate("500K/s"), Ok(500 << 10));
+        assert_eq!(parse_rate("1KiB/s"), Ok(1024));
+        assert!(parse_rate("100").unwrap_err().contains("lowest rate"));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
 
     #[test]
     fn a_mount_rate_is_the_last_second_and_nothing_when_idle() {

@@ -172,6 +172,7 @@ impl Sender {
         events: mpsc::Sender<SendEvent>,
         stop: CancellationToken,
         keep: bool,
+        limit_rate: Option<u64>,
     ) -> Result<ShareEnd> {
         let channel = self.code.channel();
         let clock = self.discovery.clock.clone();
@@ -196,6 +197,7 @@ impl Sender {
         let opts = ServeOptions {
             stop: stop.clone(),
             keep,
+            limit_rate,
         };
         let serving = serve(&self.node, self.share.clone(), &self.code, tx, opts);
         tokio::pin!(serving);

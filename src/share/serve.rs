@@ -12,7 +12,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::limits::{Attempts, StreamSlots};
+use super::limits::{Attempts, RateLimit, StreamSlots};
 use super::store::Share;
 use super::stream::StreamCtx;
 use super::tickets::{Tickets, TICKET_IDLE};
@@ -146,6 +146,8 @@ pub struct ServeOptions {
     /// Serve several receivers, each with its own session, until stopped; otherwise the
     /// share serves the first receiver that authenticates and ends when it has finished.
     pub keep: bool,
+    /// At most this many bytes of file data a second, to all receivers together.
+    pub limit_rate: Option<u64>,
 }
 
 /// Serves `share` under `code` until a receiver has finished (or declined), or with `keep`
@@ -157,7 +159,12 @@ pub async fn serve(
     events: mpsc::Sender<ShareEvent>,
     opts: ServeOptions,
 ) -> Result<ShareEnd> {
-    let ServeOptions { stop, keep } = opts;
+    let ServeOptions {
+        stop,
+        keep,
+        limit_rate,
+    } = opts;
+    let rate = limit_rate.map(|r| Arc::new(RateLimit::new(r)));
     let mut incoming = node
         .control()
         .accept(STREAM_PROTOCOL)
@@ -202,6 +209,7 @@ pub async fn serve(
                     events: events.clone(),
                     outcomes: done_tx.clone(),
                     stop: stop.clone(),
+                    rate: rate.clone(),
                 };
                 let done = done_tx.clone();
                 // Hand off at once: libp2p-stream buffers only one pending inbound stream.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
-use super::limits::Attempts;
+use super::limits::{Attempts, RateLimit};
 use super::serve::{Outcome, SessionState, Sessions, ShareEvent, Transfer, MAX_STREAMS};
 use super::store::{Answer, Share};
 use super::tickets::{Refusal, TICKET_IDLE};
@@ -46,6 +46,8 @@ pub(super) struct StreamCtx {
     pub(super) outcomes: mpsc::Sender<Outcome>,
     /// Cancelled when the user stops the share: every receiver is told so.
     pub(super) stop: CancellationToken,
+    /// `--limit-rate`, shared by every stream of the share.
+    pub(super) rate: Option<Arc<RateLimit>>,
 }
 
 impl StreamCtx {
@@ -362,6 +364,9 @@ impl StreamCtx {
                     let mut next = Some(resp);
                     let mut sent = Ok(());
                     while let Some(answer) = next.take() {
+                        if let Some(rate) = &self.rate {
+                            rate.take(answer.data_len() as u64).await;
+                        }
                         transfer.served(answer.data_len());
                         sent = match answer {
                             Answer::Data { id, buf, at } => writer.send_data(id, buf, at).await,

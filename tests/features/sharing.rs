@@ -336,3 +336,37 @@ fn what_the_sender_cannot_read_is_left_out_and_said() {
     );
     assert!(said.contains("Sharing share/ (1 file, 3 B)."), "{said}");
 }
+
+/// `--limit-rate` holds over a whole receive (eight data streams at once), the sender says it,
+/// and the file still arrives whole; a rate below 1K is refused before anything starts.
+#[test]
+fn a_limited_sender_sends_no_faster_than_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("eight.bin"), common::bytes(8 << 20, 3)).unwrap();
+    let mut s = common::send_loopback(&share, &["--limit-rate", "4M"]);
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let r = s.receiver(out.path()).output().unwrap();
+    let took = started.elapsed();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(s.wait(10), Some(0));
+    assert!(
+        s.stderr
+            .lock()
+            .unwrap()
+            .contains("(1 file, 8.00 MiB), at most 4.00 MiB/s."),
+        "{}",
+        s.stderr.lock().unwrap()
+    );
+    // 8 MiB at 4 MiB/s: the last 1 MiB answer may leave 7/4 s after the first.
+    assert!(took >= Duration::from_millis(1700), "took {took:?}");
+    assert_eq!(
+        common::snapshot(&share),
+        common::snapshot(&out.path().join("share"))
+    );
+    let low = pcp(&["send", "--limit-rate", "100", "--discovery", "none", "."]);
+    assert!(!low.status.success());
+    assert!(String::from_utf8_lossy(&low.stderr).contains("lowest rate, 1K"));
+}
