@@ -24,6 +24,7 @@ pub mod mount;
 pub mod net;
 pub mod pages;
 pub mod proto;
+mod rate;
 pub mod receive;
 pub mod share;
 mod task;

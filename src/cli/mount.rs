@@ -10,7 +10,7 @@ use libp2p::Multiaddr;
 use serde_json::json;
 
 use super::receive::find;
-use super::ui::{parse_size, plural, read_code, roots, Ui};
+use super::ui::{parse_rate, parse_size, plural, read_code, roots, Ui};
 use super::{interrupted, json, seek};
 use crate::error::{Error, Result};
 use crate::fetch::RemoteEvent;
@@ -52,6 +52,10 @@ pub(super) struct MountArgs {
     /// When no direct connection can be made, move data through the relay (if it allows).
     #[arg(long)]
     allow_relay: bool,
+    /// Read at most RATE of file data a second from the sender (e.g. 500K, 10M), copy-out
+    /// and reads through the mount together.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    limit_rate: Option<u64>,
 }
 
 pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<()> {
@@ -67,10 +71,11 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
     // nothing.
     let signal = interrupted();
     tokio::pin!(signal);
-    let receiver = tokio::select! {
+    let mut receiver = tokio::select! {
         r = find(&code, &seek) => r?,
         _ = &mut signal => return Err(Error::Interrupted),
     };
+    receiver.limit_rate(a.limit_rate);
     let req = MountRequest {
         mountpoint: a.mountpoint.clone(),
         cache_size: a.cache_size,

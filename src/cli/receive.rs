@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{confirm, plural, read_code, roots, seconds, Ui};
+use super::ui::{confirm, parse_rate, plural, read_code, roots, seconds, Ui};
 use super::{interrupted, json, seek};
 use crate::code::Code;
 use crate::error::{Error, Result};
@@ -54,6 +54,9 @@ pub(super) struct ReceiveArgs {
     /// When no direct connection can be made, move data through the relay (if it allows).
     #[arg(long)]
     allow_relay: bool,
+    /// Receive at most RATE of file data a second (e.g. 500K, 10M: bytes, KiB, MiB).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    limit_rate: Option<u64>,
 }
 
 /// Finds the sender, printing the status lines of the search, then how it was reached.
@@ -95,10 +98,11 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     let code = read_code(&a.code)?;
     let seek = seek(&discovery, a.peer, a.wait, a.allow_relay);
     // Looking for the sender: nothing to tell anyone when interrupted.
-    let receiver = tokio::select! {
+    let mut receiver = tokio::select! {
         r = find(&code, &seek) => r?,
         _ = interrupted() => return Err(Error::Interrupted),
     };
+    receiver.limit_rate(a.limit_rate);
     let c = receiver.contents().clone();
     if c.text || a.stdout {
         return to_stdout(receiver, a.yes, ui).await;

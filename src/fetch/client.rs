@@ -17,6 +17,7 @@ use crate::net::Node;
 use crate::proto::{
     envelope::Msg, opening, request, ErrorCode, Failure, HashRequest, Join, Read, Request, Response,
 };
+use crate::rate::RateLimit;
 
 /// Requests queued per data stream before callers wait.
 const LANE_QUEUE: usize = 64;
@@ -46,6 +47,7 @@ pub(super) async fn open_lane(
     peer: PeerId,
     keys: &SessionKeys,
     index: u32,
+    rate: Option<Arc<RateLimit>>,
 ) -> Result<(Lane, oneshot::Receiver<Result<()>>)> {
     let mut io = open_stream(node, peer).await?;
     let join = Join {
@@ -68,7 +70,7 @@ pub(super) async fn open_lane(
         dead: dead.clone(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
-    tokio::spawn(write_requests(rx, writer, failed.clone()));
+    tokio::spawn(write_requests(rx, writer, failed.clone(), rate));
     tokio::spawn(async move {
         let ready = match crypto::timed(
             "a data stream",
@@ -132,8 +134,12 @@ async fn write_requests<W: tokio::io::AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
     mut writer: crypto::SecureWriter<W>,
     failed: Failed,
+    rate: Option<Arc<RateLimit>>,
 ) {
     while let Some(o) = rx.recv().await {
+        if let (Some(rate), Some(request::Op::Read(r))) = (&rate, &o.req.op) {
+            rate.take(r.len.into()).await;
+        }
         if failed.dead.load(Ordering::SeqCst) {
             // Never sent, so never answered: it may go out on another stream. (A sender with
             // several receivers arriving at once may drop a new stream before its `Ready`.)
@@ -403,7 +409,7 @@ mod tests {
         .await
         .unwrap();
         drop(tx);
-        write_requests(rx, writer, failed).await;
+        write_requests(rx, writer, failed, None).await;
         let got = answer.await.unwrap();
         assert!(matches!(got, Err(Error::Unanswered(_))), "{got:?}");
     }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::fetch::FileSource;
 use crate::fetch::{Client, Session};
 use crate::net::Node;
+use crate::rate::RateLimit;
 
 /// Data streams per session.
 pub const STREAMS: u32 = 8;
@@ -59,6 +60,8 @@ pub struct Remote {
     /// a watcher task that notices when the sender goes away.
     /// Asks the session watcher to send Done; it answers when the sender has seen it.
     finish: Mutex<Option<oneshot::Sender<EndRequest>>>,
+    /// `--limit-rate`, kept for the sessions that resume this one.
+    rate: Option<Arc<RateLimit>>,
 }
 
 impl Remote {
@@ -100,6 +103,7 @@ impl Remote {
             events,
             patience,
             finish: Mutex::new(None),
+            rate: session.rate(),
         });
         remote.watch_session(session);
         Ok(remote)
@@ -220,7 +224,9 @@ impl Remote {
         for a in &self.addrs {
             match self.node.dial(a.clone()).await {
                 Ok(p) if p == self.peer => {
-                    return Session::resume(&self.node, self.peer, &self.ticket).await
+                    let mut s = Session::resume(&self.node, self.peer, &self.ticket).await?;
+                    s.set_rate(self.rate.clone());
+                    return Ok(s);
                 }
                 Ok(_) => last = Error::Network(format!("{a} is another peer")),
                 Err(e) => last = e,

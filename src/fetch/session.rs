@@ -2,6 +2,7 @@
 //! or a resumption ticket), read the offer and the manifest, open data streams, and end the
 //! session saying why. Requests go through [`Client`](super::Client).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::{PeerId, Stream};
@@ -21,6 +22,7 @@ use crate::proto::{
     envelope::Msg, Abort, Accept, Decline, Done, Entry, Offer, Role, MAX_ENTRIES,
     MAX_MANIFEST_BYTES,
 };
+use crate::rate::RateLimit;
 
 type Io = Compat<Stream>;
 
@@ -53,6 +55,8 @@ pub struct Session {
     writer: SecureWriter<WriteHalf<Io>>,
     offer: Option<Offer>,
     manifest: Option<Manifest>,
+    /// `--limit-rate`: the pace of read requests over all data streams.
+    rate: Option<Arc<RateLimit>>,
 }
 
 /// Attempts at opening the control stream when the sender closes it unanswered.
@@ -69,7 +73,23 @@ impl Session {
             writer,
             offer: None,
             manifest: None,
+            rate: None,
         }
+    }
+
+    /// Asks for at most `bytes_per_sec` of file data a second over the data streams opened
+    /// from now on (read requests go out at that pace).
+    pub fn limit_rate(&mut self, bytes_per_sec: Option<u64>) {
+        self.rate = bytes_per_sec.map(|r| Arc::new(RateLimit::new(r)));
+    }
+
+    /// The pace itself, for a session resumed in this one's place.
+    pub(crate) fn rate(&self) -> Option<Arc<RateLimit>> {
+        self.rate.clone()
+    }
+
+    pub(crate) fn set_rate(&mut self, rate: Option<Arc<RateLimit>>) {
+        self.rate = rate;
     }
 
     /// Opens the control stream to `peer` (already connected) and runs the handshake. A stream
@@ -244,13 +264,14 @@ impl Session {
     pub async fn client(&mut self, n: u32) -> Result<Client> {
         let inner = std::sync::Arc::new(ClientInner::new());
         let (node, peer, keys) = (self.node.clone(), self.peer, self.keys.clone());
+        let rate = self.rate.clone();
         let opener = std::sync::Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut why = None;
             let mut index = 1;
             let mut attempt = 0;
             while index <= n.max(1) {
-                let opened = open_lane(&node, peer, &keys, index).await;
+                let opened = open_lane(&node, peer, &keys, index, rate.clone()).await;
                 let Some(inner) = opener.upgrade() else {
                     return;
                 };

@@ -116,6 +116,12 @@ impl Receiver {
         })
     }
 
+    /// Asks for at most `bytes_per_sec` of file data a second (`--limit-rate`): read
+    /// requests go out at that pace, also those of a session that resumes this one.
+    pub fn limit_rate(&mut self, bytes_per_sec: Option<u64>) {
+        self.session.limit_rate(bytes_per_sec);
+    }
+
     /// What the share holds, from the manifest that was validated: what to show the user.
     pub fn contents(&self) -> &Contents {
         &self.contents

@@ -12,7 +12,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::limits::{Attempts, RateLimit, StreamSlots};
+use super::limits::{Attempts, StreamSlots};
 use super::store::Share;
 use super::stream::StreamCtx;
 use super::tickets::{Tickets, TICKET_IDLE};
@@ -20,6 +20,7 @@ use crate::code::Code;
 use crate::crypto::SessionKeys;
 use crate::error::{Error, Result};
 use crate::net::{Node, STREAM_PROTOCOL, STREAM_PROTOCOL_1};
+use crate::rate::RateLimit;
 
 /// Failed handshakes after which the share stops, so online guessing stays hopeless.
 pub const MAX_FAILED_ATTEMPTS: u32 = 3;

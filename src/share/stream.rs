@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
-use super::limits::{Attempts, RateLimit};
+use super::limits::Attempts;
 use super::serve::{Outcome, SessionState, Sessions, ShareEvent, Transfer, MAX_STREAMS};
 use super::store::{Answer, Share};
 use super::tickets::{Refusal, TICKET_IDLE};
@@ -28,6 +28,7 @@ use crate::proto::{
     envelope::Msg, opening, read_opening, Hello, Join, ManifestChunk, Ready, Request, Role,
     MANIFEST_BATCH_BYTES,
 };
+use crate::rate::RateLimit;
 use crate::task::AbortOnDrop;
 
 /// Requests one data stream may have in progress; beyond it the sender stops reading requests.

@@ -337,10 +337,11 @@ fn what_the_sender_cannot_read_is_left_out_and_said() {
     assert!(said.contains("Sharing share/ (1 file, 3 B)."), "{said}");
 }
 
-/// `--limit-rate` holds over a whole receive (eight data streams at once), the sender says it,
-/// and the file still arrives whole; a rate below 1K is refused before anything starts.
+/// `--limit-rate` holds over a whole receive (eight data streams at once), on the sender (which
+/// says it) or on the receiver, and the file still arrives whole; a rate below 1K is refused
+/// before anything starts.
 #[test]
-fn a_limited_sender_sends_no_faster_than_its_rate() {
+fn a_limited_sender_or_receiver_moves_no_faster_than_its_rate() {
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path().join("share");
     std::fs::create_dir(&share).unwrap();
@@ -361,6 +362,23 @@ fn a_limited_sender_sends_no_faster_than_its_rate() {
         s.stderr.lock().unwrap()
     );
     // 8 MiB at 4 MiB/s: the last 1 MiB answer may leave 7/4 s after the first.
+    assert!(took >= Duration::from_millis(1700), "took {took:?}");
+    assert_eq!(
+        common::snapshot(&share),
+        common::snapshot(&out.path().join("share"))
+    );
+
+    let mut s = common::send_loopback(&share, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let r = s
+        .receiver(out.path())
+        .args(["--limit-rate", "4M"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(s.wait(10), Some(0));
     assert!(took >= Duration::from_millis(1700), "took {took:?}");
     assert_eq!(
         common::snapshot(&share),
