@@ -52,8 +52,9 @@ pub(super) struct MountArgs {
     /// When no direct connection can be made, move data through the relay (if it allows).
     #[arg(long)]
     allow_relay: bool,
-    /// Read at most RATE of file data a second from the sender (e.g. 500K, 10M), copy-out
-    /// and reads through the mount together.
+    /// Read at most RATE of file data a second from the sender (e.g. 500K, 10M), copy-out,
+    /// read-ahead and reads through the mount together (they wait their turn: a rate far below
+    /// what they ask for may need a longer --timeout).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
 }
