@@ -35,6 +35,36 @@ pub fn bytes_mut(pages: &mut [Page]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(pages.as_mut_ptr().cast::<u8>(), pages.len() * PAGE) }
 }
 
+/// Reads and writes of at least this many bytes that are all zero are runs of zeros: the
+/// sender answers them with their count (`Response.zeros`), the receiver makes them a hole.
+pub const ZERO_RUN: usize = 64 * 1024;
+
+/// Whether `b` holds only zero bytes (a run of zeros answered by its length, a hole on the
+/// disk). Stops at the first 256 bytes that are not all zero, so data costs next to nothing.
+pub fn is_zero(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(256);
+    chunks.all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+        && chunks.remainder().iter().all(|&x| x == 0)
+}
+
+/// Zeros for the longest read (`proto::MAX_READ`), shared: a read answered with its count of
+/// zeros is a slice of these, no allocation.
+static ZEROS: [Page; crate::proto::MAX_READ as usize / PAGE] =
+    [Page::ZERO; crate::proto::MAX_READ as usize / PAGE];
+
+/// `n` zero bytes (`n <= proto::MAX_READ`).
+pub fn zeros(n: usize) -> bytes::Bytes {
+    let all: &'static [u8] = bytes(&ZEROS);
+    bytes::Bytes::from_static(&all[..n])
+}
+
+/// Whether `b` is a slice of [`zeros`]: bytes a sender sent as their count.
+pub fn is_counted_zeros(b: &[u8]) -> bool {
+    let all = bytes(&ZEROS);
+    let (start, p) = (all.as_ptr() as usize, b.as_ptr() as usize);
+    !b.is_empty() && p >= start && p + b.len() <= start + all.len()
+}
+
 static POOL: Mutex<Vec<Vec<Page>>> = Mutex::new(Vec::new());
 
 /// Pages for `len` bytes from the pool (grown with zeroed pages where short), or new ones.

@@ -180,12 +180,14 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     }
     let summary = summary?;
     let secs = started.elapsed().as_secs_f64();
-    print_summary(&c.roots, files, bytes, &summary, secs);
+    let zeros = progress.zeros.load(Ordering::Relaxed);
+    print_summary(&c.roots, files, bytes, &summary, zeros, secs);
     json::done(json!({
         "files": files,
         "bytes": bytes,
         "moved": summary.bytes,
         "reused": summary.reused,
+        "zeros": zeros,
         "seconds": secs,
     }));
     Ok(())
@@ -317,7 +319,14 @@ async fn text_json(receiver: Receiver) -> Result<()> {
 }
 
 /// What moved over the network, and what an earlier run had already left here, verified.
-fn print_summary(names: &[Vec<u8>], files: u64, bytes: u64, summary: &Summary, secs: f64) {
+fn print_summary(
+    names: &[Vec<u8>],
+    files: u64,
+    bytes: u64,
+    summary: &Summary,
+    zeros: u64,
+    secs: f64,
+) {
     let resumed = if summary.reused > 0 {
         format!(
             "; {} were already here and verified",
@@ -330,8 +339,18 @@ fn print_summary(names: &[Vec<u8>], files: u64, bytes: u64, summary: &Summary, s
     let moved = if summary.bytes == 0 {
         "nothing moved".to_string()
     } else {
+        // Runs of zeros crossed the wire as their length only: said, so the rate is not
+        // taken for the link's.
+        let counted = if zeros > 0 {
+            format!(
+                "; {} of it runs of zeros sent as their length",
+                HumanBytes(zeros)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{} moved ({}/s)",
+            "{} moved ({}/s{counted})",
             HumanBytes(summary.bytes),
             HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
         )

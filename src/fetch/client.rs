@@ -336,11 +336,17 @@ impl Client {
             offset,
             len,
             hash,
+            zeros: true,
         };
         let resp = self.call(request::Op::Read(read)).await?;
-        if resp.data.len() > len as usize {
+        if resp.data.len() > len as usize || resp.zeros > len as u64 {
             return Err(Error::Protocol(
                 "the sender returned more data than asked".into(),
+            ));
+        }
+        if resp.zeros > 0 && !resp.data.is_empty() {
+            return Err(Error::Protocol(
+                "the sender sent both data and a count of zeros".into(),
             ));
         }
         let hash = if resp.hash.is_empty() {
@@ -348,7 +354,11 @@ impl Client {
         } else {
             Some(parse_hash(&resp.hash)?)
         };
-        Ok((resp.data, hash))
+        let data = match resp.zeros {
+            0 => resp.data,
+            n => crate::pages::zeros(n as usize),
+        };
+        Ok((data, hash))
     }
 
     /// The BLAKE3 hash of file `file`.

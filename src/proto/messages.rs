@@ -237,6 +237,10 @@ pub struct Read {
     /// reads it serves and send it with the one that completes it (proto/SPEC.md §11.3).
     #[prost(bool, tag = "4")]
     pub hash: bool,
+    /// The receiver takes `Response.zeros`: a read whose bytes are all zero may be answered
+    /// with their count instead of the bytes (proto/SPEC.md §11.3).
+    #[prost(bool, tag = "5")]
+    pub zeros: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -264,6 +268,10 @@ pub struct Response {
     pub hash: Vec<u8>,
     #[prost(message, optional, tag = "4")]
     pub error: Option<Failure>,
+    /// Instead of `data`: the read's bytes are this many zero bytes (only for a `Read` with
+    /// `zeros`; `data` is then empty).
+    #[prost(uint64, tag = "5")]
+    pub zeros: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
@@ -343,7 +351,7 @@ mod tests {
             assert_eq!(got, want, "message {name}");
             checked += 1;
         }
-        assert_eq!(checked, 17);
+        assert_eq!(checked, 19);
     }
 
     /// The plain handshake messages, hex-encoded, by vector name.
@@ -441,6 +449,7 @@ mod tests {
                         offset: 4096,
                         len: 65536,
                         hash: false,
+                        zeros: false,
                     })),
                 })),
             ),
@@ -453,6 +462,20 @@ mod tests {
                         offset: 1 << 20,
                         len: 1 << 20,
                         hash: true,
+                        zeros: false,
+                    })),
+                })),
+            ),
+            (
+                "read-zeros",
+                enc(envelope::Msg::Request(Request {
+                    id: 12,
+                    op: Some(request::Op::Read(Read {
+                        file: 1,
+                        offset: 0,
+                        len: 1 << 20,
+                        hash: true,
+                        zeros: true,
                     })),
                 })),
             ),
@@ -474,6 +497,17 @@ mod tests {
                     data: Bytes::from_static(b"hi"),
                     hash: vec![],
                     error: None,
+                    zeros: 0,
+                })),
+            ),
+            (
+                "zeros",
+                enc(envelope::Msg::Response(Response {
+                    id: 12,
+                    data: Bytes::new(),
+                    hash: vec![],
+                    error: None,
+                    zeros: 1 << 20,
                 })),
             ),
             (
@@ -486,6 +520,7 @@ mod tests {
                         code: ErrorCode::Changed as i32,
                         message: "x".into(),
                     }),
+                    zeros: 0,
                 })),
             ),
             ("done", enc(envelope::Msg::Done(Done {}))),
@@ -542,9 +577,9 @@ mod tests {
         }
 
         #[test]
-        fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool, whole: bool) {
+        fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool, whole: bool, zeros: bool) {
             let op = if hash { request::Op::Hash(HashRequest { file, offset, len: len as u64 }) }
-                     else { request::Op::Read(Read { file, offset, len, hash: whole }) };
+                     else { request::Op::Read(Read { file, offset, len, hash: whole, zeros }) };
             let msg = envelope::Msg::Request(Request { id, op: Some(op) });
             let mut buf = Vec::new();
             encode_envelope(msg.clone(), &mut buf);
@@ -554,7 +589,7 @@ mod tests {
         #[test]
         fn responses_round_trip(id: u64, data in proptest::collection::vec(any::<u8>(), 0..2000),
                                 hash in proptest::collection::vec(any::<u8>(), 0..33)) {
-            let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None });
+            let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None, zeros: 0 });
             let mut buf = Vec::new();
             encode_envelope(msg.clone(), &mut buf);
             prop_assert_eq!(decode_envelope(Bytes::from(buf)).unwrap(), msg);

@@ -170,6 +170,31 @@ pub(super) fn reserve(f: &File, from: u64, to: u64) -> io::Result<()> {
     }
 }
 
+/// Makes `off..off + len` of `f` a hole (reads as zeros, takes no space) instead of writing
+/// zeros there, growing the file to `off + len` if it is shorter. `Ok(false)`: this filesystem
+/// makes no holes (or not of that range): write the zeros instead.
+pub(super) fn hole(f: &File, off: u64, len: u64) -> io::Result<bool> {
+    let (Ok(o), Ok(l)) = (i64::try_from(off), i64::try_from(len)) else {
+        return Ok(false);
+    };
+    if !off.is_multiple_of(PAGE as u64) || !len.is_multiple_of(PAGE as u64) {
+        return Ok(false);
+    }
+    // The file first grows over the range: ext4 punches nothing past the end of a file, where
+    // the space reserved for the receive (`reserve`) lies.
+    if f.metadata()?.len() < off + len {
+        f.set_len(off + len)?;
+    }
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on an open descriptor; no memory is passed.
+    match check(unsafe { libc::fallocate(f.as_raw_fd(), mode, o, l) }) {
+        Ok(()) => Ok(true),
+        // The zeros get written instead, over the same range: the grown size stays right.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes of a big file's data that go around the page cache (`O_DIRECT`): the disk reads
 /// them from pcp's own page-aligned memory instead of the kernel copying them into pages it
 /// allocates for the cache and writes back later (on a 2-core VM, that copy into new pages

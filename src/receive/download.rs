@@ -201,8 +201,12 @@ impl<S: FileSource> Download<'_, S> {
             }
             let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
             let mut w = direct.take();
+            // A run of zeros (the sender's hole, or zeros it had written) becomes a hole here
+            // too, where the filesystem can make one: no disk space, no write.
+            let hole = data.len() >= crate::pages::ZERO_RUN && crate::pages::is_zero(&data);
             let write = tokio::task::spawn_blocking(move || {
                 let r = match &mut w {
+                    _ if hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) => Ok(()),
                     Some(w) => w.write_at(&f, &data2, off),
                     None => f.write_all_at(&data2, off),
                 };
@@ -213,6 +217,11 @@ impl<S: FileSource> Download<'_, S> {
             r?;
             direct = w;
             written += data.len() as u64;
+            if crate::pages::is_counted_zeros(&data) {
+                self.progress
+                    .zeros
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
             self.progress
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -58,6 +58,8 @@ pub struct Progress {
     /// Bytes already here and verified (complete files and resumed prefixes).
     pub reused: AtomicU64,
     pub files: AtomicU64,
+    /// Of `bytes`, runs of zeros the sender sent as their length (SPEC §11.3).
+    pub zeros: AtomicU64,
 }
 
 impl Progress {

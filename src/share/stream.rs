@@ -366,7 +366,7 @@ impl StreamCtx {
                     let mut sent = Ok(());
                     while let Some(answer) = next.take() {
                         if let Some(rate) = &self.rate {
-                            rate.take(answer.data_len() as u64).await;
+                            rate.take(answer.wire_len() as u64).await;
                         }
                         transfer.served(answer.data_len());
                         sent = match answer {

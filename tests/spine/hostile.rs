@@ -20,8 +20,9 @@ fn entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> Entry {
     }
 }
 
-/// How the fake sender answers a read of `len` bytes at `offset`: data and optional hash.
-type Answer = fn(u64, u32) -> (Vec<u8>, Vec<u8>);
+/// How the fake sender answers a read of `len` bytes at `offset`: data, optional hash, and a
+/// count of zeros sent instead of data (`Response.zeros`).
+type Answer = fn(u64, u32) -> (Vec<u8>, Vec<u8>, u64);
 
 /// Serves `entries` to whoever authenticates with `code`, answering reads with `answer`.
 async fn fake_sender(code: &Code, entries: Vec<Entry>, answer: Answer) -> libp2p::Multiaddr {
@@ -90,17 +91,18 @@ async fn fake_sender_offering(
                         let (mut r, mut w) = (SecureReader::new(r, o), SecureWriter::new(w, s));
                         w.send_now(Msg::Ready(Ready {})).await.unwrap();
                         while let Ok(Some(Msg::Request(req))) = r.recv().await {
-                            let (data, hash) = match req.op {
+                            let (data, hash, zeros) = match req.op {
                                 Some(pcp::proto::request::Op::Read(rd)) => {
                                     answer(rd.offset, rd.len)
                                 }
-                                _ => (vec![], vec![0; 32]),
+                                _ => (vec![], vec![0; 32], 0),
                             };
                             let resp = Response {
                                 id: req.id,
                                 data: data.into(),
                                 hash,
                                 error: None,
+                                zeros,
                             };
                             if w.send_now(Msg::Response(resp)).await.is_err() {
                                 break;
@@ -114,10 +116,10 @@ async fn fake_sender_offering(
     addr
 }
 
-fn honest(_off: u64, len: u32) -> (Vec<u8>, Vec<u8>) {
+fn honest(_off: u64, len: u32) -> (Vec<u8>, Vec<u8>, u64) {
     let data = vec![7u8; len as usize];
     let hash = blake3::hash(&data).as_bytes().to_vec();
-    (data, hash)
+    (data, hash, 0)
 }
 
 /// Runs a receive against a fake sender; returns the error and checks nothing escaped.
@@ -230,18 +232,29 @@ async fn an_offer_of_ten_million_entries_is_refused_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_data_is_refused() {
     // Shorter data than the manifest promised.
-    let short: Answer = |_, len| (vec![1; len as usize / 2], vec![]);
+    let short: Answer = |_, len| (vec![1; len as usize / 2], vec![], 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], short).await;
     assert!(matches!(err, Error::InvalidManifest(_)), "{err}");
     // More data than asked.
-    let long: Answer = |_, len| (vec![1; len as usize + 1], vec![]);
+    let long: Answer = |_, len| (vec![1; len as usize + 1], vec![], 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], long).await;
     assert!(matches!(err, Error::Protocol(_)), "{err}");
     // Data that does not match the hash.
-    let wrong_hash: Answer = |_, len| (vec![1; len as usize], vec![9; 32]);
+    let wrong_hash: Answer = |_, len| (vec![1; len as usize], vec![9; 32], 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], wrong_hash).await;
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     // A large file whose separate hash answer is wrong.
     let err = receive_from(vec![entry(1, 0, b"big", Kind::File, 3 << 20)], honest).await;
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    // More zeros than asked, or zeros and data at once.
+    let many_zeros: Answer = |_, len| (vec![], vec![], len as u64 + 1);
+    let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], many_zeros).await;
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    let both: Answer = |_, len| (vec![1], vec![], len as u64 - 1);
+    let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], both).await;
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    // Zeros where the file is not zero: the hash says so, and nothing is kept under its name.
+    let false_zeros: Answer = |_, len| (vec![], vec![], len as u64);
+    let err = receive_from(vec![entry(1, 0, b"big", Kind::File, 3 << 20)], false_zeros).await;
     assert!(matches!(err, Error::Integrity(_)), "{err}");
 }

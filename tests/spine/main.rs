@@ -323,3 +323,56 @@ mod faults;
 mod post_quantum;
 
 mod guesses;
+
+/// A sparse file (holes, and a run of zeros written out) arrives identical and sparse: every
+/// run of zeros crosses the wire as its count (the bytes a read returns are the shared zeros,
+/// not a buffer that came over the network) and becomes a hole on the receiver's disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_file_arrives_sparse_and_its_zeros_as_counts() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let src = tempfile::tempdir().unwrap();
+    let share = src.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let f = std::fs::File::create(share.join("disk.img")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    f.write_all_at(&bytes(1 << 20, 1), 0).unwrap();
+    f.write_all_at(&bytes(100_000, 2), (20 << 20) + 123)
+        .unwrap();
+    f.write_all_at(&vec![0; 2 << 20], 40 << 20).unwrap();
+    f.write_all_at(&bytes(4096, 3), (64 << 20) - 4096).unwrap();
+    drop(f);
+    let (_sender, mut session, m) = accepted(std::slice::from_ref(&share)).await;
+    let client = session.client(4).await.unwrap();
+    let id = m
+        .entries()
+        .iter()
+        .find(|e| e.name == b"disk.img")
+        .unwrap()
+        .id;
+    let shared_zeros = pcp::pages::zeros(1).as_ptr();
+    for (off, zeros) in [
+        (0, false),
+        (8 << 20, true),
+        (20 << 20, false),
+        (40 << 20, true),
+    ] {
+        let (b, _) = within(10, client.read(id, off, 1 << 20)).await.unwrap();
+        assert_eq!(b.len(), 1 << 20);
+        assert_eq!(b.as_ptr() == shared_zeros, zeros, "read at {off}");
+    }
+    let out = tempfile::tempdir().unwrap();
+    receive_into(&client, &m, out.path()).await.unwrap();
+    let got = out.path().join("share/disk.img");
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(share.join("disk.img")).unwrap()
+    );
+    let md = std::fs::metadata(&got).unwrap();
+    assert_eq!(md.len(), 64 << 20);
+    // Data: about 1.1 MiB and a page; the filesystem may round each piece up a little.
+    assert!(
+        md.blocks() * 512 < 8 << 20,
+        "{} bytes on disk",
+        md.blocks() * 512
+    );
+}

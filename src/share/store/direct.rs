@@ -196,6 +196,7 @@ mod tests {
                 offset: 262_144,
                 len: MAX_READ,
                 hash: false,
+                zeros: false,
             })),
         };
         match share.clone().answer(req).await {

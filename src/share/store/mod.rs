@@ -55,8 +55,16 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// File bytes it carries.
+    /// File bytes it carries (a run of zeros sent as its count included).
     pub(crate) fn data_len(&self) -> usize {
+        match self {
+            Answer::Data { buf, at, .. } => buf.len() - at,
+            Answer::Other(r) => r.data.len() + r.zeros as usize,
+        }
+    }
+
+    /// File bytes that cross the wire (a run of zeros sent as its count: none).
+    pub(crate) fn wire_len(&self) -> usize {
         match self {
             Answer::Data { buf, at, .. } => buf.len() - at,
             Answer::Other(r) => r.data.len(),
@@ -353,6 +361,7 @@ impl Share {
         };
         let result = match req.op {
             Some(request::Op::Read(r)) => {
+                let zeros_ok = r.zeros;
                 // A big read the page cache lacks: from the disk straight into the buffer,
                 // on the blocking pool.
                 let direct = match self.direct_for(r.file, r.offset, r.len) {
@@ -381,6 +390,18 @@ impl Share {
                     Ok(None) => self.read_cached_or_not(r, room).await,
                 };
                 match read {
+                    // A run of zeros (a sparse file's hole, a preallocated region): its count.
+                    Ok((buf, hash))
+                        if zeros_ok
+                            && buf.len() - at >= crate::pages::ZERO_RUN
+                            && crate::pages::is_zero(&buf[at..]) =>
+                    {
+                        resp.zeros = (buf.len() - at) as u64;
+                        if let Some(hash) = hash {
+                            resp.hash = hash.to_vec();
+                        }
+                        Ok(())
+                    }
                     Ok((buf, None)) => {
                         return Answer::Data {
                             id: req.id,
@@ -501,6 +522,7 @@ mod tests {
                 offset: k * MAX_READ as u64,
                 len: MAX_READ,
                 hash,
+                zeros: false,
             })),
         };
         let bytes = |k: u64| &data[k as usize * piece..data.len().min((k as usize + 1) * piece)];
