@@ -255,13 +255,13 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
             } else {
                 "the receiver has everything"
             };
-            let (bytes, elapsed) = printer.finished.unwrap_or_default();
+            let (bytes, zeros, elapsed) = printer.finished.unwrap_or_default();
             if printer.mounted {
                 say!("Done: the receiver {}.", unmounted(bytes, elapsed));
             } else {
-                say!("Done: {what} ({}).", sent(bytes, elapsed));
+                say!("Done: {what} ({}).", sent(bytes, zeros, elapsed));
             }
-            json::done(json!({ "bytes": bytes, "seconds": elapsed.as_secs_f64() }));
+            json::done(json!({ "bytes": bytes, "zeros": zeros, "seconds": elapsed.as_secs_f64() }));
             Ok(())
         }
         ShareEnd::Declined => Err(Error::Declined),
@@ -274,7 +274,7 @@ struct Printer {
     /// A receiver mounted the share.
     mounted: bool,
     /// What the receiver that finished was sent, and in what time.
-    finished: Option<(u64, Duration)>,
+    finished: Option<(u64, u64, Duration)>,
     /// With --keep: the receivers, numbered.
     keep: Option<Receivers>,
 }
@@ -308,14 +308,25 @@ impl Receivers {
     }
 }
 
-/// "1.00 GiB sent in 4.2 s (243.10 MiB/s)": bytes and the time of the transfer itself.
-fn sent(bytes: u64, elapsed: Duration) -> String {
+/// "1.00 GiB sent in 4.2 s (243.10 MiB/s)": bytes and the time of the transfer itself, and
+/// how many of them were runs of zeros sent as their length (their rate is no link's).
+fn sent(bytes: u64, zeros: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     if bytes == 0 {
         return "nothing sent".into();
     }
+    let counted = if zeros > 0 {
+        format!(
+            "; {} of it runs of zeros sent as their length",
+            HumanBytes(zeros)
+        )
+    } else {
+        String::new()
+    };
     let rate = if secs > 0.0 {
-        format!(" ({}/s)", HumanBytes((bytes as f64 / secs) as u64))
+        format!(" ({}/s{counted})", HumanBytes((bytes as f64 / secs) as u64))
+    } else if zeros > 0 {
+        format!(" ({})", &counted[2..])
     } else {
         String::new()
     };
@@ -379,7 +390,12 @@ impl Printer {
             }
             // The share ends with the error "the receiver declined the offer", said once.
             ShareEvent::Declined { .. } => {}
-            ShareEvent::Finished { bytes, elapsed, .. } => self.finished = Some((bytes, elapsed)),
+            ShareEvent::Finished {
+                bytes,
+                zeros,
+                elapsed,
+                ..
+            } => self.finished = Some((bytes, zeros, elapsed)),
             ShareEvent::Stopped { reason, .. } => {
                 say!("The receiver stopped: {reason}. Still sharing; Ctrl-C to stop.")
             }
@@ -427,6 +443,7 @@ fn keep_line(r: &mut Receivers, ev: ShareEvent) -> bool {
         ShareEvent::Finished {
             peer,
             bytes,
+            zeros,
             elapsed,
         } => {
             let n = r.number(peer);
@@ -435,7 +452,7 @@ fn keep_line(r: &mut Receivers, ev: ShareEvent) -> bool {
             let how = if r.mounted.remove(&peer) {
                 unmounted(bytes, elapsed)
             } else {
-                format!("is done ({})", sent(bytes, elapsed))
+                format!("is done ({})", sent(bytes, zeros, elapsed))
             };
             say!(
                 "Receiver {n} {how}; {} finished, {}.",
@@ -489,10 +506,11 @@ fn event_json(ev: &SendEvent) {
             ShareEvent::Finished {
                 peer,
                 bytes,
+                zeros,
                 elapsed,
             } => (
                 "receiver_done",
-                json!({ "peer": peer.to_string(), "bytes": bytes, "seconds": elapsed.as_secs_f64() }),
+                json!({ "peer": peer.to_string(), "bytes": bytes, "zeros": zeros, "seconds": elapsed.as_secs_f64() }),
             ),
             ShareEvent::Stopped { peer, reason } => (
                 "receiver_stopped",

@@ -56,11 +56,13 @@ pub enum ShareEvent {
     Declined {
         peer: PeerId,
     },
-    /// A receiver said it has everything: `bytes` served to it, in `elapsed` from its first
-    /// data request to its word that it has everything (zero if it asked for nothing).
+    /// A receiver said it has everything: `bytes` served to it (`zeros` of them runs of zeros
+    /// sent as their length), in `elapsed` from its first data request to its word that it has
+    /// everything (zero if it asked for nothing).
     Finished {
         peer: PeerId,
         bytes: u64,
+        zeros: u64,
         elapsed: std::time::Duration,
     },
     /// A receiver stopped, saying why (its own error, an interruption).
@@ -106,6 +108,8 @@ pub(super) struct SessionState {
 #[derive(Default)]
 pub(super) struct Transfer {
     bytes: AtomicU64,
+    /// Of `bytes`, runs of zeros sent as their length.
+    zeros: AtomicU64,
     first: OnceLock<Instant>,
 }
 
@@ -115,14 +119,20 @@ impl Transfer {
         self.first.get_or_init(Instant::now);
     }
 
-    pub(super) fn served(&self, n: usize) {
+    /// `n` bytes served, `zeros` of them as their count.
+    pub(super) fn served(&self, n: usize, zeros: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.zeros.fetch_add(zeros as u64, Ordering::Relaxed);
     }
 
-    /// Bytes served and time since the first request.
-    pub(super) fn totals(&self) -> (u64, std::time::Duration) {
+    /// Bytes served, the zeros among them, and time since the first request.
+    pub(super) fn totals(&self) -> (u64, u64, std::time::Duration) {
         let t = self.first.get().map(|f| f.elapsed()).unwrap_or_default();
-        (self.bytes.load(Ordering::Relaxed), t)
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.zeros.load(Ordering::Relaxed),
+            t,
+        )
     }
 }
 

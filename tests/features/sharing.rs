@@ -388,3 +388,37 @@ fn a_limited_sender_or_receiver_moves_no_faster_than_its_rate() {
     assert!(!low.status.success());
     assert!(String::from_utf8_lossy(&low.stderr).contains("lowest rate, 1K"));
 }
+
+/// A sparse file through the binary: both sides say how much of what moved was zeros sent as
+/// their length, and the copy is as sparse as the original.
+#[test]
+fn both_sides_say_how_much_of_a_sparse_file_moved_as_zeros() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let f = std::fs::File::create(share.join("disk.img")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    f.write_all_at(b"end", (8 << 20) - 3).unwrap();
+    drop(f);
+    let mut s = common::send_loopback(&share, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let r = s.receiver(out.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{said}");
+    assert_eq!(s.wait(10), Some(0));
+    // Seven whole MiB of zeros; the last read holds the data.
+    let zeros = "7.00 MiB of it runs of zeros sent as their length)";
+    assert!(said.contains(zeros), "{said}");
+    assert!(
+        s.stderr.lock().unwrap().contains(zeros),
+        "{}",
+        s.stderr.lock().unwrap()
+    );
+    let got = out.path().join("share/disk.img");
+    assert_eq!(
+        common::snapshot(&share),
+        common::snapshot(&out.path().join("share"))
+    );
+    assert!(std::fs::metadata(&got).unwrap().blocks() * 512 < 2 << 20);
+}
