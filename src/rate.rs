@@ -23,8 +23,12 @@ impl RateLimit {
         }
     }
 
-    /// Waits until `n` more bytes may go out (at once when the limit has been idle).
+    /// Waits until `n` more bytes may go out (at once when the limit has been idle; nothing
+    /// to send, such as a run of zeros sent as its length, never waits).
     pub(crate) async fn take(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
         let at = {
             let mut clock = self.clock.lock().expect("lock");
             let start = (*clock).max(tokio::time::Instant::now());
