@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{confirm, parse_rate, plural, read_code, roots, seconds, Ui};
+use super::ui::{confirm, parse_rate, plural, read_code, roots, seconds, zeros_note, Ui};
 use super::{interrupted, json, seek};
 use crate::code::Code;
 use crate::error::{Error, Result};
@@ -339,16 +339,7 @@ fn print_summary(
     let moved = if summary.bytes == 0 {
         "nothing moved".to_string()
     } else {
-        // Runs of zeros crossed the wire as their length only: said, so the rate is not
-        // taken for the link's.
-        let counted = if zeros > 0 {
-            format!(
-                "; {} of it runs of zeros sent as their length",
-                HumanBytes(zeros)
-            )
-        } else {
-            String::new()
-        };
+        let counted = zeros_note(zeros);
         format!(
             "{} moved ({}/s{counted})",
             HumanBytes(summary.bytes),

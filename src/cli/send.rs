@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{parse_rate, plural, roots, seconds, MountRate, Ui};
+use super::ui::{parse_rate, plural, roots, seconds, zeros_note, MountRate, Ui};
 use super::{interrupted, json};
 use crate::code::{Code, MAX_WORDS, MIN_WORDS};
 use crate::error::{Error, Result};
@@ -315,14 +315,7 @@ fn sent(bytes: u64, zeros: u64, elapsed: Duration) -> String {
     if bytes == 0 {
         return "nothing sent".into();
     }
-    let counted = if zeros > 0 {
-        format!(
-            "; {} of it runs of zeros sent as their length",
-            HumanBytes(zeros)
-        )
-    } else {
-        String::new()
-    };
+    let counted = zeros_note(zeros);
     let rate = if secs > 0.0 {
         format!(" ({}/s{counted})", HumanBytes((bytes as f64 / secs) as u64))
     } else if zeros > 0 {

@@ -199,6 +199,18 @@ pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
+/// "; 19.80 GiB of it runs of zeros sent as their length" (nothing without any): said beside a
+/// rate of bytes moved, so it is not taken for the link's (only their length crossed it).
+pub(super) fn zeros_note(zeros: u64) -> String {
+    if zeros == 0 {
+        return String::new();
+    }
+    format!(
+        "; {} of it runs of zeros sent as their length",
+        indicatif::HumanBytes(zeros)
+    )
+}
+
 /// A rate for `--limit-rate`: a size a second (`500K`, `10M`, `10M/s`), at least 1K.
 pub(super) fn parse_rate(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();

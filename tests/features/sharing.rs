@@ -346,44 +346,30 @@ fn a_limited_sender_or_receiver_moves_no_faster_than_its_rate() {
     let share = dir.path().join("share");
     std::fs::create_dir(&share).unwrap();
     std::fs::write(share.join("eight.bin"), common::bytes(8 << 20, 3)).unwrap();
-    let mut s = common::send_loopback(&share, &["--limit-rate", "4M"]);
-    let out = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let r = s.receiver(out.path()).output().unwrap();
-    let took = started.elapsed();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(s.wait(10), Some(0));
+    // The whole share received, verified; what the sender said.
+    let limited = |send: &[&str], receive: &[&str]| {
+        let mut s = common::send_loopback(&share, send);
+        let out = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let r = s.receiver(out.path()).args(receive).output().unwrap();
+        let took = started.elapsed();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_eq!(s.wait(10), Some(0));
+        // 8 MiB at 4 MiB/s: the last 1 MiB may leave 7/4 s after the first.
+        assert!(took >= Duration::from_millis(1700), "took {took:?}");
+        assert_eq!(
+            common::snapshot(&share),
+            common::snapshot(&out.path().join("share"))
+        );
+        let said = s.stderr.lock().unwrap().clone();
+        said
+    };
+    let said = limited(&["--limit-rate", "4M"], &[]);
     assert!(
-        s.stderr
-            .lock()
-            .unwrap()
-            .contains("(1 file, 8.00 MiB), at most 4.00 MiB/s."),
-        "{}",
-        s.stderr.lock().unwrap()
+        said.contains("(1 file, 8.00 MiB), at most 4.00 MiB/s."),
+        "{said}"
     );
-    // 8 MiB at 4 MiB/s: the last 1 MiB answer may leave 7/4 s after the first.
-    assert!(took >= Duration::from_millis(1700), "took {took:?}");
-    assert_eq!(
-        common::snapshot(&share),
-        common::snapshot(&out.path().join("share"))
-    );
-
-    let mut s = common::send_loopback(&share, &[]);
-    let out = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let r = s
-        .receiver(out.path())
-        .args(["--limit-rate", "4M"])
-        .output()
-        .unwrap();
-    let took = started.elapsed();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(s.wait(10), Some(0));
-    assert!(took >= Duration::from_millis(1700), "took {took:?}");
-    assert_eq!(
-        common::snapshot(&share),
-        common::snapshot(&out.path().join("share"))
-    );
+    limited(&[], &["--limit-rate", "4M"]);
     let low = pcp(&["send", "--limit-rate", "100", "--discovery", "none", "."]);
     assert!(!low.status.success());
     assert!(String::from_utf8_lossy(&low.stderr).contains("lowest rate, 1K"));
