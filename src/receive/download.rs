@@ -203,7 +203,8 @@ impl<S: FileSource> Download<'_, S> {
             let mut w = direct.take();
             // A run of zeros (the sender's hole, or zeros it had written) becomes a hole here
             // too, where the filesystem can make one: no disk space, no write.
-            let hole = data.len() >= crate::pages::ZERO_RUN && crate::pages::is_zero(&data);
+            let hole = data.len() >= crate::pages::ZERO_RUN
+                && (crate::pages::is_counted_zeros(&data) || crate::pages::is_zero(&data));
             let write = tokio::task::spawn_blocking(move || {
                 let r = match &mut w {
                     _ if hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) => Ok(()),
