@@ -283,11 +283,12 @@ async fn to_stdout(receiver: Receiver, yes: bool, ui: Ui) -> Result<()> {
     if !c.text {
         let secs = started.elapsed().as_secs_f64();
         say!(
-            "Received {} ({}, verified) in {}, written to standard output ({}/s).",
+            "Received {} ({}, verified) in {}, written to standard output ({}/s{}).",
             roots(&c.roots),
             HumanBytes(summary.bytes),
             seconds(secs),
-            HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64)
+            HumanBytes((summary.bytes as f64 / secs.max(1e-3)) as u64),
+            zeros_note(progress.zeros.load(Ordering::Relaxed))
         );
     }
     Ok(())

@@ -407,4 +407,14 @@ fn both_sides_say_how_much_of_a_sparse_file_moved_as_zeros() {
         common::snapshot(&out.path().join("share"))
     );
     assert!(std::fs::metadata(&got).unwrap().blocks() * 512 < 2 << 20);
+    // The same file to standard output: every byte, and the same remark.
+    let mut s = common::send_loopback(&share.join("disk.img"), &[]);
+    let r = receive_stdout(&s.loopback_addr(), &s.code)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{said}");
+    assert_eq!(s.wait(10), Some(0));
+    assert!(r.stdout == std::fs::read(&got).unwrap());
+    assert!(said.contains(zeros), "{said}");
 }
