@@ -54,7 +54,8 @@ pub(super) struct ReceiveArgs {
     /// When no direct connection can be made, move data through the relay (if it allows).
     #[arg(long)]
     allow_relay: bool,
-    /// Receive at most RATE of file data a second (e.g. 500K, 10M: bytes, KiB, MiB).
+    /// Receive at most RATE of file data a second (e.g. 500K, 10M: bytes, KiB, MiB). Runs of
+    /// zeros count too: the receiver paces what it asks for before it knows they are zeros.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
 }
