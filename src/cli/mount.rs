@@ -82,7 +82,7 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
         cache_size: a.cache_size,
         timeout: a.timeout,
         allow_other: a.allow_other,
-        copy_out: a.copy_out.clone(),
+        copy_out: a.copy_out,
     };
     let c = receiver.contents().clone();
     let mut live = tokio::select! {
@@ -125,14 +125,15 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
                     outside = true;
                     break;
                 }
-                copy_out_progress(&mut live, bar.as_ref(), &a.copy_out).await;
+                copy_out_progress(&mut live, bar.as_ref()).await;
             }
         }
     }
     // A copy-out that finished since the last tick is reported as finished; one still running
     // stops here, and what it verified stays for the next `--copy-out` into the same folder.
-    copy_out_progress(&mut live, bar.as_ref(), &a.copy_out).await;
-    if let (Some(copy), Some(dir)) = (live.copy_out.take(), &a.copy_out) {
+    copy_out_progress(&mut live, bar.as_ref()).await;
+    if let Some(copy) = live.copy_out.take() {
+        let dir = copy.dir.clone();
         let kept = copy.stop();
         if let Some(bar) = &bar {
             bar.finish_and_clear();
@@ -161,12 +162,8 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
     Ok(())
 }
 
-/// Draws the copy-out's progress (into `dir`), and its result once it has finished.
-async fn copy_out_progress(
-    live: &mut LiveMount,
-    bar: Option<&indicatif::ProgressBar>,
-    dir: &Option<PathBuf>,
-) {
+/// Draws the copy-out's progress, and its result once it has finished.
+async fn copy_out_progress(live: &mut LiveMount, bar: Option<&indicatif::ProgressBar>) {
     let Some(copy) = &live.copy_out else { return };
     let p = &copy.progress;
     if let Some(bar) = bar {
@@ -179,6 +176,7 @@ async fn copy_out_progress(
         bar.finish_and_clear();
     }
     let copy = live.copy_out.take().expect("checked");
+    let dir = copy.dir.clone();
     match copy.result().await {
         Ok(s) => {
             // An earlier copy-out into the same folder may have left part of it, verified.
@@ -191,9 +189,7 @@ async fn copy_out_progress(
                 "Copy-out finished: {} ({}, all verified) in {}{resumed}.",
                 plural(s.files, "file"),
                 HumanBytes(s.bytes + s.reused),
-                dir.as_deref()
-                    .unwrap_or(std::path::Path::new("."))
-                    .display(),
+                dir.display(),
             );
             json::emit(
                 "copy_out_done",

@@ -40,6 +40,8 @@ pub struct MountRequest {
 /// A copy-out running beside the mount.
 pub struct CopyOut {
     pub progress: Arc<Progress>,
+    /// The folder it copies into.
+    pub dir: PathBuf,
     task: JoinHandle<Result<Summary>>,
 }
 
@@ -115,6 +117,7 @@ impl LiveMount {
         };
         let copy_out = req.copy_out.clone().map(|out| {
             let progress = Arc::new(Progress::default());
+            let dir = out.clone();
             let opts = ReceiveOptions {
                 out,
                 overwrite: false,
@@ -124,7 +127,11 @@ impl LiveMount {
                 tokio::spawn(
                     async move { receive_all(&CacheSource(fs), &manifest, &opts, p).await },
                 );
-            CopyOut { progress, task }
+            CopyOut {
+                progress,
+                dir,
+                task,
+            }
         });
         Ok(LiveMount {
             mounted,

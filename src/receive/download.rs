@@ -218,14 +218,7 @@ impl<S: FileSource> Download<'_, S> {
             r?;
             direct = w;
             written += data.len() as u64;
-            if crate::pages::is_counted_zeros(&data) {
-                self.progress
-                    .zeros
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            self.progress
-                .bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.progress.moved(&data);
         }
         Ok((written, got_hash))
     }
@@ -259,6 +252,7 @@ impl<S: FileSource> Download<'_, S> {
             self.path.to_path_buf(),
         );
         let overwrite = self.overwrite;
+        let moved = data.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let at = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
             let f = disk::open_empty_part(&dir, &part)
@@ -269,7 +263,7 @@ impl<S: FileSource> Download<'_, S> {
         })
         .await
         .map_err(join_err)??;
-        self.progress.bytes.fetch_add(size, Ordering::Relaxed);
+        self.progress.moved(&moved);
         self.progress.files.fetch_add(1, Ordering::Relaxed);
         Ok(size)
     }

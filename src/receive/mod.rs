@@ -63,6 +63,14 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// `data` came over the network (runs of zeros sent as their length counted as such).
+    pub(crate) fn moved(&self, data: &[u8]) {
+        if crate::pages::is_counted_zeros(data) {
+            self.zeros.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    }
+
     /// Bytes on disk and verified so far: moved plus reused.
     pub fn kept(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed) + self.reused.load(Ordering::Relaxed)

@@ -60,14 +60,7 @@ pub(super) async fn write_one<S: FileSource, W: AsyncWrite + Unpin>(
             None => sink.write_all(&data).await,
         }
         .map_err(err)?;
-        if crate::pages::is_counted_zeros(&data) {
-            progress
-                .zeros
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        progress
-            .bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        progress.moved(&data);
     }
     if let Some(t) = &mut escaper {
         let mut tail = t.finish();
