@@ -31,6 +31,25 @@ pub fn drain(pipe: impl std::io::Read + Send + 'static) -> Arc<std::sync::Mutex<
     buf
 }
 
+/// Starts `cmd` with no stdin and its stdout and stderr collected by [`drain`].
+pub fn spawn_drained(
+    cmd: &mut Command,
+) -> (
+    Child,
+    Arc<std::sync::Mutex<String>>,
+    Arc<std::sync::Mutex<String>>,
+) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pcp starts");
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    (child, out, err)
+}
+
 pub fn loopback() -> Vec<Multiaddr> {
     vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]
 }

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{drain, send_cmd, Sending, PCP};
+use common::{send_cmd, Sending, PCP};
 
 const COMMANDS: [&str; 6] = ["send", "receive", "mount", "node", "completions", "man"];
 

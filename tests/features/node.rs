@@ -21,19 +21,14 @@ impl HelperNode {
     /// `pcp node --listen /ip4/127.0.0.1/tcp/0` with `args`; PCP_BOOTSTRAP is cleared, so it
     /// dials nothing unless `args` say so.
     fn start(args: &[&str]) -> HelperNode {
-        let mut child = Command::new(PCP)
-            .arg("node")
-            .args(args)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .env_remove("PCP_BOOTSTRAP")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("pcp node starts");
-        let stdout = drain(child.stdout.take().unwrap());
-        let stderr = drain(child.stderr.take().unwrap());
+        let (child, stdout, stderr) = common::spawn_drained(
+            Command::new(PCP)
+                .arg("node")
+                .args(args)
+                .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+                .env_remove("PCP_BOOTSTRAP")
+                .env_remove("RUST_LOG"),
+        );
         HelperNode {
             child,
             stdout,

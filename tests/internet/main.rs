@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{drain, snapshot, Sending, PCP};
+use common::{snapshot, spawn_drained, Sending, PCP};
 
 /// Runs a setup command; a failure stops the test with the command and its stderr.
 fn sh(prog: &str, args: &[&str]) {
@@ -61,14 +61,7 @@ struct Run {
 /// Runs `cmd` to completion, killing it after `secs` (then `code` is None).
 fn run(mut cmd: Command, secs: u64) -> Run {
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pcp starts");
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
+    let (mut child, out, err) = spawn_drained(&mut cmd);
     let code = loop {
         if let Some(st) = child.try_wait().unwrap() {
             break Some(st.code().unwrap_or(-1));
@@ -273,22 +266,16 @@ impl Net {
             } else {
                 all.clone()
             };
-            let mut child = self
-                .pcp(&ns)
-                .env_remove("PCP_BOOTSTRAP")
-                .args(["node", "-v"])
-                .args(bootstrap_args(&boot))
-                .arg("--listen")
-                .arg(format!("/ip4/{a}/tcp/4001"))
-                .arg("--listen")
-                .arg(format!("/ip4/{a}/udp/4001/quic-v1"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("pcp node starts");
-            let stdout = drain(child.stdout.take().unwrap());
-            let stderr = drain(child.stderr.take().unwrap());
+            let (child, stdout, stderr) = spawn_drained(
+                self.pcp(&ns)
+                    .env_remove("PCP_BOOTSTRAP")
+                    .args(["node", "-v"])
+                    .args(bootstrap_args(&boot))
+                    .arg("--listen")
+                    .arg(format!("/ip4/{a}/tcp/4001"))
+                    .arg("--listen")
+                    .arg(format!("/ip4/{a}/udp/4001/quic-v1")),
+            );
             self.helpers.push(Helper {
                 child,
                 stdout,
