@@ -80,6 +80,25 @@ fn errors_say_their_cause_once_and_nothing_is_not_shared() {
         err.contains("error: nothing to share") && err.contains("special file /dev/null"),
         "{err}"
     );
+    // A port another sender listens on: refused (libp2p's listeners share ports, so the
+    // kernel would otherwise split receivers between the two shares).
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("f"), b"x").unwrap();
+    let first = send_loopback(shared.path(), &[]);
+    let taken = first.loopback_addr();
+    let taken = taken.split("/p2p/").next().unwrap();
+    let r = Command::new(PCP)
+        .args(["send", "--discovery", "none", "--listen", taken])
+        .arg(shared.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {taken}: another program")),
+        "{err}"
+    );
+    drop(first);
     // An --out under a file: refused before the code is asked for or anyone is dialed.
     let out = tempfile::tempdir().unwrap();
     std::fs::write(out.path().join("file"), b"x").unwrap();

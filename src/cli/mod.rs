@@ -189,13 +189,50 @@ pub fn init_logging(verbose: u8) {
         1 => "info,pcp=info",
         _ => "info,pcp=debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    // A user who asked for no logs sees warnings as pcp's other lines look (`warning: ...`,
+    // escaped); -v and RUST_LOG keep the full log format, with time and module.
+    let plain = verbose == 0 && from_env.is_none();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if plain {
+        log.event_format(Plain).try_init()
+    } else {
+        log.try_init()
+    };
+}
+
+/// The log format when no log was asked for: `warning: MESSAGE key=value`, through
+/// [`printable`](crate::text::printable) like every other line (a reason may come from the peer).
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut out: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            _ => "debug",
+        };
+        let mut text = String::new();
+        ctx.field_format().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut text),
+            event,
+        )?;
+        writeln!(out, "{level}: {}", crate::text::printable(&text))
+    }
 }
 
 /// The discovery settings from the common options. `PCP_CLOCK_OFFSET_SECS` (signed seconds)

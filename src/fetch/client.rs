@@ -256,8 +256,9 @@ pub struct Client {
 /// A failed request, as reported by the sender.
 fn remote_failure(f: Failure) -> Error {
     match ErrorCode::try_from(f.code) {
+        // The code says it all; the sender's words would say it twice.
         Ok(ErrorCode::Changed) => {
-            Error::Remote(format!("file changed on the sender: {}", f.message))
+            Error::Remote("file changed on the sender since the share started".into())
         }
         _ => Error::Remote(f.message),
     }

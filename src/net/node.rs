@@ -163,6 +163,32 @@ fn build_swarm(key: identity::Keypair, role: Role) -> Result<Swarm<Behaviour>> {
         .build())
 }
 
+/// Refuses a listen address whose port another program already listens on. libp2p's TCP
+/// listeners set `SO_REUSEPORT` (to dial out from the listening port for hole punching), so a
+/// second `pcp send --listen` on the same port would be accepted, and the kernel would share
+/// incoming connections between the two: receivers would meet the wrong share and its
+/// wrong-code verdict. A socket bound without `SO_REUSEPORT` finds out first.
+fn port_free(addr: &Multiaddr) -> Result<()> {
+    let mut it = addr.iter();
+    let ip: std::net::IpAddr = match it.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let taken = match it.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).err(),
+        Some(Protocol::Udp(port)) if port != 0 => std::net::UdpSocket::bind((ip, port)).err(),
+        _ => None,
+    };
+    match taken {
+        Some(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Network(format!(
+            "cannot listen on {addr}: another program (another pcp?) listens on that port; \
+             stop it or pick another port"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Starts every listener and returns once each has an address (plus, with `all_interfaces`,
 /// the other interfaces' addresses a wildcard listener reports just after), so callers can
 /// announce them.
@@ -172,9 +198,15 @@ async fn listen_all(
     all_interfaces: bool,
 ) -> Result<Vec<Multiaddr>> {
     for addr in listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+        port_free(addr)?;
+        swarm.listen_on(addr.clone()).map_err(|e| {
+            // Some transports' errors print as nothing.
+            let why = match e.to_string() {
+                s if s.is_empty() => format!("{e:?}"),
+                s => s,
+            };
+            Error::Network(format!("cannot listen on {addr}: {why}"))
+        })?;
     }
     let mut listening = HashSet::new();
     let mut early = Vec::new();

@@ -37,6 +37,8 @@ pub struct Share {
     /// The same files opened for direct reads (`None`: the filesystem refuses `O_DIRECT`).
     direct: Mutex<LruCache<u64, Option<Arc<File>>>>,
     hashes: Mutex<HashMap<u64, HashCell>>,
+    /// Files found changed since the share started (at most one per file of the share).
+    changed: Mutex<std::collections::HashSet<u64>>,
     /// Hashes being put together from served reads (`Read.hash`), by file.
     trees: Mutex<LruCache<u64, TreeHash>>,
     served: AtomicU64,
@@ -143,6 +145,7 @@ impl Share {
             open: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             direct: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             hashes: Mutex::new(HashMap::new()),
+            changed: Mutex::default(),
             trees: Mutex::new(LruCache::new(TREE_HASHES.try_into().expect("nonzero"))),
             served: AtomicU64::new(0),
         }
@@ -235,7 +238,13 @@ impl Share {
         if !src.unchanged(&m) {
             self.open.lock().expect("lock").pop(&id);
             self.direct.lock().expect("lock").pop(&id);
-            tracing::warn!(path = %src.path.display(), "file changed since the share started; refusing to serve it");
+            // Said once per file: a reader asks for many pieces of it.
+            if self.changed.lock().expect("lock").insert(id) {
+                tracing::warn!(
+                    "{}: changed since the share started; refusing to serve it",
+                    src.path.display()
+                );
+            }
             return Err(fail(
                 ErrorCode::Changed,
                 "file changed on the sender since the share started",
