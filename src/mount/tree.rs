@@ -28,6 +28,9 @@ pub(crate) struct Tree {
     /// Entry shown at the mountpoint (0: the share root; or the single shared folder).
     root: u64,
     names: HashMap<(u64, Box<[u8]>), u64>,
+    /// How many folders each folder holds (folders with none are left out): its nlink is 2
+    /// more, as on a local filesystem, for tools that count subfolders by it.
+    subdirs: HashMap<u64, u32>,
     /// Shown as the times of a root that is not a shared folder (several paths, one file).
     mounted_at: SystemTime,
 }
@@ -44,10 +47,17 @@ impl Tree {
             .iter()
             .map(|e| ((e.parent, e.name.clone().into_boxed_slice()), e.id))
             .collect();
+        let mut subdirs = HashMap::new();
+        for e in manifest.entries() {
+            if e.kind == Kind::Dir as i32 {
+                *subdirs.entry(e.parent).or_insert(0u32) += 1;
+            }
+        }
         Tree {
             manifest,
             root,
             names,
+            subdirs,
             mounted_at: SystemTime::now(),
         }
     }
@@ -92,7 +102,7 @@ impl Tree {
                 size: 0,
                 perm: 0o555,
                 mtime: self.mounted_at,
-                nlink: 2,
+                nlink: self.dir_nlink(id),
             },
             Some(e) => {
                 let kind = Kind::try_from(e.kind).unwrap_or(Kind::File);
@@ -112,10 +122,18 @@ impl Tree {
                         (e.mode & 0o1777) as u16
                     },
                     mtime: UNIX_EPOCH + Duration::new(e.mtime_sec.max(0) as u64, e.mtime_nsec),
-                    nlink: if kind == Kind::Dir { 2 } else { 1 },
+                    nlink: if kind == Kind::Dir {
+                        self.dir_nlink(id)
+                    } else {
+                        1
+                    },
                 }
             }
         }
+    }
+
+    fn dir_nlink(&self, id: u64) -> u32 {
+        2u32.saturating_add(self.subdirs.get(&id).copied().unwrap_or(0))
     }
 
     pub(crate) fn getattr(&self, ino: u64) -> Result<Attr, Errno> {

@@ -173,6 +173,12 @@ async fn mount_reads_everything_right_and_refuses_changes() {
         let link = std::fs::symlink_metadata(mp2.join("link")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(link.permissions().mode() & 0o7777, 0o777, "lrwxrwxrwx");
+        // A folder's link count is 2 plus its folders, as on the sender's disk.
+        use std::os::unix::fs::MetadataExt;
+        for dir in ["", "sub", "sub/deeper"] {
+            let nlink = |root: &Path| std::fs::metadata(root.join(dir)).unwrap().nlink();
+            assert_eq!(nlink(&mp2), nlink(&s2), "{dir}");
+        }
     })
     .await;
 
