@@ -17,6 +17,7 @@
 #   dd        `dd bs=1M` of the big file through a fresh mount; vs sshfs (default options)
 #   cp        `cp -r` of the small files out of a freshly mounted tree; vs sshfs
 #   first     the first 4 KiB of a cold file right after the mount is ready
+#   logs      `pcp receive --compress` of a text log as big as the big file; vs `scp -C`
 # Figures are given as % of the link rate and in round trips (RTT = 2 x one-way delay). pcp's
 # workloads run once per transport (the sender listens on TCP or on QUIC and the receiver is
 # given that address): `--peer` picks TCP first, a sender found through the DHT is usually
@@ -205,28 +206,30 @@ run_timed() { # run_timed LOG CMD...: runs CMD in the background, timed into VAL
   [ "$rc" = 0 ] || die "$* exited $rc: $(tail -n 5 "$lg")"
 }
 
-wl_receive() {
-  local tag=$1 dst=$WORK/dst/$1
+wl_receive() { # wl_receive TAG [FILE [OPTION...]]: the big file, or FILE with pcp receive's OPTIONs
+  local tag=$1 src=${2:-$DATA/big/big.bin} dst=$WORK/dst/$1
+  shift $(($# < 2 ? $# : 2))
   rm -rf "$dst"
   mkdir -p "$dst"
-  start_send "$DATA/big/big.bin" "$tag"
+  start_send "$src" "$tag"
   before_timed
   run_timed "$WORK/log/$tag.recv" env PCP_CODE="$SEND_CODE" nsenter --net="/run/netns/$B" \
-    "$PCP" receive --yes --no-progress --discovery none --peer "$SEND_ADDR" --out "$dst" --wait 60s
-  cmp -s "$DATA/big/big.bin" "$dst/big.bin" || die "$tag: pcp received wrong bytes"
+    "$PCP" receive --yes --no-progress --discovery none --peer "$SEND_ADDR" --out "$dst" --wait 60s "$@"
+  cmp -s "$src" "$dst/${src##*/}" || die "$tag: pcp received wrong bytes"
   end_send "$tag"
   collect_warnings "$tag" "$WORK/log/$tag.recv"
   rm -rf "$dst"
 }
 
-wl_scp() {
-  local tag=$1 dst=$WORK/dst/$1
+wl_scp() { # wl_scp TAG [FILE [OPTION...]]: the big file, or FILE with scp's OPTIONs
+  local tag=$1 src=${2:-$DATA/big/big.bin} dst=$WORK/dst/$1
+  shift $(($# < 2 ? $# : 2))
   rm -rf "$dst"
   mkdir -p "$dst"
   before_timed
   run_timed "$WORK/log/$tag.scp" nsenter --net="/run/netns/$B" \
-    scp -q -P "$SSH_PORT" "${SSH_OPTS[@]}" "root@10.241.0.1:$DATA/big/big.bin" "$dst/"
-  cmp -s "$DATA/big/big.bin" "$dst/big.bin" || die "$tag: scp copied wrong bytes"
+    scp -q "$@" -P "$SSH_PORT" "${SSH_OPTS[@]}" "root@10.241.0.1:$src" "$dst/"
+  cmp -s "$src" "$dst/${src##*/}" || die "$tag: scp copied wrong bytes"
   rm -rf "$dst"
 }
 
@@ -331,6 +334,24 @@ make_data() {
   mkdir -p "$DATA/big" "$DATA/small"
   head -c "$((BIG << 20))" /dev/urandom >"$DATA/big/big.bin"
   head -c 1048576 /dev/urandom >"$DATA/big/cold.bin"
+  # A web server's access log, as big as the big file (zstd -1 makes it about a sixth).
+  mkdir -p "$DATA/log"
+  python3 - "$DATA/log/access.log" "$((BIG << 20))" <<'PY'
+import random, sys
+random.seed(7)
+paths = ["/", "/index.html", "/api/v1/items", "/static/app.js", "/static/style.css", "/login"]
+agents = ["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Go-http-client/2.0"]
+out, want = open(sys.argv[1], "w"), int(sys.argv[2])
+n = i = 0
+while n < want:
+    line = (f"10.{i % 256}.{i * 7 % 256}.{i * 13 % 256} - - [30/Nov/2026:21:{i // 60 % 60:02d}:{i % 60:02d} +0000] "
+            f"\"GET {random.choice(paths)}?id={random.randrange(10**6)} HTTP/1.1\" {random.choice((200, 200, 200, 304, 404))} "
+            f"{random.randrange(100, 90000)} \"-\" \"{random.choice(agents)}\"\n")
+    line = line[: want - n]
+    out.write(line)
+    n += len(line)
+    i += 1
+PY
   random_files "$DATA/small" "$SMALL" "$((SMALL_KIB << 10))"
   sync
 }
@@ -350,10 +371,11 @@ report_path() {
   echo
   echo "### $p: RTT $RTT_MS ms, $RATE Mbit/s ($(calc "printf \"%.1f\", $LINK_MIBS") MiB/s), loss $LOSS%"
   echo
-  local t heads=() recv="" dd="" ready="" cp="" first=""
+  local t heads=() recv="" logs="" dd="" ready="" cp="" first=""
   for t in $TRANSPORTS; do
     heads+=("pcp over ${t^^}")
     recv+=" $(secs "${RES[$p recv $t]}") ($(pct "${RES[$p recv $t]}") of link) |"
+    logs+=" $(secs "${RES[$p logs $t]}") ($(pct "${RES[$p logs $t]}")) |"
     dd+=" $(secs "${RES[$p pdd $t]}") ($(pct "${RES[$p pdd $t]}")) |"
     ready+=" $(secs "${RES[$p pready $t]}") ($(rtts "${RES[$p pready $t]}") RTT) |"
     cp+=" $(secs "${RES[$p pcp $t]}") ($(rtts "${RES[$p pcp $t]}") RTT) |"
@@ -361,6 +383,7 @@ report_path() {
   done
   table_head work "${heads[@]}" "scp / sshfs" "link limit" target
   echo "| receive $BIG MiB (whole command) |$recv scp $(secs "${RES[$p scp]}") ($(pct "${RES[$p scp]}")) | $(secs "$(calc "print $BIG / $LINK_MIBS")"); one plain TCP flow $(secs "${RES[$p tcp]}") ($(pct "${RES[$p tcp]}")) | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 75%') |"
+  echo "| receive $BIG MiB of text logs, \`--compress\` (scp -C) |$logs scp -C $(secs "${RES[$p scp_c]}") ($(pct "${RES[$p scp_c]}")) | $(secs "$(calc "print $BIG / $LINK_MIBS")") uncompressed | |"
   echo "| dd $BIG MiB through the mount |$dd sshfs $(secs "${RES[$p sdd]}") ($(pct "${RES[$p sdd]}")) | | $([ "$p" = fast ] && echo '>= 92%' || echo '>= 70%') |"
   echo "| mount start to a listed tree |$ready sshfs $(secs "${RES[$p sready]}") ($(rtts "${RES[$p sready]}") RTT) | | <= 6 RTT |"
   echo "| cp -r $SMALL x $SMALL_KIB KiB, fresh mount |$cp sshfs $(secs "${RES[$p scp_r]}") ($(rtts "${RES[$p scp_r]}") RTT) | | <= 6 RTT |"
@@ -413,6 +436,22 @@ for p in $PATHS; do
   V=()
   for ((r = 1; r <= BASE_RUNS; r++)); do wl_tcp "$p-tcp-$r"; V+=("$VAL"); log "$p plain TCP run $r: $VAL s"; done
   collect "$p tcp"
+  for T in $TRANSPORTS; do
+    V=()
+    for ((r = 1; r <= RUNS; r++)); do
+      wl_receive "$p-$T-logs-$r" "$DATA/log/access.log" --compress
+      V+=("$VAL")
+      log "$p receive --compress of the log over $T, run $r: $VAL s"
+    done
+    collect "$p logs $T"
+  done
+  V=()
+  for ((r = 1; r <= BASE_RUNS; r++)); do
+    wl_scp "$p-scp-c-$r" "$DATA/log/access.log" -C
+    V+=("$VAL")
+    log "$p scp -C of the log, run $r: $VAL s"
+  done
+  collect "$p scp_c"
   for T in $TRANSPORTS; do
     mount_runs pcp "$RUNS" "$p-$T" "$p pcp $T" "$p pready $T" "$p pdd $T" "$p pfirst $T"
   done

@@ -5,7 +5,7 @@
 //! | layer | what it owns |
 //! |---|---|
 //! | [`code`], [`error`], [`manifest`], [`text`] | the code phrase; typed errors; the shared tree and its validation; peer text made safe for a terminal |
-//! | [`proto`] | wire messages, size limits, the frame codec (spec: `proto/SPEC.md`) |
+//! | [`proto`], [`pack`] | wire messages, size limits, the frame codec (spec: `proto/SPEC.md`); file data compressed on the wire |
 //! | [`crypto`] | handshake (SPAKE2 bound to peer IDs, confirmation, resumption), key schedule, record layer |
 //! | [`net`] | the libp2p node (one task owns the swarm) and discovery (mDNS, DHT) |
 //! | [`share`] | the sending side: file store, accept loop and limits, streams, `pcp send` |
@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod manifest;
 pub mod mount;
 pub mod net;
+pub mod pack;
 pub mod pages;
 pub mod proto;
 mod rate;

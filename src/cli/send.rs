@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{parse_rate, plural, roots, seconds, zeros_note, MountRate, Ui};
+use super::ui::{parse_rate, plural, roots, seconds, MountRate, Ui, Wire};
 use super::{interrupted, json};
 use crate::code::{Code, MAX_WORDS, MIN_WORDS};
 use crate::error::{Error, Result};
@@ -255,13 +255,13 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
             } else {
                 "the receiver has everything"
             };
-            let (bytes, zeros, elapsed) = printer.finished.unwrap_or_default();
+            let (bytes, wire, elapsed) = printer.finished.unwrap_or_default();
             if printer.mounted {
-                say!("Done: the receiver {}.", unmounted(bytes, elapsed));
+                say!("Done: the receiver {}.", unmounted(bytes, wire, elapsed));
             } else {
-                say!("Done: {what} ({}).", sent(bytes, zeros, elapsed));
+                say!("Done: {what} ({}).", sent(bytes, wire, elapsed));
             }
-            json::done(json!({ "bytes": bytes, "zeros": zeros, "seconds": elapsed.as_secs_f64() }));
+            json::done(wire.json(json!({ "bytes": bytes, "seconds": elapsed.as_secs_f64() })));
             Ok(())
         }
         ShareEnd::Declined => Err(Error::Declined),
@@ -274,7 +274,7 @@ struct Printer {
     /// A receiver mounted the share.
     mounted: bool,
     /// What the receiver that finished was sent, and in what time.
-    finished: Option<(u64, u64, Duration)>,
+    finished: Option<(u64, Wire, Duration)>,
     /// With --keep: the receivers, numbered.
     keep: Option<Receivers>,
 }
@@ -310,15 +310,15 @@ impl Receivers {
 
 /// "1.00 GiB sent in 4.2 s (243.10 MiB/s)": bytes and the time of the transfer itself, and
 /// how many of them were runs of zeros sent as their length (their rate is no link's).
-fn sent(bytes: u64, zeros: u64, elapsed: Duration) -> String {
+fn sent(bytes: u64, wire: Wire, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     if bytes == 0 {
         return "nothing sent".into();
     }
-    let counted = zeros_note(zeros);
+    let counted = wire.note();
     let rate = if secs > 0.0 {
         format!(" ({}/s{counted})", HumanBytes((bytes as f64 / secs) as u64))
-    } else if zeros > 0 {
+    } else if !counted.is_empty() {
         format!(" ({})", &counted[2..])
     } else {
         String::new()
@@ -328,11 +328,12 @@ fn sent(bytes: u64, zeros: u64, elapsed: Duration) -> String {
 
 /// "unmounted after 2.0 s (2.86 MiB sent)": a mount reads on demand, so its lifetime is no
 /// transfer time and what it read no rate.
-fn unmounted(bytes: u64, elapsed: Duration) -> String {
+fn unmounted(bytes: u64, wire: Wire, elapsed: Duration) -> String {
     format!(
-        "unmounted after {} ({} sent)",
+        "unmounted after {} ({} sent{})",
         seconds(elapsed.as_secs_f64()),
-        HumanBytes(bytes)
+        HumanBytes(bytes),
+        wire.note()
     )
 }
 
@@ -386,9 +387,10 @@ impl Printer {
             ShareEvent::Finished {
                 bytes,
                 zeros,
+                packed,
                 elapsed,
                 ..
-            } => self.finished = Some((bytes, zeros, elapsed)),
+            } => self.finished = Some((bytes, Wire { zeros, packed }, elapsed)),
             ShareEvent::Stopped { reason, .. } => {
                 say!("The receiver stopped: {reason}. Still sharing; Ctrl-C to stop.")
             }
@@ -437,15 +439,16 @@ fn keep_line(r: &mut Receivers, ev: ShareEvent) -> bool {
             peer,
             bytes,
             zeros,
+            packed,
             elapsed,
         } => {
             let n = r.number(peer);
             r.connected.remove(&peer);
             r.finished += 1;
             let how = if r.mounted.remove(&peer) {
-                unmounted(bytes, elapsed)
+                unmounted(bytes, Wire { zeros, packed }, elapsed)
             } else {
-                format!("is done ({})", sent(bytes, zeros, elapsed))
+                format!("is done ({})", sent(bytes, Wire { zeros, packed }, elapsed))
             };
             say!(
                 "Receiver {n} {how}; {} finished, {}.",
@@ -500,10 +503,15 @@ fn event_json(ev: &SendEvent) {
                 peer,
                 bytes,
                 zeros,
+                packed,
                 elapsed,
             } => (
                 "receiver_done",
-                json!({ "peer": peer.to_string(), "bytes": bytes, "zeros": zeros, "seconds": elapsed.as_secs_f64() }),
+                Wire {
+                    zeros: *zeros,
+                    packed: *packed,
+                }
+                .json(json!({ "peer": peer.to_string(), "bytes": bytes, "seconds": elapsed.as_secs_f64() })),
             ),
             ShareEvent::Stopped { peer, reason } => (
                 "receiver_stopped",

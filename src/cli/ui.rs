@@ -199,16 +199,43 @@ pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
-/// "; 19.80 GiB of it runs of zeros sent as their length" (nothing without any): said beside a
-/// rate of bytes moved, so it is not taken for the link's (only their length crossed it).
-pub(super) fn zeros_note(zeros: u64) -> String {
-    if zeros == 0 {
-        return String::new();
+/// Of the bytes that moved, those that did not cross as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Wire {
+    /// Runs of zeros sent as their length.
+    pub zeros: u64,
+    /// Bytes sent compressed, and their size on the wire.
+    pub packed: (u64, u64),
+}
+
+impl Wire {
+    /// "; 1.00 GiB of it runs of zeros sent as their length; 30.00 MiB of it compressed to
+    /// 8.00 MiB", or nothing.
+    pub(super) fn note(&self) -> String {
+        let mut note = String::new();
+        if self.zeros > 0 {
+            note += &format!(
+                "; {} of it runs of zeros sent as their length",
+                indicatif::HumanBytes(self.zeros)
+            );
+        }
+        if self.packed.0 > 0 {
+            note += &format!(
+                "; {} of it compressed to {}",
+                indicatif::HumanBytes(self.packed.0),
+                indicatif::HumanBytes(self.packed.1)
+            );
+        }
+        note
     }
-    format!(
-        "; {} of it runs of zeros sent as their length",
-        indicatif::HumanBytes(zeros)
-    )
+
+    /// Its fields for a `--json` event.
+    pub(super) fn json(&self, mut fields: serde_json::Value) -> serde_json::Value {
+        fields["zeros"] = self.zeros.into();
+        fields["compressed"] = self.packed.0.into();
+        fields["compressed_wire"] = self.packed.1.into();
+        fields
+    }
 }
 
 /// A rate for `--limit-rate`: a size a second (`500K`, `10M`, `10M/s`), at least 1K.

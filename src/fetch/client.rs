@@ -194,14 +194,17 @@ pub(super) struct ClientInner {
     next: AtomicU64,
     /// Lanes added so far, and whether the opener is done (with why it stopped early, if so).
     opening: watch::Sender<(usize, Option<Option<String>>)>,
+    /// `Some` when reads ask for compressed data: what came so, counted.
+    packed: Option<Arc<crate::pack::Packed>>,
 }
 
 impl ClientInner {
-    pub(super) fn new() -> ClientInner {
+    pub(super) fn new(packed: Option<Arc<crate::pack::Packed>>) -> ClientInner {
         ClientInner {
             lanes: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
             opening: watch::Sender::new((0, None)),
+            packed,
         }
     }
 
@@ -338,14 +341,16 @@ impl Client {
             len,
             hash,
             zeros: true,
+            compress: self.inner.packed.is_some(),
         };
         let resp = self.call(request::Op::Read(read)).await?;
-        if resp.data.len() > len as usize || resp.zeros > len as u64 {
+        if resp.data.len() > len as usize || resp.zeros > len as u64 || resp.compressed > len as u64
+        {
             return Err(Error::Protocol(
                 "the sender returned more data than asked".into(),
             ));
         }
-        if resp.zeros > 0 && !resp.data.is_empty() {
+        if resp.zeros > 0 && (!resp.data.is_empty() || resp.compressed > 0) {
             return Err(Error::Protocol(
                 "the sender sent both data and a count of zeros".into(),
             ));
@@ -355,9 +360,21 @@ impl Client {
         } else {
             Some(parse_hash(&resp.hash)?)
         };
-        let data = match resp.zeros {
-            0 => resp.data,
-            n => crate::pages::zeros(n as usize),
+        let data = match (resp.zeros, resp.compressed) {
+            (0, 0) => resp.data,
+            (0, n) => {
+                let Some(packed) = &self.inner.packed else {
+                    return Err(Error::Protocol(
+                        "the sender sent compressed data unasked".into(),
+                    ));
+                };
+                let wire = resp.data.len();
+                let data = crate::pack::decompress(&resp.data, n as usize)
+                    .map_err(|e| Error::Protocol(format!("the sender's {e}")))?;
+                packed.add(data.len(), wire);
+                Bytes::from(data)
+            }
+            (n, _) => crate::pages::zeros(n as usize),
         };
         Ok((data, hash))
     }

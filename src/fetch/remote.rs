@@ -62,6 +62,8 @@ pub struct Remote {
     finish: Mutex<Option<oneshot::Sender<EndRequest>>>,
     /// `--limit-rate`, kept for the sessions that resume this one.
     rate: Option<Arc<RateLimit>>,
+    /// `--compress`, kept across reconnections like the rate.
+    packed: Option<Arc<crate::pack::Packed>>,
 }
 
 impl Remote {
@@ -104,6 +106,7 @@ impl Remote {
             patience,
             finish: Mutex::new(None),
             rate: session.rate(),
+            packed: session.packed(),
         });
         remote.watch_session(session);
         Ok(remote)
@@ -226,6 +229,7 @@ impl Remote {
                 Ok(p) if p == self.peer => {
                     let mut s = Session::resume(&self.node, self.peer, &self.ticket).await?;
                     s.set_rate(self.rate.clone());
+                    s.set_packed(self.packed.clone());
                     return Ok(s);
                 }
                 Ok(_) => last = Error::Network(format!("{a} is another peer")),

@@ -57,6 +57,8 @@ pub struct Session {
     manifest: Option<Manifest>,
     /// `--limit-rate`: the pace of read requests over all data streams.
     rate: Option<Arc<RateLimit>>,
+    /// `--compress`: reads ask for compressed data, counted here.
+    packed: Option<Arc<crate::pack::Packed>>,
 }
 
 /// Attempts at opening the control stream when the sender closes it unanswered.
@@ -74,6 +76,7 @@ impl Session {
             offer: None,
             manifest: None,
             rate: None,
+            packed: None,
         }
     }
 
@@ -90,6 +93,22 @@ impl Session {
 
     pub(crate) fn set_rate(&mut self, rate: Option<Arc<RateLimit>>) {
         self.rate = rate;
+    }
+
+    /// Asks the sender to compress file data over the data streams opened from now on, where
+    /// that saves enough (SPEC §11.3); what came compressed is counted in [`packed`](Self::packed).
+    pub fn compress(&mut self, on: bool) {
+        self.packed = on.then(Arc::default);
+    }
+
+    /// What came compressed so far (`None`: not asked for), shared with a session resumed in
+    /// this one's place.
+    pub fn packed(&self) -> Option<Arc<crate::pack::Packed>> {
+        self.packed.clone()
+    }
+
+    pub(crate) fn set_packed(&mut self, packed: Option<Arc<crate::pack::Packed>>) {
+        self.packed = packed;
     }
 
     /// Opens the control stream to `peer` (already connected) and runs the handshake. A stream
@@ -262,7 +281,7 @@ impl Session {
     /// with `Ready`, so the sender never has more than one of our streams waiting to be
     /// accepted (its libp2p-stream buffers one and drops the rest).
     pub async fn client(&mut self, n: u32) -> Result<Client> {
-        let inner = std::sync::Arc::new(ClientInner::new());
+        let inner = std::sync::Arc::new(ClientInner::new(self.packed.clone()));
         let (node, peer, keys) = (self.node.clone(), self.peer, self.keys.clone());
         let rate = self.rate.clone();
         let opener = std::sync::Arc::downgrade(&inner);

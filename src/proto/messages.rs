@@ -241,6 +241,10 @@ pub struct Read {
     /// with their count instead of the bytes (proto/SPEC.md §11.3).
     #[prost(bool, tag = "5")]
     pub zeros: bool,
+    /// The receiver takes `Response.compressed`: the sender may send the bytes compressed
+    /// (zstd) when that saves enough (proto/SPEC.md §11.3).
+    #[prost(bool, tag = "6")]
+    pub compress: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -272,6 +276,10 @@ pub struct Response {
     /// `zeros`; `data` is then empty).
     #[prost(uint64, tag = "5")]
     pub zeros: u64,
+    /// `data` is the read's bytes compressed (a zstd frame), and this is their length (only
+    /// for a `Read` with `compress`).
+    #[prost(uint64, tag = "6")]
+    pub compressed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]

@@ -122,6 +122,13 @@ impl Receiver {
         self.session.limit_rate(bytes_per_sec);
     }
 
+    /// Asks the sender to compress file data where that saves enough (`--compress`), also in
+    /// a session that resumes this one. Returns what came compressed, counted as it comes.
+    pub fn compress(&mut self) -> std::sync::Arc<crate::pack::Packed> {
+        self.session.compress(true);
+        self.session.packed().expect("just asked for")
+    }
+
     /// What the share holds, from the manifest that was validated: what to show the user.
     pub fn contents(&self) -> &Contents {
         &self.contents

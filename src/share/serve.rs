@@ -63,6 +63,8 @@ pub enum ShareEvent {
         peer: PeerId,
         bytes: u64,
         zeros: u64,
+        /// Of `bytes`, those sent compressed, and their size on the wire.
+        packed: (u64, u64),
         elapsed: std::time::Duration,
     },
     /// A receiver stopped, saying why (its own error, an interruption).
@@ -110,6 +112,8 @@ pub(super) struct Transfer {
     bytes: AtomicU64,
     /// Of `bytes`, runs of zeros sent as their length.
     zeros: AtomicU64,
+    /// Of `bytes`, those sent compressed.
+    packed: crate::pack::Packed,
     first: OnceLock<Instant>,
 }
 
@@ -119,18 +123,25 @@ impl Transfer {
         self.first.get_or_init(Instant::now);
     }
 
-    /// `n` bytes served, `zeros` of them as their count.
-    pub(super) fn served(&self, n: usize, zeros: usize) {
+    /// An answer is going out.
+    pub(super) fn served(&self, answer: &crate::share::store::Answer) {
+        let n = answer.data_len();
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        self.zeros.fetch_add(zeros as u64, Ordering::Relaxed);
+        self.zeros
+            .fetch_add(answer.zeros() as u64, Ordering::Relaxed);
+        if answer.packed() {
+            self.packed.add(n, answer.wire_len());
+        }
     }
 
-    /// Bytes served, the zeros among them, and time since the first request.
-    pub(super) fn totals(&self) -> (u64, u64, std::time::Duration) {
+    /// Bytes served, the zeros among them, those sent compressed and their size on the wire,
+    /// and time since the first request.
+    pub(super) fn totals(&self) -> (u64, u64, (u64, u64), std::time::Duration) {
         let t = self.first.get().map(|f| f.elapsed()).unwrap_or_default();
         (
             self.bytes.load(Ordering::Relaxed),
             self.zeros.load(Ordering::Relaxed),
+            self.packed.totals(),
             t,
         )
     }

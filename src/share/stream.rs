@@ -189,12 +189,14 @@ impl StreamCtx {
                 // Finished or declined: this receiver will not come back.
                 self.sessions.tickets.forget(peer);
                 let transfer = self.sessions.transfers.lock().expect("lock").remove(&peer);
-                let (bytes, zeros, elapsed) = transfer.map(|t| t.totals()).unwrap_or_default();
+                let (bytes, zeros, packed, elapsed) =
+                    transfer.map(|t| t.totals()).unwrap_or_default();
                 let ev = if accepted {
                     ShareEvent::Finished {
                         peer,
                         bytes,
                         zeros,
+                        packed,
                         elapsed,
                     }
                 } else {
@@ -369,8 +371,7 @@ impl StreamCtx {
                         if let Some(rate) = &self.rate {
                             rate.take(answer.wire_len() as u64).await;
                         }
-                        transfer
-                            .served(answer.data_len(), answer.data_len() - answer.wire_len());
+                        transfer.served(&answer);
                         sent = match answer {
                             Answer::Data { id, buf, at } => writer.send_data(id, buf, at).await,
                             Answer::Other(resp) => writer.send(Msg::Response(resp)).await,

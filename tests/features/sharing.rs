@@ -418,3 +418,50 @@ fn both_sides_say_how_much_of_a_sparse_file_moved_as_zeros() {
     assert!(r.stdout == std::fs::read(&got).unwrap());
     assert!(said.contains(zeros), "{said}");
 }
+
+/// `--compress`: what compresses crosses compressed, both sides say how much, the receive's
+/// JSON counts it, and the files arrive identical; without it nothing is compressed.
+#[test]
+fn both_sides_say_how_much_crossed_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let text: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("{i:07} a line of a log\n").into_bytes())
+        .take(2 << 20)
+        .collect();
+    std::fs::write(share.join("app.log"), &text).unwrap();
+    std::fs::write(share.join("noise.bin"), common::bytes(1 << 20, 9)).unwrap();
+    let mut s = common::send_loopback(&share, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let r = s
+        .receiver(out.path())
+        .args(["--compress", "--json"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{said}");
+    assert_eq!(s.wait(10), Some(0));
+    assert_eq!(
+        common::snapshot(&share),
+        common::snapshot(&out.path().join("share"))
+    );
+    let done: serde_json::Value = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "done")
+        .expect("a done event");
+    assert_eq!(done["compressed"], 2 << 20, "{done}");
+    let wire = done["compressed_wire"].as_u64().unwrap();
+    assert!(wire > 0 && wire < 1 << 20, "{done}");
+    let sent = s.stderr.lock().unwrap().clone();
+    assert!(sent.contains("; 2.00 MiB of it compressed to "), "{sent}");
+    // Not asked for: as they are.
+    let mut s = common::send_loopback(&share, &[]);
+    let again = tempfile::tempdir().unwrap();
+    let r = s.receiver(again.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success() && !said.contains("compressed"), "{said}");
+    assert_eq!(s.wait(10), Some(0));
+    assert!(!s.stderr.lock().unwrap().contains("compressed"));
+}

@@ -20,9 +20,10 @@ fn entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> Entry {
     }
 }
 
-/// How the fake sender answers a read of `len` bytes at `offset`: data, optional hash, and a
-/// count of zeros sent instead of data (`Response.zeros`).
-type Answer = fn(u64, u32) -> (Vec<u8>, Vec<u8>, u64);
+/// How the fake sender answers a read of `len` bytes at `offset`: data, optional hash, a
+/// count of zeros sent instead of data (`Response.zeros`), and the length the data
+/// decompresses to if it is compressed (`Response.compressed`).
+type Answer = fn(u64, u32) -> (Vec<u8>, Vec<u8>, u64, u64);
 
 /// Serves `entries` to whoever authenticates with `code`, answering reads with `answer`.
 async fn fake_sender(code: &Code, entries: Vec<Entry>, answer: Answer) -> libp2p::Multiaddr {
@@ -91,11 +92,11 @@ async fn fake_sender_offering(
                         let (mut r, mut w) = (SecureReader::new(r, o), SecureWriter::new(w, s));
                         w.send_now(Msg::Ready(Ready {})).await.unwrap();
                         while let Ok(Some(Msg::Request(req))) = r.recv().await {
-                            let (data, hash, zeros) = match req.op {
+                            let (data, hash, zeros, compressed) = match req.op {
                                 Some(pcp::proto::request::Op::Read(rd)) => {
                                     answer(rd.offset, rd.len)
                                 }
-                                _ => (vec![], vec![0; 32], 0),
+                                _ => (vec![], vec![0; 32], 0, 0),
                             };
                             let resp = Response {
                                 id: req.id,
@@ -103,6 +104,7 @@ async fn fake_sender_offering(
                                 hash,
                                 error: None,
                                 zeros,
+                                compressed,
                             };
                             if w.send_now(Msg::Response(resp)).await.is_err() {
                                 break;
@@ -116,10 +118,10 @@ async fn fake_sender_offering(
     addr
 }
 
-fn honest(_off: u64, len: u32) -> (Vec<u8>, Vec<u8>, u64) {
+fn honest(_off: u64, len: u32) -> (Vec<u8>, Vec<u8>, u64, u64) {
     let data = vec![7u8; len as usize];
     let hash = blake3::hash(&data).as_bytes().to_vec();
-    (data, hash, 0)
+    (data, hash, 0, 0)
 }
 
 /// Runs a receive against a fake sender; returns the error and checks nothing escaped.
@@ -131,6 +133,8 @@ async fn receive_from(entries: Vec<Entry>, answer: Answer) -> Error {
     std::fs::create_dir(&out).unwrap();
     let result = within(20, async {
         let mut s = connect(&addr, &code).await?;
+        // Reads ask for compressed data (the fake sender answers as it likes).
+        s.compress(true);
         let m = s.accept(false).await?;
         let client = s.client(2).await?;
         let opts = ReceiveOptions {
@@ -232,29 +236,55 @@ async fn an_offer_of_ten_million_entries_is_refused_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_data_is_refused() {
     // Shorter data than the manifest promised.
-    let short: Answer = |_, len| (vec![1; len as usize / 2], vec![], 0);
+    let short: Answer = |_, len| (vec![1; len as usize / 2], vec![], 0, 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], short).await;
     assert!(matches!(err, Error::InvalidManifest(_)), "{err}");
     // More data than asked.
-    let long: Answer = |_, len| (vec![1; len as usize + 1], vec![], 0);
+    let long: Answer = |_, len| (vec![1; len as usize + 1], vec![], 0, 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], long).await;
     assert!(matches!(err, Error::Protocol(_)), "{err}");
     // Data that does not match the hash.
-    let wrong_hash: Answer = |_, len| (vec![1; len as usize], vec![9; 32], 0);
+    let wrong_hash: Answer = |_, len| (vec![1; len as usize], vec![9; 32], 0, 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], wrong_hash).await;
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     // A large file whose separate hash answer is wrong.
     let err = receive_from(vec![entry(1, 0, b"big", Kind::File, 3 << 20)], honest).await;
     assert!(matches!(err, Error::Integrity(_)), "{err}");
     // More zeros than asked, or zeros and data at once.
-    let many_zeros: Answer = |_, len| (vec![], vec![], len as u64 + 1);
+    let many_zeros: Answer = |_, len| (vec![], vec![], len as u64 + 1, 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], many_zeros).await;
     assert!(matches!(err, Error::Protocol(_)), "{err}");
-    let both: Answer = |_, len| (vec![1], vec![], len as u64 - 1);
+    let both: Answer = |_, len| (vec![1], vec![], len as u64 - 1, 0);
     let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], both).await;
     assert!(matches!(err, Error::Protocol(_)), "{err}");
     // Zeros where the file is not zero: the hash says so, and nothing is kept under its name.
-    let false_zeros: Answer = |_, len| (vec![], vec![], len as u64);
+    let false_zeros: Answer = |_, len| (vec![], vec![], len as u64, 0);
     let err = receive_from(vec![entry(1, 0, b"big", Kind::File, 3 << 20)], false_zeros).await;
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    // Compressed data that is no zstd frame, that gives fewer bytes than it says, that says
+    // more than asked, or that comes with zeros: protocol errors.
+    let garbage: Answer = |_, len| (b"not zstd".to_vec(), vec![], 0, len as u64);
+    let short_frame: Answer = |_, len| {
+        let packed = zstd::bulk::compress(&vec![1; len as usize / 2], 1).unwrap();
+        (packed, vec![], 0, len as u64)
+    };
+    let too_long: Answer = |_, len| {
+        let packed = zstd::bulk::compress(&vec![1; len as usize + 1], 1).unwrap();
+        (packed, vec![], 0, len as u64 + 1)
+    };
+    let with_zeros: Answer = |_, len| {
+        let packed = zstd::bulk::compress(&vec![0; len as usize], 1).unwrap();
+        (packed, vec![], len as u64, len as u64)
+    };
+    for lie in [garbage, short_frame, too_long, with_zeros] {
+        let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], lie).await;
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+    }
+    // Well-formed compressed bytes that are not the file's: the hash says so.
+    let wrong: Answer = |_, len| {
+        let packed = zstd::bulk::compress(&vec![1; len as usize], 1).unwrap();
+        (packed, vec![9; 32], 0, len as u64)
+    };
+    let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], wrong).await;
     assert!(matches!(err, Error::Integrity(_)), "{err}");
 }

@@ -376,3 +376,32 @@ async fn a_sparse_file_arrives_sparse_and_its_zeros_as_counts() {
         md.blocks() * 512
     );
 }
+
+/// With compression asked for, a file that compresses crosses compressed and one that does not
+/// crosses as it is; both arrive identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressible_files_cross_compressed_when_asked() {
+    let src = tempfile::tempdir().unwrap();
+    let share = src.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let log: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| format!("{i:08} GET /index.html 200\n").into_bytes())
+        .take(5 << 20)
+        .collect();
+    std::fs::write(share.join("access.log"), &log).unwrap();
+    std::fs::write(share.join("noise.bin"), bytes(3 << 20, 5)).unwrap();
+    let (_sender, mut session, m) = accepted(std::slice::from_ref(&share)).await;
+    session.compress(true);
+    let packed = session.packed().unwrap();
+    let client = session.client(4).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    receive_into(&client, &m, out.path()).await.unwrap();
+    assert_eq!(snapshot(&share), snapshot(&out.path().join("share")));
+    let (raw, wire) = packed.totals();
+    assert_eq!(
+        raw,
+        log.len() as u64,
+        "the log and nothing else came compressed"
+    );
+    assert!(wire < raw / 4, "{raw} bytes as {wire}");
+}

@@ -23,7 +23,7 @@ fn golden_messages() {
         assert_eq!(got, want, "message {name}");
         checked += 1;
     }
-    assert_eq!(checked, 19);
+    assert_eq!(checked, 21);
 }
 
 /// The plain handshake messages, hex-encoded, by vector name.
@@ -122,6 +122,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                     len: 65536,
                     hash: false,
                     zeros: false,
+                    compress: false,
                 })),
             })),
         ),
@@ -135,6 +136,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                     len: 1 << 20,
                     hash: true,
                     zeros: false,
+                    compress: false,
                 })),
             })),
         ),
@@ -148,6 +150,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                     len: 1 << 20,
                     hash: true,
                     zeros: true,
+                    compress: false,
                 })),
             })),
         ),
@@ -170,6 +173,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 hash: vec![],
                 error: None,
                 zeros: 0,
+                compressed: 0,
             })),
         ),
         (
@@ -180,6 +184,33 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 hash: vec![],
                 error: None,
                 zeros: 1 << 20,
+                compressed: 0,
+            })),
+        ),
+        (
+            "read-compress",
+            enc(envelope::Msg::Request(Request {
+                id: 13,
+                op: Some(request::Op::Read(Read {
+                    file: 2,
+                    offset: 0,
+                    len: 1 << 20,
+                    hash: true,
+                    zeros: true,
+                    compress: true,
+                })),
+            })),
+        ),
+        (
+            "compressed",
+            enc(envelope::Msg::Response(Response {
+                id: 13,
+                // zstd's frame of 64 KiB of 'a' would do as well: the field is bytes.
+                data: Bytes::from_static(b"zz"),
+                hash: vec![],
+                error: None,
+                zeros: 0,
+                compressed: 65536,
             })),
         ),
         (
@@ -193,6 +224,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                     message: "x".into(),
                 }),
                 zeros: 0,
+                compressed: 0,
             })),
         ),
         ("done", enc(envelope::Msg::Done(Done {}))),
@@ -249,9 +281,9 @@ proptest! {
     }
 
     #[test]
-    fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool, whole: bool, zeros: bool) {
+    fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool, whole: bool, zeros: bool, compress: bool) {
         let op = if hash { request::Op::Hash(HashRequest { file, offset, len: len as u64 }) }
-                 else { request::Op::Read(Read { file, offset, len, hash: whole, zeros }) };
+                 else { request::Op::Read(Read { file, offset, len, hash: whole, zeros, compress }) };
         let msg = envelope::Msg::Request(Request { id, op: Some(op) });
         let mut buf = Vec::new();
         encode_envelope(msg.clone(), &mut buf);
@@ -260,8 +292,8 @@ proptest! {
 
     #[test]
     fn responses_round_trip(id: u64, data in proptest::collection::vec(any::<u8>(), 0..2000),
-                            hash in proptest::collection::vec(any::<u8>(), 0..33)) {
-        let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None, zeros: 0 });
+                            hash in proptest::collection::vec(any::<u8>(), 0..33), compressed: u64) {
+        let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None, zeros: 0, compressed });
         let mut buf = Vec::new();
         encode_envelope(msg.clone(), &mut buf);
         prop_assert_eq!(decode_envelope(Bytes::from(buf)).unwrap(), msg);

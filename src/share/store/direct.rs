@@ -197,6 +197,7 @@ mod tests {
                 len: MAX_READ,
                 hash: false,
                 zeros: false,
+                compress: false,
             })),
         };
         match share.clone().answer(req).await {

@@ -37,6 +37,8 @@ pub struct Share {
     /// The same files opened for direct reads (`None`: the filesystem refuses `O_DIRECT`).
     direct: Mutex<LruCache<u64, Option<Arc<File>>>>,
     hashes: Mutex<HashMap<u64, HashCell>>,
+    /// Files whose reads did not compress, with a count of reads since (see [`Share::pack`]).
+    unpacked: Mutex<LruCache<u64, u32>>,
     /// Files found changed since the share started (at most one per file of the share).
     changed: Mutex<std::collections::HashSet<u64>>,
     /// Hashes being put together from served reads (`Read.hash`), by file.
@@ -57,12 +59,27 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// File bytes it carries (a run of zeros sent as its count included).
+    /// File bytes it carries (a run of zeros sent as its count included, compressed bytes
+    /// counted as they were before).
     pub(crate) fn data_len(&self) -> usize {
         match self {
             Answer::Data { buf, at, .. } => buf.len() - at,
+            Answer::Other(r) if r.compressed > 0 => r.compressed as usize,
             Answer::Other(r) => r.data.len() + r.zeros as usize,
         }
+    }
+
+    /// Of [`data_len`](Self::data_len), zeros sent as their count.
+    pub(crate) fn zeros(&self) -> usize {
+        match self {
+            Answer::Data { .. } => 0,
+            Answer::Other(r) => r.zeros as usize,
+        }
+    }
+
+    /// Whether its bytes go compressed.
+    pub(crate) fn packed(&self) -> bool {
+        matches!(self, Answer::Other(r) if r.compressed > 0)
     }
 
     /// File bytes that cross the wire (a run of zeros sent as its count: none).
@@ -146,6 +163,7 @@ impl Share {
             direct: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             hashes: Mutex::new(HashMap::new()),
             changed: Mutex::default(),
+            unpacked: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             trees: Mutex::new(LruCache::new(TREE_HASHES.try_into().expect("nonzero"))),
             served: AtomicU64::new(0),
         }
@@ -357,6 +375,31 @@ impl Share {
         (buf, hash)
     }
 
+    /// `raw` (a read of `file`) compressed, if that saves enough. A file whose reads did not
+    /// compress twice in a row (media, archives) is tried again only every 16th read.
+    fn pack(&self, file: u64, raw: &[u8]) -> Option<Vec<u8>> {
+        const TRY_EVERY: u32 = 16;
+        let misses = self.unpacked.lock().expect("lock").get(&file).copied();
+        if let Some(m @ 2..) = misses {
+            self.unpacked.lock().expect("lock").put(file, m + 1);
+            if m % TRY_EVERY != 0 {
+                return None;
+            }
+        }
+        let packed = crate::pack::compress(raw);
+        let mut unpacked = self.unpacked.lock().expect("lock");
+        match &packed {
+            Some(_) => {
+                unpacked.pop(&file);
+            }
+            None => {
+                let m = unpacked.get(&file).copied().unwrap_or(0);
+                unpacked.put(file, m + 1);
+            }
+        }
+        packed
+    }
+
     pub(crate) async fn answer(self: Arc<Self>, req: Request) -> Answer {
         // A read's bytes land after room for the record's header and before room for its
         // tag, so the answer is sealed where it was read (`SecureWriter::send_data`).
@@ -370,7 +413,8 @@ impl Share {
         };
         let result = match req.op {
             Some(request::Op::Read(r)) => {
-                let zeros_ok = r.zeros;
+                let (zeros_ok, file) = (r.zeros, r.file);
+                let compress_ok = r.compress;
                 // A big read the page cache lacks: from the disk straight into the buffer,
                 // on the blocking pool.
                 let direct = match self.direct_for(r.file, r.offset, r.len) {
@@ -398,27 +442,41 @@ impl Share {
                     Err(e) => Err(e),
                     Ok(None) => self.read_cached_or_not(r, room).await,
                 };
+                // A run of zeros (a sparse file's hole, a preallocated region) goes as its
+                // count; other bytes compressed where asked and worth it (SPEC §11.3).
+                let read = read.map(|(buf, hash)| {
+                    let zero = zeros_ok
+                        && buf.len() - at >= crate::pages::ZERO_RUN
+                        && crate::pages::is_zero(&buf[at..]);
+                    let packed = (compress_ok && !zero)
+                        .then(|| self.pack(file, &buf[at..]))
+                        .flatten();
+                    (buf, hash, zero, packed)
+                });
                 match read {
-                    // A run of zeros (a sparse file's hole, a preallocated region): its count.
-                    Ok((buf, hash))
-                        if zeros_ok
-                            && buf.len() - at >= crate::pages::ZERO_RUN
-                            && crate::pages::is_zero(&buf[at..]) =>
-                    {
+                    Ok((buf, hash, true, _)) => {
                         resp.zeros = (buf.len() - at) as u64;
                         if let Some(hash) = hash {
                             resp.hash = hash.to_vec();
                         }
                         Ok(())
                     }
-                    Ok((buf, None)) => {
+                    Ok((buf, hash, false, Some(packed))) => {
+                        resp.compressed = (buf.len() - at) as u64;
+                        resp.data = packed.into();
+                        if let Some(hash) = hash {
+                            resp.hash = hash.to_vec();
+                        }
+                        Ok(())
+                    }
+                    Ok((buf, None, false, None)) => {
                         return Answer::Data {
                             id: req.id,
                             buf,
                             at,
                         }
                     }
-                    Ok((buf, Some(hash))) => {
+                    Ok((buf, Some(hash), false, None)) => {
                         resp.data = Bytes::from(buf).slice(at..);
                         resp.hash = hash.to_vec();
                         Ok(())
@@ -449,132 +507,4 @@ impl Share {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(super) fn share_of(dir: &std::path::Path, data: &[u8]) -> (Share, u64) {
-        let p = dir.join("f");
-        std::fs::write(&p, data).unwrap();
-        let share = Share::new(LocalTree::build(&[p]).unwrap());
-        let id = share.tree().entries[0].id;
-        (share, id)
-    }
-
-    /// Both ways, with and without room around the bytes (the bytes after `before`, capacity
-    /// for `after` more, so a tag is appended without moving them).
-    #[test]
-    fn reads_from_the_page_cache_or_the_disk_agree() {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let (share, id) = share_of(dir.path(), &data);
-        let framed = Room {
-            before: DATA_ROOM,
-            after: TAG,
-        };
-        for room in [Room::default(), framed] {
-            let bytes = |buf: &Vec<u8>| {
-                assert!(buf.capacity() >= buf.len() + room.after, "no room after");
-                buf[room.before..].to_vec()
-            };
-            for (off, len) in [
-                (0u64, 4096u32),
-                (12_345, 70_000),
-                (299_000, 4096),
-                (300_000, 10),
-            ] {
-                let want = &data[off as usize..(off as usize + len as usize).min(data.len())];
-                let (blocking, _) = share.read(id, off, len, room, false).unwrap();
-                assert_eq!(bytes(&blocking), want);
-                // Just written, so in the page cache: the no-wait read gets it all.
-                match share.read(id, off, len, room, true) {
-                    Ok((cached, _)) => assert_eq!(bytes(&cached), want),
-                    Err(e) => panic!("a read of cached data failed: {e:?}"),
-                }
-            }
-            // A fallback goes on from what a no-wait read got.
-            let mut got = vec![0; room.before];
-            got.extend_from_slice(&data[1000..1100]);
-            let (rest, _) = share.read_into(id, 1000, 50_000, room, got, false).unwrap();
-            assert_eq!(bytes(&rest), &data[1000..51_000]);
-            // A read of the whole file carries its hash.
-            let (_, hash) = share.read(id, 0, 300_000, room, false).unwrap();
-            assert_eq!(hash, Some(*blake3::hash(&data).as_bytes()));
-        }
-        // Past the end and over the limit are refused.
-        assert!(matches!(
-            share.read(id, 300_001, 1, Room::default(), false),
-            Err(ReadError::Failed(_))
-        ));
-        assert!(matches!(
-            share.read(id, 0, MAX_READ + 1, Room::default(), true),
-            Err(ReadError::Failed(_))
-        ));
-    }
-
-    /// A receive's reads (`Read.hash`) bring the file's hash with the one that completes it,
-    /// whatever order they complete in; reads without the flag bring none. Once known, it
-    /// comes with the last read of a later receive and answers a `HashRequest` at once.
-    #[tokio::test]
-    async fn served_reads_put_the_hash_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let piece = MAX_READ as usize;
-        let data: Vec<u8> = (0..3 * piece + 5000)
-            .map(|i| (i * 13 % 251) as u8)
-            .collect();
-        let want = blake3::hash(&data).as_bytes().to_vec();
-        let (share, id) = share_of(dir.path(), &data);
-        let share = Arc::new(share);
-        let read = |k: u64, hash| Request {
-            id: k,
-            op: Some(request::Op::Read(crate::proto::Read {
-                file: id,
-                offset: k * MAX_READ as u64,
-                len: MAX_READ,
-                hash,
-                zeros: false,
-            })),
-        };
-        let bytes = |k: u64| &data[k as usize * piece..data.len().min((k as usize + 1) * piece)];
-        for k in 0..4 {
-            assert!(matches!(
-                share.clone().answer(read(k, false)).await,
-                Answer::Data { .. }
-            ));
-        }
-        assert!(share.cell(id).get().is_none());
-        for (n, k) in [2u64, 0, 3, 1].into_iter().enumerate() {
-            match share.clone().answer(read(k, true)).await {
-                Answer::Data { buf, at, .. } => {
-                    assert!(n < 3, "read {k} completed the hash but did not carry it");
-                    assert_eq!(&buf[at..], bytes(k));
-                }
-                Answer::Other(r) => {
-                    assert_eq!(n, 3, "read {k} carried a hash before the last piece");
-                    assert_eq!(r.hash, want);
-                    assert_eq!(&r.data[..], bytes(k));
-                }
-            }
-        }
-        for k in 0..4 {
-            match share.clone().answer(read(k, true)).await {
-                Answer::Other(r) if k == 3 => assert_eq!(r.hash, want),
-                Answer::Data { .. } if k < 3 => {}
-                _ => panic!("read {k} of a file whose hash is known"),
-            }
-        }
-        assert_eq!(share.hash(id).await.unwrap().to_vec(), want);
-    }
-
-    #[test]
-    fn a_file_that_shrank_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (share, id) = share_of(dir.path(), &[7u8; 10_000]);
-        std::fs::write(dir.path().join("f"), [7u8; 100]).unwrap();
-        for nowait in [false, true] {
-            match share.read(id, 0, 10_000, Room::default(), nowait) {
-                Err(ReadError::Failed(f)) => assert_eq!(f.code, ErrorCode::Changed as i32),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-}
+mod tests;
