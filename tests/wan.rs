@@ -329,6 +329,8 @@ fn over_quic_a_path_with_1_percent_loss_still_moves_16_mib_within_15_s() {
         "none",
         "--wait",
         "30s",
+        // The body compresses: sent compressed, it would not test the congestion controller.
+        "--compress=no",
         "--peer",
         &addr,
         "--out",
@@ -367,5 +369,40 @@ fn over_quic_a_path_with_1_percent_loss_still_moves_16_mib_within_15_s() {
          (CUBIC?): {err}"
     );
     drop(sender);
+    drop(link);
+}
+
+/// Beyond a LAN (here a 20 ms round trip) a receive asks for compressed data by itself, says
+/// so, and a log crosses compressed; `--compress=no` turns it off.
+#[test]
+fn across_the_internet_a_receive_asks_for_compressed_data_by_itself() {
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("app.log");
+    let log: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("{i:07} GET /index.html 200\n").into_bytes())
+        .take(4 << 20)
+        .collect();
+    std::fs::write(&file, &log).unwrap();
+    let link = Link::up(3, 10, 100, 0);
+    for (flag, compressed) in [(None, true), (Some("--compress=no"), false)] {
+        let (sender, code, addr) = link.send("/ip4/10.241.0.1/tcp/0", &file);
+        let out = tempfile::tempdir().unwrap();
+        let mut recv = link.pcp('b');
+        recv.args(["receive", "--yes", "--no-progress", "--discovery", "none"])
+            .args(flag)
+            .args(["--peer", &addr, "--out"])
+            .arg(out.path())
+            .env("PCP_CODE", &code);
+        let got = recv.stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&got.stderr);
+        assert!(got.status.success(), "receive failed: {err}");
+        assert_eq!(
+            err.contains("asking for compressed data") && err.contains("compressed to"),
+            compressed,
+            "{flag:?}: {err}"
+        );
+        assert!(std::fs::read(out.path().join("app.log")).unwrap() == log);
+        drop(sender);
+    }
     drop(link);
 }

@@ -199,6 +199,43 @@ pub(super) fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
+/// `--compress[=WHEN]`: whether to ask the sender for compressed file data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Compress {
+    /// When the round trip to the sender is at least 5 ms (beyond a wired LAN).
+    Auto,
+    Yes,
+    No,
+}
+
+/// The round trip from which `--compress=auto` asks for compressed data: a wired LAN answers
+/// in well under a millisecond, an internet path in tens of them.
+pub(super) const AUTO_COMPRESS_RTT: Duration = Duration::from_millis(5);
+
+/// Asks for compressed data if `when` says so (saying so when `auto` decided it); returns
+/// what came compressed, counted as it comes.
+pub(super) async fn ask_compressed(
+    receiver: &mut crate::receive::run::Receiver,
+    when: Compress,
+) -> Option<std::sync::Arc<crate::pack::Packed>> {
+    let on = match when {
+        Compress::Yes => true,
+        Compress::No => false,
+        Compress::Auto => match receiver.round_trip().await {
+            Some(rtt) if rtt >= AUTO_COMPRESS_RTT => {
+                say!(
+                    "The round trip to the sender is {} ms: asking for compressed data \
+                     (--compress=no to turn it off).",
+                    rtt.as_millis()
+                );
+                true
+            }
+            _ => false,
+        },
+    };
+    on.then(|| receiver.compress())
+}
+
 /// Of the bytes that moved, those that did not cross as they are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Wire {

@@ -95,6 +95,24 @@ impl Session {
         self.rate = rate;
     }
 
+    /// The round trip to the sender, as libp2p's ping measured it on the connection (its
+    /// first ping goes out when the connection opens, so it is there by the time a session
+    /// is authenticated; waits up to half a second for it otherwise).
+    pub async fn round_trip(&self) -> Option<Duration> {
+        for _ in 0..5 {
+            if let Ok(Some(rtt)) = self
+                .node
+                .connection(self.peer)
+                .await
+                .map(|c| c.and_then(|c| c.rtt))
+            {
+                return Some(rtt);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// Asks the sender to compress file data over the data streams opened from now on, where
     /// that saves enough (SPEC §11.3); what came compressed is counted in [`packed`](Self::packed).
     pub fn compress(&mut self, on: bool) {

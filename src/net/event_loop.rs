@@ -9,7 +9,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{identify, kad, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{identify, kad, ping, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::node::{advertise, Behaviour, BehaviourEvent, Command};
@@ -192,7 +192,11 @@ impl EventLoop {
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                 };
                 let relayed = endpoint.is_relayed();
-                let info = ConnectionInfo { remote, relayed };
+                let info = ConnectionInfo {
+                    remote,
+                    relayed,
+                    rtt: None,
+                };
                 let dialled = self.dials.remove(&connection_id);
                 // Connections pcp dialled itself (a receiver's sender) and inbound ones (a
                 // sender's receivers) carry sessions: say how the transport protects them.
@@ -303,6 +307,19 @@ impl EventLoop {
                 }
                 Err(e) => tracing::debug!(peer = %ev.remote_peer_id, "hole punch failed: {e}"),
             },
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Ok(rtt),
+            }) => {
+                if let Some(v) = self.conns.get_mut(&peer) {
+                    for (id, c) in v.iter_mut() {
+                        if *id == connection {
+                            c.rtt = Some(rtt);
+                        }
+                    }
+                }
+            }
             BehaviourEvent::RelayClient(ev) => tracing::debug!(?ev, "relay client"),
             BehaviourEvent::RelayServer(ev) => tracing::debug!(?ev, "relay server"),
             _ => {}

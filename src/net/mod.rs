@@ -89,6 +89,8 @@ pub enum NetEvent {
 pub struct ConnectionInfo {
     pub remote: Multiaddr,
     pub relayed: bool,
+    /// The last round trip libp2p's ping measured on it (the first right after it opened).
+    pub rtt: Option<std::time::Duration>,
 }
 
 impl ConnectionInfo {

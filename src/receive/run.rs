@@ -129,6 +129,11 @@ impl Receiver {
         self.session.packed().expect("just asked for")
     }
 
+    /// The round trip to the sender (see [`Session::round_trip`]).
+    pub async fn round_trip(&self) -> Option<std::time::Duration> {
+        self.session.round_trip().await
+    }
+
     /// What the share holds, from the manifest that was validated: what to show the user.
     pub fn contents(&self) -> &Contents {
         &self.contents
