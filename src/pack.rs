@@ -80,6 +80,20 @@ impl Packed {
     }
 }
 
+/// `len` bytes that do not compress (xorshift), for tests.
+#[cfg(test)]
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,16 +111,7 @@ mod tests {
         assert!(decompress(&packed, text.len() + 1).is_err());
         assert!(decompress(b"not zstd at all", 100).is_err());
         // Random bytes and short reads go as they are.
-        let mut x = 1u64;
-        let noise: Vec<u8> = (0..65536)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        assert_eq!(compress(&noise), None);
+        assert_eq!(compress(&noise(65536, 1)), None);
         assert_eq!(compress(&text[..MIN_LEN - 1]), None);
     }
 }

@@ -10,7 +10,9 @@ use libp2p::Multiaddr;
 use serde_json::json;
 
 use super::receive::find;
-use super::ui::{ask_compressed, parse_rate, parse_size, plural, read_code, roots, Compress, Ui};
+use super::ui::{
+    ask_compressed, parse_rate, parse_size, plural, read_code, roots, CompressArg, Ui,
+};
 use super::{interrupted, json, seek};
 use crate::error::{Error, Result};
 use crate::fetch::RemoteEvent;
@@ -57,20 +59,8 @@ pub(super) struct MountArgs {
     /// what they ask for may need a longer --timeout).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
-    /// Ask the sender for file data compressed with zstd where that saves at least an eighth
-    /// (text, source, logs, disk images): auto when the round trip to it is 5 ms or more
-    /// (beyond a wired LAN, where compressing costs both sides CPU for little gain), always
-    /// with --compress (or =yes), never with --compress=no.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "WHEN",
-        default_value = "auto",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "yes"
-    )]
-    compress: Compress,
+    #[command(flatten)]
+    compress: CompressArg,
 }
 
 pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<()> {
@@ -91,7 +81,7 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
         _ = &mut signal => return Err(Error::Interrupted),
     };
     receiver.limit_rate(a.limit_rate);
-    ask_compressed(&mut receiver, a.compress).await;
+    ask_compressed(&mut receiver, a.compress.when).await;
     let req = MountRequest {
         mountpoint: a.mountpoint.clone(),
         cache_size: a.cache_size,

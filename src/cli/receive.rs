@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::ui::{
-    ask_compressed, confirm, parse_rate, plural, read_code, roots, seconds, Compress, Ui, Wire,
+    ask_compressed, confirm, parse_rate, plural, read_code, roots, seconds, CompressArg, Ui, Wire,
 };
 use super::{interrupted, json, seek};
 use crate::code::Code;
@@ -61,20 +61,8 @@ pub(super) struct ReceiveArgs {
     /// before it knows how it will come.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
-    /// Ask the sender for file data compressed with zstd where that saves at least an eighth
-    /// (text, source, logs, disk images): auto when the round trip to it is 5 ms or more
-    /// (beyond a wired LAN, where compressing costs both sides CPU for little gain), always
-    /// with --compress (or =yes), never with --compress=no.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "WHEN",
-        default_value = "auto",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "yes"
-    )]
-    compress: Compress,
+    #[command(flatten)]
+    compress: CompressArg,
 }
 
 /// Finds the sender, printing the status lines of the search, then how it was reached.
@@ -121,7 +109,7 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
         _ = interrupted() => return Err(Error::Interrupted),
     };
     receiver.limit_rate(a.limit_rate);
-    let packed = ask_compressed(&mut receiver, a.compress).await;
+    let packed = ask_compressed(&mut receiver, a.compress.when).await;
     let wire = move |progress: &Progress| Wire {
         zeros: progress.zeros.load(Ordering::Relaxed),
         packed: packed.as_ref().map(|p| p.totals()).unwrap_or_default(),

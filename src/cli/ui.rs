@@ -208,6 +208,25 @@ pub(super) enum Compress {
     No,
 }
 
+/// `--compress[=WHEN]`, shared by `receive` and `mount`.
+#[derive(Debug, clap::Args)]
+pub(super) struct CompressArg {
+    /// Ask the sender for file data compressed with zstd where that saves at least an eighth
+    /// (text, source, logs, disk images): auto when the round trip to it is 5 ms or more
+    /// (beyond a wired LAN, where compressing costs both sides CPU for little gain), always
+    /// with --compress (or =yes), never with --compress=no.
+    #[arg(
+        long = "compress",
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "yes"
+    )]
+    pub when: Compress,
+}
+
 /// The round trip from which `--compress=auto` asks for compressed data: a wired LAN answers
 /// in well under a millisecond, an internet path in tens of them.
 pub(super) const AUTO_COMPRESS_RTT: Duration = Duration::from_millis(5);

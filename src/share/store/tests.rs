@@ -170,15 +170,7 @@ async fn compressed_where_asked_and_worth_it() {
     ));
 
     // Random bytes: two reads tried, then only every 16th.
-    let mut x = 7u64;
-    let noise: Vec<u8> = (0..(1 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = crate::pack::noise(1 << 20, 7);
     let sub = tempfile::tempdir().unwrap();
     let (share, id) = share_of(sub.path(), &noise);
     for _ in 0..20 {
