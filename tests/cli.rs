@@ -445,8 +445,15 @@ fn json_events_on_both_sides_and_nothing_else_on_stdout() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let ev = json_lines(&r.stdout);
     let n = names(&ev);
-    assert_eq!(&n[..2], ["found", "offer"], "{n:?}");
-    assert_eq!(ev[1]["bytes"], 2 << 20);
+    assert_eq!(&n[..3], ["found", "compression", "offer"], "{n:?}");
+    // On loopback the round trip is far below 5 ms (unless a busy machine delays the ping).
+    assert!(ev[1]["on"].is_boolean(), "{}", ev[1]);
+    assert!(
+        ev[1]["round_trip_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{}",
+        ev[1]
+    );
+    assert_eq!(ev[2]["bytes"], 2 << 20);
     let done = ev.last().unwrap();
     assert_eq!(done["event"], "done", "{n:?}");
     assert_eq!(done["exit_code"], 0);
@@ -454,7 +461,7 @@ fn json_events_on_both_sides_and_nothing_else_on_stdout() {
         (done["files"].as_u64(), done["bytes"].as_u64()),
         (Some(1), Some(2 << 20))
     );
-    assert!(n[2..n.len() - 1].iter().all(|e| *e == "progress"), "{n:?}");
+    assert!(n[3..n.len() - 1].iter().all(|e| *e == "progress"), "{n:?}");
     assert!(send.wait().unwrap().success());
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut out, &mut rest).unwrap();

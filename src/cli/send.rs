@@ -65,6 +65,10 @@ pub(super) struct SendArgs {
     /// bytes, KiB, MiB). A mount reads on demand, so a low rate makes its reads slow too.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
+    /// Never compress file data, even for a receiver that asks (saves this machine's CPU; a
+    /// slow link then carries the bytes as they are).
+    #[arg(long)]
+    no_compress: bool,
 }
 
 /// What the arguments ask to share; standard input is read to the end here (Ctrl-C stops it).
@@ -157,10 +161,14 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
         let _ = writeln!(out, "Code is: {}", phrase.as_str());
         let _ = out.flush();
     }
-    let limit = match a.limit_rate {
+    let mut limit = match a.limit_rate {
         Some(r) => format!(", at most {}/s", HumanBytes(r)),
         None => String::new(),
     };
+    if a.no_compress {
+        sender.share().refuse_compression();
+        limit += ", never compressed";
+    }
     if offer.text {
         say!("Sharing a text message ({}).", HumanBytes(offer.bytes));
     } else {

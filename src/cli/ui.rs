@@ -237,9 +237,9 @@ pub(super) async fn ask_compressed(
     receiver: &mut crate::receive::run::Receiver,
     when: Compress,
 ) -> Option<std::sync::Arc<crate::pack::Packed>> {
-    let on = match when {
-        Compress::Yes => true,
-        Compress::No => false,
+    let (on, rtt) = match when {
+        Compress::Yes => (true, None),
+        Compress::No => (false, None),
         Compress::Auto => match receiver.round_trip().await {
             Some(rtt) if rtt >= AUTO_COMPRESS_RTT => {
                 say!(
@@ -247,11 +247,18 @@ pub(super) async fn ask_compressed(
                      (--compress=no to turn it off).",
                     rtt.as_millis()
                 );
-                true
+                (true, Some(rtt))
             }
-            _ => false,
+            rtt => (false, rtt),
         },
     };
+    super::json::emit(
+        "compression",
+        serde_json::json!({
+            "on": on,
+            "round_trip_ms": rtt.map(|r| r.as_secs_f64() * 1000.0),
+        }),
+    );
     on.then(|| receiver.compress())
 }
 

@@ -420,7 +420,8 @@ fn both_sides_say_how_much_of_a_sparse_file_moved_as_zeros() {
 }
 
 /// `--compress`: what compresses crosses compressed, both sides say how much, the receive's
-/// JSON counts it, and the files arrive identical; with `--compress=no` nothing is compressed.
+/// JSON counts it, and the files arrive identical; with `--compress=no`, or from a sender with
+/// `--no-compress`, nothing is compressed.
 #[test]
 fn both_sides_say_how_much_crossed_compressed() {
     let dir = tempfile::tempdir().unwrap();
@@ -469,4 +470,23 @@ fn both_sides_say_how_much_crossed_compressed() {
     assert!(r.status.success() && !said.contains("compressed"), "{said}");
     assert_eq!(s.wait(10), Some(0));
     assert!(!s.stderr.lock().unwrap().contains("compressed"));
+    // A sender with --no-compress sends the bytes as they are, asked or not, and says so.
+    let mut s = common::send_loopback(&share, &["--no-compress"]);
+    let third = tempfile::tempdir().unwrap();
+    let r = s.receiver(third.path()).arg("--compress").output().unwrap();
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        r.status.success() && !said.contains("compressed to"),
+        "{said}"
+    );
+    assert_eq!(s.wait(10), Some(0));
+    let sent = s.stderr.lock().unwrap().clone();
+    assert!(
+        sent.contains(", never compressed.") && !sent.contains("compressed to"),
+        "{sent}"
+    );
+    assert_eq!(
+        common::snapshot(&share),
+        common::snapshot(&third.path().join("share"))
+    );
 }

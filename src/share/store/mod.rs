@@ -37,6 +37,8 @@ pub struct Share {
     /// The same files opened for direct reads (`None`: the filesystem refuses `O_DIRECT`).
     direct: Mutex<LruCache<u64, Option<Arc<File>>>>,
     hashes: Mutex<HashMap<u64, HashCell>>,
+    /// `pcp send --no-compress`: reads asked for compressed go as they are.
+    no_compress: std::sync::atomic::AtomicBool,
     /// Files whose reads did not compress, with a count of reads since (see [`Share::pack`]).
     unpacked: Mutex<LruCache<u64, u32>>,
     /// Files found changed since the share started (at most one per file of the share).
@@ -163,6 +165,7 @@ impl Share {
             direct: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             hashes: Mutex::new(HashMap::new()),
             changed: Mutex::default(),
+            no_compress: Default::default(),
             unpacked: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             trees: Mutex::new(LruCache::new(TREE_HASHES.try_into().expect("nonzero"))),
             served: AtomicU64::new(0),
@@ -375,6 +378,11 @@ impl Share {
         (buf, hash)
     }
 
+    /// Answers every read with its bytes as they are, even when asked for them compressed.
+    pub fn refuse_compression(&self) {
+        self.no_compress.store(true, Ordering::Relaxed);
+    }
+
     /// `raw` (a read of `file`) compressed, if that saves enough. A file whose reads did not
     /// compress twice in a row (media, archives) is tried again only every 16th read.
     fn pack(&self, file: u64, raw: &[u8]) -> Option<Vec<u8>> {
@@ -414,7 +422,7 @@ impl Share {
         let result = match req.op {
             Some(request::Op::Read(r)) => {
                 let (zeros_ok, file) = (r.zeros, r.file);
-                let compress_ok = r.compress;
+                let compress_ok = r.compress && !self.no_compress.load(Ordering::Relaxed);
                 // A big read the page cache lacks: from the disk straight into the buffer,
                 // on the blocking pool.
                 let direct = match self.direct_for(r.file, r.offset, r.len) {
