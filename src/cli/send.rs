@@ -62,7 +62,9 @@ pub(super) struct SendArgs {
     #[arg(long)]
     keep: bool,
     /// Send at most RATE of file data a second, to all receivers together (e.g. 500K, 10M:
-    /// bytes, KiB, MiB). A mount reads on demand, so a low rate makes its reads slow too.
+    /// bytes, KiB, MiB), counted as it crosses the wire (compressed data at its compressed
+    /// size, runs of zeros sent as their length not at all). A mount reads on demand, so a low
+    /// rate makes its reads slow too.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
     /// Never compress file data, even for a receiver that asks (saves this machine's CPU; a
