@@ -87,10 +87,17 @@ impl EventLoop {
             }
             Command::Connection { peer, reply } => {
                 let info = self.conns.get(&peer).and_then(|v| {
-                    v.iter()
+                    let mut info = v
+                        .iter()
                         .find(|(_, c)| !c.relayed)
                         .or(v.first())
-                        .map(|(_, c)| c.clone())
+                        .map(|(_, c)| c.clone())?;
+                    // A connection that has not been pinged yet: another one's round trip to
+                    // the same peer (a second address, a redial) says as much.
+                    if info.rtt.is_none() {
+                        info.rtt = v.iter().filter_map(|(_, c)| c.rtt).min();
+                    }
+                    Some(info)
                 });
                 let _ = reply.send(info);
             }
