@@ -175,13 +175,26 @@ fn port_free(addr: &Multiaddr) -> Result<()> {
         Some(Protocol::Ip6(ip)) => ip.into(),
         _ => return Ok(()),
     };
-    let taken = match it.next() {
-        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).err(),
-        Some(Protocol::Udp(port)) if port != 0 => std::net::UdpSocket::bind((ip, port)).err(),
-        _ => None,
+    let (kind, port) = match it.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => (socket2::Type::STREAM, port),
+        Some(Protocol::Udp(port)) if port != 0 => (socket2::Type::DGRAM, port),
+        _ => return Ok(()),
     };
+    // Bound as libp2p binds (IPv6 only on an IPv6 address, address reuse for TCP's
+    // TIME_WAIT), but without SO_REUSEPORT.
+    let at = std::net::SocketAddr::new(ip, port);
+    let taken = (|| {
+        let s = socket2::Socket::new(socket2::Domain::for_address(at), kind, None)?;
+        if ip.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        if kind == socket2::Type::STREAM {
+            s.set_reuse_address(true)?;
+        }
+        s.bind(&at.into())
+    })();
     match taken {
-        Some(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Network(format!(
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Network(format!(
             "cannot listen on {addr}: another program (another pcp?) listens on that port; \
              stop it or pick another port"
         ))),
@@ -197,8 +210,11 @@ async fn listen_all(
     listen: &[Multiaddr],
     all_interfaces: bool,
 ) -> Result<Vec<Multiaddr>> {
+    // All checked before any is bound: our own listeners are no other program.
     for addr in listen {
         port_free(addr)?;
+    }
+    for addr in listen {
         swarm.listen_on(addr.clone()).map_err(|e| {
             // Some transports' errors print as nothing.
             let why = match e.to_string() {
