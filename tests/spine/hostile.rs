@@ -126,6 +126,11 @@ fn honest(_off: u64, len: u32) -> (Vec<u8>, Vec<u8>, u64, u64) {
 
 /// Runs a receive against a fake sender; returns the error and checks nothing escaped.
 async fn receive_from(entries: Vec<Entry>, answer: Answer) -> Error {
+    receive_asking(entries, answer, true).await
+}
+
+/// [`receive_from`], the reads asking for compressed data or not.
+async fn receive_asking(entries: Vec<Entry>, answer: Answer, compress: bool) -> Error {
     let code = Code::generate(4);
     let addr = fake_sender(&code, entries, answer).await;
     let root = tempfile::tempdir().unwrap();
@@ -133,8 +138,8 @@ async fn receive_from(entries: Vec<Entry>, answer: Answer) -> Error {
     std::fs::create_dir(&out).unwrap();
     let result = within(20, async {
         let mut s = connect(&addr, &code).await?;
-        // Reads ask for compressed data (the fake sender answers as it likes).
-        s.compress(true);
+        // The fake sender answers as it likes, asked or not.
+        s.compress(compress);
         let m = s.accept(false).await?;
         let client = s.client(2).await?;
         let opts = ReceiveOptions {
@@ -280,6 +285,13 @@ async fn lying_data_is_refused() {
         let err = receive_from(vec![entry(1, 0, b"f", Kind::File, 100)], lie).await;
         assert!(matches!(err, Error::Protocol(_)), "{err}");
     }
+    // Well-formed compressed bytes, not asked for: refused all the same.
+    let unasked: Answer = |_, len| {
+        let packed = zstd::bulk::compress(&vec![1; len as usize], 1).unwrap();
+        (packed, vec![], 0, len as u64)
+    };
+    let err = receive_asking(vec![entry(1, 0, b"f", Kind::File, 100)], unasked, false).await;
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
     // Well-formed compressed bytes that are not the file's: the hash says so.
     let wrong: Answer = |_, len| {
         let packed = zstd::bulk::compress(&vec![1; len as usize], 1).unwrap();
