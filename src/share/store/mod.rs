@@ -387,22 +387,25 @@ impl Share {
     /// compress twice in a row (media, archives) is tried again only every 16th read.
     fn pack(&self, file: u64, raw: &[u8]) -> Option<Vec<u8>> {
         const TRY_EVERY: u32 = 16;
-        let misses = self.unpacked.lock().expect("lock").get(&file).copied();
-        if let Some(m @ 2..) = misses {
-            self.unpacked.lock().expect("lock").put(file, m + 1);
-            if m % TRY_EVERY != 0 {
-                return None;
+        // Per file: its misses in a row, and once there are two, the reads since.
+        {
+            let mut unpacked = self.unpacked.lock().expect("lock");
+            if let Some(n @ 2..) = unpacked.get_mut(&file) {
+                *n += 1;
+                if *n % TRY_EVERY != 0 {
+                    return None;
+                }
             }
         }
         let packed = crate::pack::compress(raw);
         let mut unpacked = self.unpacked.lock().expect("lock");
-        match &packed {
-            Some(_) => {
-                unpacked.pop(&file);
-            }
-            None => {
-                let m = unpacked.get(&file).copied().unwrap_or(0);
-                unpacked.put(file, m + 1);
+        if packed.is_some() {
+            unpacked.pop(&file);
+        } else {
+            // Past two misses this read is counted already.
+            let n = unpacked.get_or_insert_mut(file, || 0);
+            if *n < 2 {
+                *n += 1;
             }
         }
         packed
