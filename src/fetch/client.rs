@@ -15,7 +15,8 @@ use crate::crypto::{self, secure_stream, SessionKeys};
 use crate::error::{Error, Result};
 use crate::net::Node;
 use crate::proto::{
-    envelope::Msg, opening, request, ErrorCode, Failure, HashRequest, Join, Read, Request, Response,
+    envelope::Msg, opening, request, ErrorCode, Failure, HashRequest, Join, Read, Request,
+    Response, Seek,
 };
 use crate::rate::RateLimit;
 
@@ -390,6 +391,15 @@ impl Client {
             .call(request::Op::Hash(HashRequest { file, offset, len }))
             .await?;
         parse_hash(&resp.hash)
+    }
+
+    /// Where the next data (`hole` false) or hole of a sparse `file` begins at or after
+    /// `offset`, as the sender's `lseek(2)` says (its size: no data after `offset`); unchecked.
+    pub async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<u64> {
+        let resp = self
+            .call(request::Op::Seek(Seek { file, offset, hole }))
+            .await?;
+        Ok(resp.position)
     }
 
     /// Whether at least one data stream is usable, or may still be (streams being opened).

@@ -326,4 +326,10 @@ impl FileSource for Arc<Remote> {
         )
         .await
     }
+
+    async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+        self.with_client(true, |c| async move { c.seek(file, offset, hole).await })
+            .await
+            .map(Some)
+    }
 }

@@ -41,6 +41,18 @@ pub trait FileSource: Clone + Send + Sync + 'static {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<[u8; 32]>> + Send;
+    /// Where the next data (`hole` false) or hole of a sparse `file` begins at or after
+    /// `offset`, as the sender's `lseek(2)` says: at most the file's size (no data after
+    /// `offset`), unchecked. `None`: this source cannot tell (the caller then treats the
+    /// whole file as data, as `lseek` may).
+    fn seek(
+        &self,
+        _file: u64,
+        _offset: u64,
+        _hole: bool,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send {
+        async { Ok(None) }
+    }
 }
 
 impl FileSource for Client {
@@ -71,5 +83,8 @@ impl FileSource for Client {
         len: u64,
     ) -> impl Future<Output = Result<[u8; 32]>> + Send {
         Client::range_hash(self, file, offset, len)
+    }
+    async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+        Client::seek(self, file, offset, hole).await.map(Some)
     }
 }

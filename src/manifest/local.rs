@@ -331,6 +331,7 @@ impl LocalTree {
             mtime_sec: meta.mtime(),
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             target,
+            allocated: (kind == Kind::File).then(|| meta.blocks().saturating_mul(512)),
         });
         self.sources.push((kind == Kind::File).then(|| Source {
             path: path.to_path_buf(),

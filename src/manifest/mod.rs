@@ -211,6 +211,7 @@ pub fn test_entry(id: u64, parent: u64, name: &[u8], kind: Kind, size: u64) -> E
         } else {
             vec![]
         },
+        allocated: None,
     }
 }
 

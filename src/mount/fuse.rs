@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    WriteFlags,
 };
 
-use super::fs::{MountFs, Reading};
+use super::fs::{MountFs, Reading, Seeking};
 use super::tree::Attr;
 use crate::fetch::FileSource;
 use crate::proto::{Kind, MAX_READ};
@@ -55,7 +56,7 @@ impl<S: FileSource> Adapter<S> {
         FileAttr {
             ino: INodeNo(a.ino),
             size: a.size,
-            blocks: a.size.div_ceil(512),
+            blocks: a.blocks,
             atime: a.mtime,
             mtime: a.mtime,
             ctime: a.mtime,
@@ -161,6 +162,33 @@ impl<S: FileSource> Filesystem for Adapter<S> {
                         Err(e) => reply.error(errno(e)),
                     }
                 });
+            }
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // The kernel itself answers SEEK_SET, SEEK_CUR and SEEK_END.
+        let hole = match whence {
+            libc::SEEK_DATA => false,
+            libc::SEEK_HOLE => true,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let answer = |r: Result<u64, i32>, reply: ReplyLseek| match r {
+            Ok(p) => reply.offset(p as i64),
+            Err(e) => reply.error(errno(e)),
+        };
+        match self.fs.begin_seek(ino.0, offset, hole) {
+            Seeking::Done(r) => answer(r, reply),
+            Seeking::Wait(f) => {
+                self.rt.spawn(async move { answer(f.await, reply) });
             }
         }
     }

@@ -13,7 +13,7 @@ pub(crate) mod readahead;
 pub(crate) mod run;
 pub(crate) mod tree;
 
-pub use fs::{MountFs, Reading};
+pub use fs::{MountFs, Reading, Seeking};
 pub use mounted::{check_mountpoint, is_stale, mount, MountOptions, Mounted};
 pub use tree::{Attr, ROOT_INO};
 

@@ -21,6 +21,9 @@ pub struct Attr {
     pub perm: u16,
     pub mtime: SystemTime,
     pub nlink: u32,
+    /// 512-byte blocks (`st_blocks`): a file's on the sender's disk where it said (less than
+    /// its size for a sparse file, so `du` and `cp --sparse=auto` see the holes), else its size.
+    pub blocks: u64,
 }
 
 pub(crate) struct Tree {
@@ -103,17 +106,25 @@ impl Tree {
                 perm: 0o555,
                 mtime: self.mounted_at,
                 nlink: self.dir_nlink(id),
+                blocks: 0,
             },
             Some(e) => {
                 let kind = Kind::try_from(e.kind).unwrap_or(Kind::File);
+                let size = if kind == Kind::Symlink {
+                    e.target.len() as u64
+                } else {
+                    e.size
+                };
                 Attr {
                     ino,
                     kind,
-                    size: if kind == Kind::Symlink {
-                        e.target.len() as u64
-                    } else {
-                        e.size
-                    },
+                    size,
+                    blocks: match e.allocated {
+                        // At most the size in whole pages, whatever a sender claims.
+                        Some(a) if kind == Kind::File => a.min(size.next_multiple_of(4096)),
+                        _ => size,
+                    }
+                    .div_ceil(512),
                     // The sender's bits, as sshfs or a read-only NFS shows them (the mount
                     // refuses writes itself); no setuid/setgid; symlinks are lrwxrwxrwx.
                     perm: if kind == Kind::Symlink {

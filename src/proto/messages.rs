@@ -196,6 +196,17 @@ pub struct Entry {
     /// Symlink target, as stored on the sender.
     #[prost(bytes = "vec", tag = "9")]
     pub target: Vec<u8>,
+    /// Files: the bytes the file takes on the sender's disk (`st_blocks` x 512), below `size`
+    /// for a sparse one (proto/SPEC.md §10). `None` from senders that do not say.
+    #[prost(uint64, optional, tag = "10")]
+    pub allocated: Option<u64>,
+}
+
+impl Entry {
+    /// A file with holes on the sender's disk (it said so: `allocated < size`).
+    pub fn sparse(&self) -> bool {
+        self.allocated.is_some_and(|a| a < self.size)
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -211,7 +222,7 @@ pub struct Request {
     /// Chosen by the receiver; echoed in the response.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "request::Op", tags = "2, 3")]
+    #[prost(oneof = "request::Op", tags = "2, 3, 4")]
     pub op: Option<request::Op>,
 }
 
@@ -222,6 +233,8 @@ pub mod request {
         Read(super::Read),
         #[prost(message, tag = "3")]
         Hash(super::HashRequest),
+        #[prost(message, tag = "4")]
+        Seek(super::Seek),
     }
 }
 
@@ -259,6 +272,18 @@ pub struct HashRequest {
     pub len: u64,
 }
 
+/// Where the next data (`hole` false) or hole (`hole` true) of a sparse file begins at or
+/// after `offset` (proto/SPEC.md §11.7).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Seek {
+    #[prost(uint64, tag = "1")]
+    pub file: u64,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(bool, tag = "3")]
+    pub hole: bool,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Response {
     #[prost(uint64, tag = "1")]
@@ -280,6 +305,10 @@ pub struct Response {
     /// for a `Read` with `compress`).
     #[prost(uint64, tag = "6")]
     pub compressed: u64,
+    /// Answer to a [`Seek`]: the offset found, `offset..=size` (the size: no data after
+    /// `offset`, or the hole at the end of the file).
+    #[prost(uint64, tag = "7")]
+    pub position: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]

@@ -170,6 +170,21 @@ pub(super) fn reserve(f: &File, from: u64, to: u64) -> io::Result<()> {
     }
 }
 
+/// Fails with `ENOSPC` unless the filesystem of `f` has `bytes` free for this user: for a
+/// sparse file, whose holes are not reserved (see [`reserve`]).
+pub(super) fn room_for(f: &File, bytes: u64) -> io::Result<()> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs fills the struct on success; it is read only then.
+    check(unsafe { libc::fstatvfs(f.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < bytes {
+        return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    Ok(())
+}
+
 /// Makes `off..off + len` of `f` a hole (reads as zeros, takes no space) instead of writing
 /// zeros there, growing the file to `off + len` if it is shorter. `Ok(false)`: this filesystem
 /// makes no holes (or not of that range): write the zeros instead.

@@ -79,15 +79,23 @@ impl<S: FileSource> Download<'_, S> {
         let mut hasher = blake3::Hasher::new();
         let reused = verify_prefix(self.client, self.entry, &f, &mut hasher).await?;
         self.progress.reused.fetch_add(reused, Ordering::Relaxed);
-        // The space for the rest, before any of it is asked for: a full disk is said now.
+        // The space for the rest, before any of it is asked for: a full disk is said now. A
+        // sparse file's holes stay holes: only the room for its data is looked for.
         let f2 = f.clone();
-        tokio::task::spawn_blocking(move || disk::reserve(&f2, reused, size))
-            .await
-            .map_err(join_err)?
-            .map_err(|e| {
-                let need = crate::text::human_bytes(size - reused);
-                self.io(&format!("cannot reserve {need} on disk for"), e)
-            })?;
+        let (sparse, need) = match self.entry.allocated {
+            Some(a) if self.entry.sparse() => (true, a.saturating_sub(reused)),
+            _ => (false, size - reused),
+        };
+        tokio::task::spawn_blocking(move || match sparse {
+            true => disk::room_for(&f2, need),
+            false => disk::reserve(&f2, reused, size),
+        })
+        .await
+        .map_err(join_err)?
+        .map_err(|e| {
+            let need = crate::text::human_bytes(need);
+            self.io(&format!("cannot reserve {need} on disk for"), e)
+        })?;
         // Read from the start, the sender puts the hash together from the reads it serves
         // and sends it with the one that completes it; otherwise it is asked for at once, so
         // the sender computes it while serving.

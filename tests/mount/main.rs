@@ -426,3 +426,97 @@ async fn sixteen_mount_readers_and_a_receive_at_once() {
         within(120, r).await.unwrap();
     }
 }
+
+/// `lseek(fd, offset, SEEK_DATA or SEEK_HOLE)`, `None` for ENXIO.
+fn seek(f: &std::fs::File, offset: u64, hole: bool) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let whence = if hole {
+        libc::SEEK_HOLE
+    } else {
+        libc::SEEK_DATA
+    };
+    // SAFETY: lseek on an open descriptor.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{e}");
+        return None;
+    }
+    Some(r as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sparse_files_show_their_holes_to_stat_lseek_and_cp() {
+    use std::os::unix::fs::MetadataExt;
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path().join("share");
+    std::fs::create_dir(&d).unwrap();
+    // 96 MiB with data at 8 MiB and 40 MiB (1 MiB each) and a hole at its end; a dense file.
+    let f = std::fs::File::create(d.join("disk.img")).unwrap();
+    f.set_len(96 << 20).unwrap();
+    for at in [8u64 << 20, 40 << 20] {
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes(1 << 20, at), at).unwrap();
+    }
+    drop(f);
+    std::fs::write(d.join("dense.bin"), bytes(3 << 20, 9)).unwrap();
+    let code = Code::generate(4);
+    let m = mount_share(std::slice::from_ref(&d), &code, Duration::from_secs(20)).await;
+    let mp = m.path();
+    blocking(move || {
+        for name in ["disk.img", "dense.bin"] {
+            let (local, mounted) = (d.join(name), mp.join(name));
+            // stat's blocks are the sender's (du shows what the file takes there).
+            assert_eq!(
+                mounted.metadata().unwrap().blocks(),
+                local.metadata().unwrap().blocks(),
+                "{name}"
+            );
+            // SEEK_DATA and SEEK_HOLE find what they find on the sender's disk.
+            let (lf, mf) = (
+                std::fs::File::open(&local).unwrap(),
+                std::fs::File::open(&mounted).unwrap(),
+            );
+            let size = lf.metadata().unwrap().len();
+            for off in [
+                0,
+                1,
+                8 << 20,
+                (8 << 20) + 5,
+                9 << 20,
+                20 << 20,
+                41 << 20,
+                size - 1,
+            ] {
+                if off >= size {
+                    continue;
+                }
+                for hole in [false, true] {
+                    assert_eq!(
+                        seek(&mf, off, hole),
+                        seek(&lf, off, hole),
+                        "{name} at {off}, hole {hole}"
+                    );
+                }
+            }
+            assert_eq!(seek(&mf, size, false), None, "past the end");
+            // cp keeps the holes and the bytes.
+            let out = tempfile::tempdir().unwrap();
+            let st = Command::new("cp")
+                .arg(&mounted)
+                .arg(out.path())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let copy = out.path().join(name);
+            assert!(std::fs::read(&copy).unwrap() == std::fs::read(&local).unwrap());
+            if name == "disk.img" {
+                assert!(
+                    copy.metadata().unwrap().blocks() * 512 <= 4 << 20,
+                    "holes kept"
+                );
+            }
+        }
+    })
+    .await;
+    drop(m);
+}

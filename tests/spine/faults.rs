@@ -170,3 +170,87 @@ async fn a_full_disk_is_said_before_the_file_is_fetched_and_keeps_what_was_writt
             .to_string_lossy()
             .starts_with(".pcp-")));
 }
+
+/// A file of `size` bytes with `data` written at each of `at` (the rest holes).
+fn sparse_file(p: &std::path::Path, size: u64, data: &[u8], at: &[u64]) {
+    let f = std::fs::File::create(p).unwrap();
+    f.set_len(size).unwrap();
+    for &o in at {
+        std::os::unix::fs::FileExt::write_all_at(&f, data, o).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_file_needs_room_for_its_data_only_and_stays_sparse() {
+    use std::os::unix::fs::MetadataExt;
+    let src = tempfile::tempdir().unwrap();
+    let (fits, too_big) = (src.path().join("fits"), src.path().join("too_big"));
+    // 64 MiB apparent, 2 MiB of data; and 64 MiB with 8 MiB of data.
+    sparse_file(&fits, 64 << 20, &bytes(1 << 20, 5), &[3 << 20, 40 << 20]);
+    sparse_file(&too_big, 64 << 20, &bytes(4 << 20, 6), &[0, 30 << 20]);
+    let disk = Tmpfs(tempfile::tempdir().unwrap());
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(disk.0.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs needs root");
+
+    let (sender, mut s, m) = accepted(std::slice::from_ref(&fits)).await;
+    let allocated = m.entries()[0].allocated;
+    assert!(
+        allocated.is_some_and(|a| (2 << 20..6 << 20).contains(&a)),
+        "{allocated:?}"
+    );
+    let c = s.client(2).await.unwrap();
+    receive_into(&c, &m, disk.0.path()).await.unwrap();
+    // The sender answered the holes without reading them: none of their pages came into its
+    // page cache (reading a hole fills the cache with pages of zeros).
+    assert_eq!(resident(&fits, 8 << 20, 24 << 20), 0);
+    assert_eq!(resident(&fits, 48 << 20, 16 << 20), 0);
+    let got = disk.0.path().join("fits");
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(&fits).unwrap());
+    assert!(
+        got.metadata().unwrap().blocks() * 512 <= 2 << 20,
+        "holes kept"
+    );
+    drop((s, sender));
+
+    let (sender, mut s, m) = accepted(std::slice::from_ref(&too_big)).await;
+    let c = s.client(2).await.unwrap();
+    let err = receive_into(&c, &m, disk.0.path())
+        .await
+        .expect_err("8 MiB of data cannot fit in 6 MiB");
+    let text = err.to_string();
+    assert!(
+        // 8.00 MiB of data on ext4 (a filesystem may allocate a little more).
+        text.contains("cannot reserve 8.")
+            && text.contains(" MiB on disk for")
+            && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert!(sender.share.served() < 1 << 20, "{}", sender.share.served());
+}
+
+/// Pages of `len` bytes at `off` of file `p` in the page cache (`mincore`).
+fn resident(p: &std::path::Path, off: usize, len: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(p).unwrap();
+    // SAFETY: a private read-only mapping of an open file, unmapped below; mincore writes one
+    // byte per page into a vector of that many bytes.
+    unsafe {
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            off as libc::off_t,
+        );
+        assert_ne!(m, libc::MAP_FAILED);
+        let mut v = vec![0u8; len.div_ceil(4096)];
+        assert_eq!(libc::mincore(m, len, v.as_mut_ptr()), 0);
+        libc::munmap(m, len);
+        v.iter().filter(|&&b| b & 1 == 1).count()
+    }
+}

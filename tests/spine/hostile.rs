@@ -105,6 +105,7 @@ async fn fake_sender_offering(
                                 error: None,
                                 zeros,
                                 compressed,
+                                position: 0,
                             };
                             if w.send_now(Msg::Response(resp)).await.is_err() {
                                 break;

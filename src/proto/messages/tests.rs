@@ -23,7 +23,7 @@ fn golden_messages() {
         assert_eq!(got, want, "message {name}");
         checked += 1;
     }
-    assert_eq!(checked, 21);
+    assert_eq!(checked, 24);
 }
 
 /// The plain handshake messages, hex-encoded, by vector name.
@@ -108,6 +108,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                     mtime_sec: 1_700_000_000,
                     mtime_nsec: 7,
                     target: vec![],
+                    allocated: None,
                 }],
                 last: true,
             })),
@@ -174,6 +175,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 error: None,
                 zeros: 0,
                 compressed: 0,
+                position: 0,
             })),
         ),
         (
@@ -185,6 +187,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 error: None,
                 zeros: 1 << 20,
                 compressed: 0,
+                position: 0,
             })),
         ),
         (
@@ -211,6 +214,48 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 error: None,
                 zeros: 0,
                 compressed: 65536,
+                position: 0,
+            })),
+        ),
+        (
+            "manifest-allocated",
+            enc(envelope::Msg::Manifest(ManifestChunk {
+                entries: vec![Entry {
+                    id: 1,
+                    parent: 0,
+                    name: b"disk.img".to_vec(),
+                    kind: Kind::File as i32,
+                    size: 1 << 30,
+                    mode: 0o600,
+                    mtime_sec: 1_700_000_000,
+                    mtime_nsec: 0,
+                    target: vec![],
+                    allocated: Some(8192),
+                }],
+                last: true,
+            })),
+        ),
+        (
+            "seek",
+            enc(envelope::Msg::Request(Request {
+                id: 14,
+                op: Some(request::Op::Seek(Seek {
+                    file: 1,
+                    offset: 4096,
+                    hole: true,
+                })),
+            })),
+        ),
+        (
+            "position",
+            enc(envelope::Msg::Response(Response {
+                id: 14,
+                data: Bytes::new(),
+                hash: vec![],
+                error: None,
+                zeros: 0,
+                compressed: 0,
+                position: 1 << 30,
             })),
         ),
         (
@@ -225,6 +270,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 }),
                 zeros: 0,
                 compressed: 0,
+                position: 0,
             })),
         ),
         ("done", enc(envelope::Msg::Done(Done {}))),
@@ -255,18 +301,22 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
         any::<i64>(),
         0u32..1_000_000_000,
         proptest::collection::vec(any::<u8>(), 0..50),
+        any::<Option<u64>>(),
     )
         .prop_map(
-            |(id, parent, name, kind, size, mode, mtime_sec, mtime_nsec, target)| Entry {
-                id,
-                parent,
-                name,
-                kind,
-                size,
-                mode,
-                mtime_sec,
-                mtime_nsec,
-                target,
+            |(id, parent, name, kind, size, mode, mtime_sec, mtime_nsec, target, allocated)| {
+                Entry {
+                    id,
+                    parent,
+                    name,
+                    kind,
+                    size,
+                    mode,
+                    mtime_sec,
+                    mtime_nsec,
+                    target,
+                    allocated,
+                }
             },
         )
 }
@@ -281,9 +331,12 @@ proptest! {
     }
 
     #[test]
-    fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, hash: bool, whole: bool, zeros: bool, compress: bool) {
-        let op = if hash { request::Op::Hash(HashRequest { file, offset, len: len as u64 }) }
-                 else { request::Op::Read(Read { file, offset, len, hash: whole, zeros, compress }) };
+    fn requests_round_trip(id: u64, file: u64, offset: u64, len: u32, op in 0..3, whole: bool, zeros: bool, compress: bool) {
+        let op = match op {
+            0 => request::Op::Hash(HashRequest { file, offset, len: len as u64 }),
+            1 => request::Op::Seek(Seek { file, offset, hole: whole }),
+            _ => request::Op::Read(Read { file, offset, len, hash: whole, zeros, compress }),
+        };
         let msg = envelope::Msg::Request(Request { id, op: Some(op) });
         let mut buf = Vec::new();
         encode_envelope(msg.clone(), &mut buf);
@@ -292,8 +345,8 @@ proptest! {
 
     #[test]
     fn responses_round_trip(id: u64, data in proptest::collection::vec(any::<u8>(), 0..2000),
-                            hash in proptest::collection::vec(any::<u8>(), 0..33), compressed: u64) {
-        let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None, zeros: 0, compressed });
+                            hash in proptest::collection::vec(any::<u8>(), 0..33), compressed: u64, position: u64) {
+        let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None, zeros: 0, compressed, position });
         let mut buf = Vec::new();
         encode_envelope(msg.clone(), &mut buf);
         prop_assert_eq!(decode_envelope(Bytes::from(buf)).unwrap(), msg);

@@ -188,3 +188,46 @@ async fn compressed_where_asked_and_worth_it() {
     assert!(share.pack(id, &text[..65536]).is_some());
     assert_eq!(share.unpacked.lock().unwrap().get(&id), None);
 }
+
+/// A sparse file: the manifest says what it takes on disk, a read inside a hole is zeros, and
+/// `Seek` answers as `lseek` does, refusing offsets at or past the end.
+#[test]
+fn holes_are_found_and_read_as_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("img");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(16 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[7u8; 1 << 20], 4 << 20).unwrap();
+    drop(f);
+    let share = Share::new(LocalTree::build(std::slice::from_ref(&p)).unwrap());
+    let e = &share.tree().entries[0];
+    // The data's blocks (a filesystem may allocate a little more around them).
+    assert!(e.allocated.is_some_and(|a| (1 << 20..4 << 20).contains(&a)));
+    assert!(e.sparse());
+    let (buf, _) = share.read(e.id, 0, 1 << 20, Room::default(), true).unwrap();
+    assert!(buf.len() == 1 << 20 && buf.iter().all(|&b| b == 0));
+    let (buf, _) = share
+        .read(e.id, 4 << 20, 4096, Room::default(), true)
+        .unwrap();
+    assert_eq!(buf, vec![7u8; 4096]);
+    let seek = |offset, hole| {
+        share.seek(&crate::proto::Seek {
+            file: e.id,
+            offset,
+            hole,
+        })
+    };
+    assert_eq!(seek(0, false), Ok(4 << 20));
+    assert_eq!(seek(0, true), Ok(0));
+    assert_eq!(seek(4 << 20, true), Ok(5 << 20));
+    // No data after 5 MiB: the size.
+    assert_eq!(seek(5 << 20, false), Ok(16 << 20));
+    let code = |r: std::result::Result<u64, Failure>| r.unwrap_err().code;
+    assert_eq!(code(seek(16 << 20, false)), ErrorCode::BadRange as i32);
+    let none = crate::proto::Seek {
+        file: 99,
+        offset: 0,
+        hole: false,
+    };
+    assert_eq!(code(share.seek(&none)), ErrorCode::NoSuchFile as i32);
+}
