@@ -28,6 +28,8 @@ struct Fake {
     files: Arc<HashMap<u64, Vec<u8>>>,
     log: Arc<Mutex<Vec<(u64, u64, u32)>>>,
     hangs: Arc<AtomicU64>,
+    /// What a `Seek` is answered with (`None`: the source cannot tell), and how many came.
+    seek: Arc<Mutex<(Option<u64>, u32)>>,
 }
 
 impl FileSource for Fake {
@@ -54,6 +56,11 @@ impl FileSource for Fake {
     async fn range_hash(&self, file: u64, offset: u64, len: u64) -> crate::Result<[u8; 32]> {
         let d = &self.files[&file];
         Ok(*blake3::hash(&d[offset as usize..(offset + len) as usize]).as_bytes())
+    }
+    async fn seek(&self, _file: u64, _offset: u64, _hole: bool) -> crate::Result<Option<u64>> {
+        let mut s = self.seek.lock().unwrap();
+        s.1 += 1;
+        Ok(s.0)
     }
 }
 
@@ -279,4 +286,65 @@ async fn a_stalled_sender_gives_eio_within_the_timeout() {
     assert_eq!(r.expect("bounded"), Err(libc::EIO));
     // Metadata still answers.
     assert!(fs.getattr(ino).is_ok());
+}
+
+/// `lseek` SEEK_DATA / SEEK_HOLE: files that have no holes (or whose sender did not say) are
+/// answered without a request; a sparse one asks, and an answer out of range or none at all
+/// counts the file as all data.
+#[tokio::test]
+async fn seeks_ask_the_sender_only_for_sparse_files_and_check_its_answer() {
+    let mut sparse = entry(2, 1, "sparse", Kind::File, 1 << 20);
+    sparse.allocated = Some(8192);
+    let mut dense = entry(3, 1, "dense", Kind::File, 1 << 20);
+    dense.allocated = Some(1 << 20);
+    let entries = vec![
+        entry(1, 0, "d", Kind::Dir, 0),
+        sparse,
+        dense,
+        entry(4, 1, "unsaid", Kind::File, 1 << 20),
+    ];
+    let fake = Fake::default();
+    let m = Arc::new(Manifest::validate(entries).unwrap());
+    let fs = MountFs::new(m, fake.clone(), 1 << 20, Duration::from_secs(5));
+    let seek = |name: &[u8], off: i64, hole: bool| {
+        let started = fs.begin_seek(fs.lookup(ROOT_INO, name).unwrap().ino, off, hole);
+        async move {
+            match started {
+                Seeking::Done(r) => r,
+                Seeking::Wait(f) => f.await,
+            }
+        }
+    };
+    let blocks = |name: &[u8]| fs.lookup(ROOT_INO, name).unwrap().blocks;
+    assert_eq!(
+        (blocks(b"sparse"), blocks(b"dense"), blocks(b"unsaid")),
+        (16, 2048, 2048)
+    );
+    for name in [&b"dense"[..], b"unsaid"] {
+        assert_eq!(seek(name, 100, false).await, Ok(100));
+        assert_eq!(seek(name, 100, true).await, Ok(1 << 20));
+    }
+    assert_eq!(fake.seek.lock().unwrap().1, 0, "no request");
+    fake.seek.lock().unwrap().0 = Some(65536);
+    assert_eq!(seek(b"sparse", 100, false).await, Ok(65536));
+    // The sender's size for data: none after the offset.
+    fake.seek.lock().unwrap().0 = Some(1 << 20);
+    assert_eq!(seek(b"sparse", 100, false).await, Err(libc::ENXIO));
+    assert_eq!(seek(b"sparse", 100, true).await, Ok(1 << 20));
+    // Out of range (before the offset, past the end) or no answer: all data.
+    for lie in [Some(5), Some(2 << 20), None] {
+        fake.seek.lock().unwrap().0 = lie;
+        assert_eq!(seek(b"sparse", 100, false).await, Ok(100), "{lie:?}");
+        assert_eq!(seek(b"sparse", 100, true).await, Ok(1 << 20), "{lie:?}");
+    }
+    assert_eq!(fake.seek.lock().unwrap().1, 9);
+    // At or past the end, or before the start: ENXIO, asked of no one; a folder: EINVAL.
+    for off in [1 << 20, 5 << 20, -1] {
+        assert_eq!(seek(b"sparse", off, false).await, Err(libc::ENXIO));
+    }
+    assert_eq!(fake.seek.lock().unwrap().1, 9);
+    assert!(matches!(
+        fs.begin_seek(ROOT_INO, 0, false),
+        Seeking::Done(Err(libc::EINVAL))
+    ));
 }
