@@ -490,3 +490,47 @@ fn both_sides_say_how_much_crossed_compressed() {
         common::snapshot(&third.path().join("share"))
     );
 }
+
+/// A file changed after the share started: without `-v` the sender's warning is a plain
+/// `warning:` line like its others (no log timestamp or level), said once however many reads
+/// the receiver makes of it, and the receiver names the cause once.
+#[test]
+fn a_changed_file_is_said_once_in_plain_words_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("notes.bin");
+    std::fs::write(&f, common::bytes(6 << 20, 3)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut cmd = Command::new(PCP);
+    cmd.args(["send", "--no-progress", "--discovery", "none", "--listen"])
+        .arg(&addr)
+        .arg(&f);
+    let mut s = Sending::start(cmd);
+    // Changed after the scan: every read of it is refused.
+    std::fs::write(&f, common::bytes(6 << 20, 4)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let r = common::receive_cmd(&addr, out.path())
+        .env("PCP_CODE", &s.code)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "{said}");
+    assert_eq!(said.matches("changed on the sender").count(), 1, "{said}");
+    let _ = s.child.kill();
+    s.wait(10);
+    let sent = s.stderr.lock().unwrap().clone();
+    let warned: Vec<&str> = sent
+        .lines()
+        .filter(|l| l.contains("changed since the share started"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{sent}");
+    assert!(
+        warned[0].starts_with("warning: ") && warned[0].contains("notes.bin"),
+        "{sent}"
+    );
+    assert!(!sent.contains(" WARN "), "{sent}");
+}
