@@ -72,9 +72,15 @@ fn word_index(w: &str) -> Result<u16, CodeError> {
             return Ok(i as u16);
         }
     }
+    // A few letters too few ("abo"): the words they begin.
+    let starting: Vec<&'static str> = list.iter().filter(|x| x.starts_with(w)).copied().collect();
+    let near = match starting.len() {
+        1..=3 if !w.is_empty() => starting,
+        _ => nearest(w, list),
+    };
     Err(CodeError::UnknownWord {
         word: w.to_string(),
-        near: nearest(w, list),
+        near,
     })
 }
 
@@ -243,6 +249,12 @@ mod tests {
                 word: "resultt".into(),
                 near: vec!["result"]
             })
+        );
+        assert_eq!(
+            Code::parse("bubble-enemy-result-abo")
+                .unwrap_err()
+                .to_string(),
+            "'abo' is not a word of the code list (BIP39 English); did you mean 'about' or 'above'?"
         );
         assert_eq!(
             Code::parse("bubble-enemy-result-xqzv")

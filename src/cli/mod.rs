@@ -22,6 +22,7 @@ mod docs;
 pub mod json;
 mod mount;
 mod node;
+mod prompt;
 mod receive;
 mod send;
 mod ui;

@@ -29,8 +29,8 @@ use crate::receive::{Progress, ReceiveOptions, Summary};
 #[derive(Args, Debug)]
 pub(super) struct ReceiveArgs {
     /// The code from `pcp send` (words separated by '-' or spaces; the first four letters of a
-    /// word are enough). Better left out: then PCP_CODE is read, or you are asked, and the
-    /// code stays out of `ps`.
+    /// word are enough). Better left out: then PCP_CODE is read, or you are asked (Tab
+    /// completes a word), and the code stays out of `ps`.
     #[arg(value_name = "CODE")]
     code: Vec<String>,
     /// Folder to receive into.

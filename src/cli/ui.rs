@@ -131,21 +131,34 @@ pub(super) fn read_code(args: &[String]) -> Result<Code> {
     if let Ok(c) = std::env::var("PCP_CODE") {
         return Ok(Code::parse(&Zeroizing::new(c))?);
     }
-    // On a terminal a mistyped code is asked for again (nothing went out yet); from a pipe
-    // the first answer is the only one.
-    let mut tries = if std::io::stdin().is_terminal() { 3 } else { 1 };
+    // On a terminal a mistyped code is asked for again (nothing went out yet), with Tab
+    // completing its words; from a pipe the first answer is the only one.
+    let terminal = std::io::stdin().is_terminal();
+    let mut tries = if terminal { 3 } else { 1 };
     loop {
-        say_part!("Enter the code: ");
-        let _ = std::io::stderr().flush();
-        let mut line = Zeroizing::new(String::new());
-        let n = std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::io("reading the code", e))?;
-        if n == 0 {
-            say!("");
-            return Err(Error::Usage("no code was given".into()));
-        }
+        let typed = match terminal {
+            true => super::prompt::ask("Enter the code: "),
+            false => Err(std::io::ErrorKind::Unsupported.into()),
+        };
+        let line = match typed {
+            Ok(super::prompt::Typed::Line(l)) => l,
+            Ok(super::prompt::Typed::End) => return Err(Error::Usage("no code was given".into())),
+            Ok(super::prompt::Typed::Interrupted) => return Err(Error::Interrupted),
+            Err(_) => {
+                say_part!("Enter the code: ");
+                let _ = std::io::stderr().flush();
+                let mut line = Zeroizing::new(String::new());
+                let n = std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .map_err(|e| Error::io("reading the code", e))?;
+                if n == 0 {
+                    say!("");
+                    return Err(Error::Usage("no code was given".into()));
+                }
+                line
+            }
+        };
         tries -= 1;
         match Code::parse(line.trim()) {
             Ok(code) => return Ok(code),
