@@ -58,16 +58,15 @@ impl Share {
         .copied()
     }
 
-    fn hash_blocking(&self, id: u64) -> std::result::Result<[u8; 32], Failure> {
+    pub(super) fn hash_blocking(&self, id: u64) -> std::result::Result<[u8; 32], Failure> {
         let f = self.file(id)?;
         self.check_unchanged(id, &f)?;
+        let size = self.source(id)?.size;
         let mut h = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0u64;
         loop {
-            let n = f
-                .read_at(&mut buf, off)
-                .map_err(|e| fail(ErrorCode::Io, format!("read failed: {e}")))?;
+            let n = self.read_or_hole(id, &f, &mut buf, off, size)?;
             if n == 0 {
                 break;
             }
@@ -75,10 +74,30 @@ impl Share {
             off += n as u64;
         }
         self.check_unchanged(id, &f)?;
-        if off != self.source(id)?.size {
+        if off != size {
             return Err(fail(ErrorCode::Changed, "file size changed on the sender"));
         }
         Ok(h.finalize().into())
+    }
+
+    /// Up to `buf.len()` bytes of file `id` at `off` (0 at the end, by the manifest's `size`):
+    /// zeros without reading where they lie in a hole of a sparse file (reading a hole fills
+    /// the page cache with pages of zeros), else read.
+    fn read_or_hole(
+        &self,
+        id: u64,
+        f: &std::fs::File,
+        buf: &mut [u8],
+        off: u64,
+        size: u64,
+    ) -> std::result::Result<usize, Failure> {
+        let n = (size.saturating_sub(off) as usize).min(buf.len());
+        if self.in_hole(id, f, off, n as u64) {
+            buf[..n].fill(0);
+            return Ok(n);
+        }
+        f.read_at(buf, off)
+            .map_err(|e| fail(ErrorCode::Io, format!("read failed: {e}")))
     }
 
     /// BLAKE3 of bytes `offset..offset+len` of file `id` (blocking).
@@ -98,9 +117,7 @@ impl Share {
         let mut done = 0u64;
         while done < len {
             let want = ((len - done) as usize).min(buf.len());
-            let n = f
-                .read_at(&mut buf[..want], offset + done)
-                .map_err(|e| fail(ErrorCode::Io, format!("read failed: {e}")))?;
+            let n = self.read_or_hole(id, &f, &mut buf[..want], offset + done, src.size)?;
             if n == 0 {
                 return Err(fail(ErrorCode::Changed, "file shrank on the sender"));
             }

@@ -222,6 +222,17 @@ fn holes_are_found_and_read_as_zeros() {
     assert_eq!(seek(4 << 20, true), Ok(5 << 20));
     // No data after 5 MiB: the size.
     assert_eq!(seek(5 << 20, false), Ok(16 << 20));
+    // Hashes, the holes hashed as zeros without reading them.
+    let mut whole = vec![0u8; 16 << 20];
+    whole[4 << 20..5 << 20].fill(7);
+    assert_eq!(
+        share.hash_blocking(e.id).unwrap(),
+        *blake3::hash(&whole).as_bytes()
+    );
+    assert_eq!(
+        share.range_hash(e.id, 3 << 20, 6 << 20).unwrap(),
+        *blake3::hash(&whole[3 << 20..9 << 20]).as_bytes()
+    );
     let code = |r: std::result::Result<u64, Failure>| r.unwrap_err().code;
     assert_eq!(code(seek(16 << 20, false)), ErrorCode::BadRange as i32);
     let none = crate::proto::Seek {
