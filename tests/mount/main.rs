@@ -238,10 +238,35 @@ async fn mount_reads_everything_right_and_refuses_changes() {
         .to_string();
     assert!(line.contains(" ro,"), "{line}");
     let fields: Vec<&str> = line.split(' ').collect();
+    // Words, not substrings ("fault" is in "default_permissions"); the options are all known
+    // ones with numeric values ("user" and "group" are words of the list too).
     for w in code.words() {
-        for f in [fields[0], fields[2], fields[3]] {
-            assert!(!f.contains(w), "{w} appears in /proc/mounts: {line}");
+        for f in [fields[0], fields[2]] {
+            let mut tokens = f.split(|c: char| !c.is_ascii_alphabetic());
+            assert!(
+                !tokens.any(|t| t == w),
+                "{w} appears in /proc/mounts: {line}"
+            );
         }
+    }
+    let known = [
+        "ro",
+        "nosuid",
+        "nodev",
+        "noatime",
+        "user_id",
+        "group_id",
+        "default_permissions",
+        "allow_other",
+        "max_read",
+        "blksize",
+    ];
+    for o in fields[3].split(',') {
+        let (k, v) = o.split_once('=').unwrap_or((o, "0"));
+        assert!(
+            known.contains(&k) && v.bytes().all(|b| b.is_ascii_digit()),
+            "unexpected mount option {o}: {line}"
+        );
     }
     drop(m);
     assert!(!in_mounts(&mp), "unmounted when dropped");
