@@ -2,8 +2,7 @@
 //! ML-KEM-768 (the receiver's encapsulation key rides in its Hello, the sender's ciphertext in
 //! its reply: no extra round trip), then explicit key confirmation (receiver first) over a
 //! transcript that covers both key exchanges. Or, to resume, fresh nonces and the ticket's
-//! secret in place of SPAKE2 and ML-KEM. The byte layout is in `proto/SPEC.md`. Keys come from
-//! `keys`.
+//! secret in place of SPAKE2 and ML-KEM. Bytes: `proto/SPEC.md`; keys: `keys`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -199,6 +198,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         spake: my_msg.clone(),
         resume: vec![],
         kem,
+        packed_manifest: p.role == Role::Receiver, // every receiver of this release reads it
     };
     // The KEM: the receiver sends a fresh encapsulation key; the sender encapsulates to it
     // before answering, so its ciphertext goes out in the same Hello as its SPAKE2 message.
@@ -315,7 +315,7 @@ pub async fn resume_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         role: role as i32,
         spake: nonce.to_vec(),
         resume: ticket.session.to_vec(),
-        kem: vec![],
+        ..Default::default() // no KEM; the manifest is already there
     };
     let peer = exchange_hellos(io, role, hello, peer_hello).await?;
     if peer.spake.len() != 32 {
@@ -592,7 +592,7 @@ mod tests {
         .await;
         assert_eq!(ks.unwrap().session_id(), kr.unwrap().session_id());
         let sizes: Vec<usize> = frames.iter().map(|f| 4 + f.len()).collect();
-        assert_eq!(sizes, [1233, 1134, 38, 38]);
+        assert_eq!(sizes, [1235, 1134, 38, 38]);
         let total: usize = sizes.iter().sum();
         assert!(total - 164 <= 4096, "{total}");
         assert!(frames.iter().all(|f| f.len() <= wire::MAX_HANDSHAKE_FRAME));

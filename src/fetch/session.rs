@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::net::{Node, STREAM_PROTOCOL};
 use crate::proto::{
-    envelope::Msg, Abort, Accept, Decline, Done, Entry, Offer, Role, MAX_ENTRIES,
-    MAX_MANIFEST_BYTES,
+    envelope::Msg, Abort, Accept, Decline, Done, Entry, ManifestChunk, Offer, Role, MAX_ENTRIES,
+    MAX_FRAME, MAX_MANIFEST_BYTES,
 };
 use crate::rate::RateLimit;
 
@@ -232,7 +232,11 @@ impl Session {
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         loop {
-            match self.reader.expect("the manifest").await? {
+            let msg = match self.reader.expect("the manifest").await? {
+                Msg::PackedManifest(p) => Msg::Manifest(unpack_manifest(&p)?),
+                other => other,
+            };
+            match msg {
                 Msg::Manifest(c) => {
                     if entries.len() as u64 + c.entries.len() as u64 > offer.entries {
                         return Err(Error::InvalidManifest(format!(
@@ -365,5 +369,73 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.reader.recv()).await;
         self.writer.close().await;
         Ok(())
+    }
+}
+
+/// A compressed manifest chunk opened: one zstd frame that gives exactly the length it claims,
+/// at most [`MAX_FRAME`] (what a chunk sent plain could be), and decodes as a chunk.
+fn unpack_manifest(p: &crate::proto::PackedManifest) -> Result<ManifestChunk> {
+    if p.len as usize > MAX_FRAME {
+        return Err(Error::Protocol(format!(
+            "a compressed manifest chunk of {} bytes",
+            p.len
+        )));
+    }
+    let raw = crate::pack::decompress(&p.zstd, p.len as usize)
+        .map_err(|e| Error::Protocol(format!("the manifest's {e}")))?;
+    ManifestChunk::decode(&raw[..])
+        .map_err(|e| Error::Protocol(format!("undecodable manifest chunk: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Kind, PackedManifest};
+
+    #[test]
+    fn a_packed_manifest_chunk_opens_only_as_what_it_claims() {
+        let entries: Vec<Entry> = (1..=2000u64)
+            .map(|i| {
+                crate::manifest::test_entry(
+                    i,
+                    0,
+                    format!("file{i:05}.txt").as_bytes(),
+                    Kind::File,
+                    i,
+                )
+            })
+            .collect();
+        let chunk = ManifestChunk {
+            entries,
+            last: true,
+        };
+        let raw = chunk.encode_to_vec();
+        let zstd = crate::pack::compress(&raw).expect("a tree's entries compress");
+        assert!(
+            zstd.len() * 4 < raw.len(),
+            "{} of {}",
+            zstd.len(),
+            raw.len()
+        );
+        let packed = |zstd: &[u8], len: usize| PackedManifest {
+            zstd: zstd.to_vec(),
+            len: len as u32,
+        };
+        assert_eq!(unpack_manifest(&packed(&zstd, raw.len())).unwrap(), chunk);
+        // A length other than the frame's, too big to be a chunk, not zstd, or not a chunk.
+        let not_a_chunk = crate::pack::compress(&[0xff; 8192]).unwrap();
+        for bad in [
+            packed(&zstd, raw.len() - 1),
+            packed(&zstd, raw.len() + 1),
+            packed(&zstd, MAX_FRAME + 1),
+            packed(b"not zstd at all", 100),
+            packed(&not_a_chunk, 8192),
+        ] {
+            assert!(
+                matches!(unpack_manifest(&bad), Err(Error::Protocol(_))),
+                "{}",
+                bad.len
+            );
+        }
     }
 }

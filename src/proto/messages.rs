@@ -17,7 +17,7 @@ pub const VERSION: u32 = 2;
 pub const PROTOCOL_1: &str = "/pcp/1";
 
 /// Largest plaintext frame before the handshake completes. The largest is the receiver's
-/// `Opening{Hello}` with its 1184-byte ML-KEM-768 encapsulation key (1229 bytes with a
+/// `Opening{Hello}` with its 1184-byte ML-KEM-768 encapsulation key (1231 bytes with a
 /// SPAKE2 message; the sender's `Hello` with its 1088-byte ciphertext is 1130).
 pub const MAX_HANDSHAKE_FRAME: usize = 2048;
 /// Largest data a single read request may ask for.
@@ -85,6 +85,10 @@ pub struct Hello {
     /// (1088 bytes). Empty when resuming.
     #[prost(bytes = "vec", tag = "5")]
     pub kem: Vec<u8>,
+    /// Receiver: it takes the manifest compressed ([`PackedManifest`]); a hint, not in the
+    /// transcript (proto/SPEC.md §6.1).
+    #[prost(bool, tag = "6")]
+    pub packed_manifest: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -106,7 +110,7 @@ pub struct Join {
 /// Every encrypted frame carries one envelope.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
-    #[prost(oneof = "envelope::Msg", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "envelope::Msg", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub msg: Option<envelope::Msg>,
 }
 
@@ -131,6 +135,8 @@ pub mod envelope {
         Abort(super::Abort),
         #[prost(message, tag = "9")]
         Ready(super::Ready),
+        #[prost(message, tag = "10")]
+        PackedManifest(super::PackedManifest),
     }
 }
 
@@ -207,6 +213,16 @@ impl Entry {
     pub fn sparse(&self) -> bool {
         self.allocated.is_some_and(|a| a < self.size)
     }
+}
+
+/// In place of a [`ManifestChunk`], to a receiver that asked (`Hello.packed_manifest`): one
+/// zstd frame of the encoded chunk, and its length (at most [`MAX_FRAME`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PackedManifest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub zstd: Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    pub len: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -23,7 +23,7 @@ fn golden_messages() {
         assert_eq!(got, want, "message {name}");
         checked += 1;
     }
-    assert_eq!(checked, 24);
+    assert_eq!(checked, 25);
 }
 
 /// The plain handshake messages, hex-encoded, by vector name.
@@ -38,6 +38,7 @@ fn golden_openings() -> Vec<(&'static str, String)> {
                     spake: vec![0xaa; 3],
                     resume: vec![],
                     kem: vec![0xbb; 2],
+                    packed_manifest: true,
                 })),
             }
             .encode_to_vec()),
@@ -50,6 +51,7 @@ fn golden_openings() -> Vec<(&'static str, String)> {
                 spake: vec![0xaa; 3],
                 resume: vec![],
                 kem: vec![0xcc; 2],
+                packed_manifest: false,
             }
             .encode_to_vec()),
         ),
@@ -233,6 +235,13 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                     allocated: Some(8192),
                 }],
                 last: true,
+            })),
+        ),
+        (
+            "packed_manifest",
+            enc(envelope::Msg::PackedManifest(PackedManifest {
+                zstd: b"zz".to_vec(),
+                len: 300,
             })),
         ),
         (
