@@ -125,6 +125,19 @@ async fn the_hash_that_comes_with_the_reads_is_checked_or_asked_for() {
 /// A small tmpfs mounted for one test, unmounted even when it fails.
 struct Tmpfs(tempfile::TempDir);
 
+impl Tmpfs {
+    fn of_6_mib() -> Tmpfs {
+        let disk = Tmpfs(tempfile::tempdir().unwrap());
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+            .arg(disk.0.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs needs root");
+        disk
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
@@ -140,13 +153,7 @@ async fn a_full_disk_is_said_before_the_file_is_fetched_and_keeps_what_was_writt
     std::fs::create_dir(src.path().join("d")).unwrap();
     std::fs::write(src.path().join("d/small"), b"fits").unwrap();
     std::fs::write(src.path().join("d/big"), bytes(12 << 20, 61)).unwrap();
-    let disk = Tmpfs(tempfile::tempdir().unwrap());
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(disk.0.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a tmpfs needs root");
+    let disk = Tmpfs::of_6_mib();
     let (sender, mut s, m) = accepted(&[src.path().join("d")]).await;
     let c = s.client(2).await.unwrap();
     let err = receive_into(&c, &m, disk.0.path())
@@ -188,13 +195,7 @@ async fn a_sparse_file_needs_room_for_its_data_only_and_stays_sparse() {
     // 64 MiB apparent, 2 MiB of data; and 64 MiB with 8 MiB of data.
     sparse_file(&fits, 64 << 20, &bytes(1 << 20, 5), &[3 << 20, 40 << 20]);
     sparse_file(&too_big, 64 << 20, &bytes(4 << 20, 6), &[0, 30 << 20]);
-    let disk = Tmpfs(tempfile::tempdir().unwrap());
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(disk.0.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a tmpfs needs root");
+    let disk = Tmpfs::of_6_mib();
 
     let (sender, mut s, m) = accepted(std::slice::from_ref(&fits)).await;
     let allocated = m.entries()[0].allocated;
