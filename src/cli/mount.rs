@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::receive::find;
 use super::ui::{
-    ask_compressed, parse_rate, parse_size, plural, read_code, roots, CompressArg, Ui,
+    ask_compressed, parse_rate, parse_size, plural, read_code, roots, tally, CompressArg, Ui,
 };
 use super::{interrupted, json, seek};
 use crate::error::{Error, Result};
@@ -97,7 +97,7 @@ pub(super) async fn mount(a: MountArgs, discovery: Discovery, ui: Ui) -> Result<
     say!(
         "Mounted {} ({}, {}) read-only at {}. Ctrl-C to unmount.",
         roots(&c.roots),
-        plural(c.files, "file"),
+        tally(c.files, c.folders, c.links),
         HumanBytes(c.bytes),
         a.mountpoint.display()
     );

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::ui::{
-    ask_compressed, confirm, parse_rate, plural, read_code, roots, seconds, CompressArg, Ui, Wire,
+    ask_compressed, confirm, parse_rate, read_code, roots, seconds, tally, CompressArg, Ui, Wire,
 };
 use super::{interrupted, json, seek};
 use crate::code::Code;
@@ -121,7 +121,7 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     let what = format!(
         "{} — {}, {}",
         roots(&c.roots),
-        plural(c.files, "file"),
+        tally(c.files, c.folders, c.links),
         HumanBytes(c.bytes)
     );
     if !c.hidden.is_empty() {
@@ -192,7 +192,8 @@ pub(super) async fn receive(a: ReceiveArgs, discovery: Discovery, ui: Ui) -> Res
     let summary = summary?;
     let secs = started.elapsed().as_secs_f64();
     let wire = wire(&progress);
-    print_summary(&c.roots, files, bytes, &summary, wire, secs);
+    let tallied = tally(files, c.folders, c.links);
+    print_summary(&c.roots, &tallied, bytes, &summary, wire, secs);
     json::done(wire.json(json!({
         "files": files,
         "bytes": bytes,
@@ -337,7 +338,7 @@ async fn text_json(receiver: Receiver) -> Result<()> {
 /// What moved over the network, and what an earlier run had already left here, verified.
 fn print_summary(
     names: &[Vec<u8>],
-    files: u64,
+    tallied: &str,
     bytes: u64,
     summary: &Summary,
     wire: Wire,
@@ -363,9 +364,8 @@ fn print_summary(
         )
     };
     say!(
-        "Received {} ({}, {}, all verified) in {}: {moved}{resumed}.",
+        "Received {} ({tallied}, {}, all verified) in {}: {moved}{resumed}.",
         roots(names),
-        plural(files, "file"),
         HumanBytes(bytes),
         seconds(secs),
     );

@@ -14,12 +14,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ui::{parse_rate, plural, roots, seconds, MountRate, Ui, Wire};
+use super::ui::{parse_rate, plural, roots, seconds, tally, MountRate, Ui, Wire};
 use super::{interrupted, json};
 use crate::code::{Code, MAX_WORDS, MIN_WORDS};
 use crate::error::{Error, Result};
 use crate::manifest::{check_name, Rules};
 use crate::net::discovery::Discovery;
+use crate::proto::Kind;
 use crate::proto::MAX_TEXT;
 use crate::share::send::{SendEvent, Sender, Shared};
 use crate::share::Spool;
@@ -174,10 +175,12 @@ pub(super) async fn send(a: SendArgs, discovery: Discovery, ui: Ui) -> Result<()
     if offer.text {
         say!("Sharing a text message ({}).", HumanBytes(offer.bytes));
     } else {
+        let entries = &sender.share().tree().entries;
+        let count = |k: Kind| entries.iter().filter(|e| e.kind == k as i32).count() as u64;
         say!(
             "Sharing {} ({}, {}){limit}.",
             roots(&offer.roots),
-            plural(offer.files, "file"),
+            tally(offer.files, count(Kind::Dir), count(Kind::Symlink)),
             HumanBytes(offer.bytes)
         );
     }

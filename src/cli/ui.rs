@@ -81,6 +81,18 @@ impl MountRate {
     }
 }
 
+/// "6 files", "6 files in 3 folders, 2 symlinks": the folders once there is more than one.
+pub(super) fn tally(files: u64, folders: u64, links: u64) -> String {
+    let mut s = plural(files, "file");
+    if folders > 1 {
+        s += &format!(" in {folders} folders");
+    }
+    if links > 0 {
+        s += &format!(", {}", plural(links, "symlink"));
+    }
+    s
+}
+
 pub(super) fn plural(n: u64, one: &str) -> String {
     if n == 1 {
         format!("1 {one}")
@@ -379,6 +391,9 @@ mod tests {
         assert_eq!(roots(&r), "a, b/, c and 2 more");
         assert_eq!(roots(&r[..1]), "a");
         assert_eq!(plural(1, "file"), "1 file");
+        assert_eq!(tally(1, 1, 0), "1 file");
+        assert_eq!(tally(6, 3, 2), "6 files in 3 folders, 2 symlinks");
+        assert_eq!(tally(0, 2, 1), "0 files in 2 folders, 1 symlink");
         assert_eq!(plural(2, "file"), "2 files");
     }
 

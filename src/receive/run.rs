@@ -31,6 +31,9 @@ pub struct Contents {
     pub roots: Vec<Vec<u8>>,
     pub files: u64,
     pub bytes: u64,
+    /// Folders (the shared ones included) and symlinks.
+    pub folders: u64,
+    pub links: u64,
     /// Top-level names that start with a dot (`.ssh`, `.config`): worth a second look.
     pub hidden: Vec<Vec<u8>>,
     /// A text message (checked: one file of at most [`MAX_TEXT`] bytes): print it.
@@ -62,10 +65,13 @@ impl Contents {
             }
             roots.push(n);
         }
+        let count = |k: Kind| m.entries().iter().filter(|e| e.kind == k as i32).count() as u64;
         Ok(Contents {
             roots,
             files,
             bytes,
+            folders: count(Kind::Dir),
+            links: count(Kind::Symlink),
             hidden,
             text,
             one_file,
