@@ -21,6 +21,9 @@
 #   BENCH_BIG_MIB=1024      size of the random big file, MiB
 #   BENCH_SMALL_FILES=2000  number of small files
 #   BENCH_SMALL_KIB=4       size of each small file, KiB
+#   BENCH_SPARSE_MIB=4096   apparent size of a sparse disk image with 1/64 of it data (1 MiB
+#                           at the start of every 64 MiB); 0 leaves the workload out (the
+#                           default with BENCH_RECV_DST=tmpfs)
 #   BENCH_DIR=/tmp/pcp-bench  parent of the temporary work dir (removed on exit)
 #   BENCH_SSH_PORT=2222     first port tried for the private sshd (next free one up to +50)
 #   BENCH_TIMEOUT=600       seconds before one transfer is abandoned
@@ -42,6 +45,9 @@ DO_MOUNT=0
 source "$ROOT/scripts/lib.sh"
 loopback_options
 RECV_DST=${BENCH_RECV_DST:-disk}
+# scp writes the image's holes as zeros: not into a tmpfs sized for the big file.
+SPARSE_MIB=${BENCH_SPARSE_MIB:-$([ "$RECV_DST" = tmpfs ] && echo 0 || echo 4096)}
+[[ $SPARSE_MIB =~ ^[0-9]+$ ]] || die "BENCH_SPARSE_MIB must be a number of MiB (0: none)"
 [[ $RECV_DST = disk || $RECV_DST = tmpfs ]] || die "BENCH_RECV_DST must be disk or tmpfs"
 section_start "$@"
 
@@ -152,8 +158,20 @@ make_data() {
   log "writing $BIG_MIB MiB of random data and $SMALL_FILES random files of $SMALL_KIB KiB"
   head -c "$((BIG_MIB << 20))" /dev/urandom >"$src/big.bin"
   random_files "$src/small" "$SMALL_FILES" "$((SMALL_KIB << 10))"
+  if ((SPARSE_MIB >= 64)); then
+    # A virtual machine's disk image: 1 MiB of data at the start of every 64 MiB, holes between.
+    log "writing a sparse image of $SPARSE_MIB MiB with $((SPARSE_MIB / 64)) MiB of data"
+    truncate -s "$((SPARSE_MIB << 20))" "$src/disk.img"
+    local at
+    for ((at = 0; at < SPARSE_MIB; at += 64)); do
+      head -c 1M /dev/urandom | dd of="$src/disk.img" bs=1M seek="$at" conv=notrunc status=none
+    done
+  fi
   sync
 }
+
+# The disk space the sparse image took on the receiving side, after pcp's and scp's copies.
+declare -A R_DU=()
 
 bench_transfers() {
   local run name
@@ -165,7 +183,9 @@ bench_transfers() {
       R_RSS_SEND[$name]+=" $RSS_SEND"
       R_RSS_RECV[$name]+=" $RSS_RECV"
       log "run $run/$RUNS $name: pcp $T s (RSS send $((RSS_SEND / 1024)) MiB, receive $((RSS_RECV / 1024)) MiB)"
+      [ "$name" != sparse ] || R_DU[pcp]=$(du -sk "$dst" | cut -f1)
       run_scp "${W_SRC[$name]}" "$dst" "${W_FILES[$name]}" "${W_BYTES[$name]}" "$name-$run"
+      [ "$name" != sparse ] || R_DU[scp]=$(du -sk "$dst" | cut -f1)
       R_SCP_T[$name]+=" $T"
       log "run $run/$RUNS $name: scp $T s"
       rm -rf "$dst"
@@ -233,6 +253,10 @@ report_receive() {
   for name in "${WORKLOADS[@]}"; do
     echo "- ${W_LABEL[$name]}: pcp${R_PCP_T[$name]}; scp${R_SCP_T[$name]}"
   done
+  if [ -n "${R_DU[pcp]:-}" ]; then
+    echo
+    echo "The sparse image's throughput counts its apparent size. On the receiving disk it took $((R_DU[pcp] >> 10)) MiB after pcp (holes kept) and $((R_DU[scp] >> 10)) MiB after scp (the holes written as zeros)."
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +273,9 @@ main() {
   [ "$NET" != veth ] || small_discovery=default
   add_transfer_workload big "$(size_label "$BIG_MIB" | sed 's/ file$/ random file/')" "$WORK/src/big.bin" "" "$TARGET_BIG_VS_SCP" ""
   add_transfer_workload small "$(commas "$SMALL_FILES") files of $SMALL_KIB KiB" "$WORK/src/small" "" "" "$TARGET_SMALL_SECS" "$small_discovery"
+  if ((SPARSE_MIB >= 64)); then
+    add_transfer_workload sparse "$(size_label "$SPARSE_MIB" | sed 's/ file$//') sparse disk image, $((SPARSE_MIB / 64)) MiB of data" "$WORK/src/disk.img"
+  fi
   bench_transfers
   report_receive
   section_end
