@@ -93,10 +93,9 @@ impl Share {
         if want < DIRECT_READ {
             return Ok(None);
         }
-        // A hole is not read at all (`read_into`).
-        Ok(self.direct_file(id)?.filter(|f| {
-            !self.in_hole(id, f, offset, want as u64) && Self::mostly_uncached(f, offset, want)
-        }))
+        Ok(self
+            .direct_file(id)?
+            .filter(|f| Self::mostly_uncached(f, offset, want)))
     }
 
     /// A read of `len` bytes at `offset` straight from the disk with `f` (from

@@ -19,6 +19,7 @@ use super::tree_hash::TreeHash;
 
 mod direct;
 mod hash;
+mod holes;
 
 use crate::crypto::{DATA_ROOM, TAG};
 use crate::manifest::{LocalTree, Source};
@@ -229,61 +230,6 @@ impl Share {
         self.tree.entries.get(id.checked_sub(1)? as usize)
     }
 
-    /// `lseek(2)` of `f` from `offset` to the next data (`hole` false) or hole: `None` where
-    /// there is none (`ENXIO`: no data after `offset`).
-    fn lseek(f: &File, offset: u64, hole: bool) -> std::io::Result<Option<u64>> {
-        use std::os::fd::AsRawFd;
-        let whence = if hole {
-            libc::SEEK_HOLE
-        } else {
-            libc::SEEK_DATA
-        };
-        let off = i64::try_from(offset).map_err(std::io::Error::other)?;
-        // SAFETY: lseek on an open descriptor; every read of the share is positioned
-        // (`preadv2`), so the descriptor's own offset is not used by anyone.
-        let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENXIO) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        Ok(Some(r as u64))
-    }
-
-    /// Whether `offset..offset + want` of file `id` (open as `f`) lies in a hole: for a file
-    /// with holes (`Entry::sparse`), so its holes are answered without reading them (the page
-    /// cache would fill with pages of zeros). Any doubt (an error, a filesystem that cannot
-    /// tell, which reports all data) reads the bytes.
-    fn in_hole(&self, id: u64, f: &File, offset: u64, want: u64) -> bool {
-        if want == 0 || !self.entry(id).is_some_and(|e| e.sparse()) {
-            return false;
-        }
-        match Self::lseek(f, offset, false) {
-            Ok(None) => true,
-            Ok(Some(data)) => data >= offset.saturating_add(want),
-            Err(_) => false,
-        }
-    }
-
-    /// Answers a [`Seek`](crate::proto::Seek): where the next data or hole of a file begins, at
-    /// `offset` or after, at most its size (the size: no data after `offset`).
-    pub(crate) fn seek(&self, s: &crate::proto::Seek) -> std::result::Result<u64, Failure> {
-        let size = self.source(s.file)?.size;
-        if s.offset >= size {
-            return Err(fail(
-                ErrorCode::BadRange,
-                format!("offset {} is not before the end", s.offset),
-            ));
-        }
-        let f = self.file(s.file)?;
-        let found = Self::lseek(&f, s.offset, s.hole)
-            .map_err(|e| fail(ErrorCode::Io, format!("seek failed: {e}")))?;
-        self.check_unchanged(s.file, &f)?;
-        Ok(found.unwrap_or(size).clamp(s.offset, size))
-    }
-
     /// After a read of `want` bytes at `offset` into `buf[at..]`: refused if the file changed
     /// meanwhile (checked after reading, so bytes of a file that changed are never sent) or
     /// came up short; counted; with the file's hash when it covers the whole file.
@@ -383,10 +329,6 @@ impl Share {
             buf.resize(room.before, 0);
         }
         buf.reserve_exact(end + room.after - buf.len());
-        // A hole of a sparse file reads as zeros: no need to read it.
-        if buf.len() == room.before && self.in_hole(id, &f, offset, want as u64) {
-            buf.resize(end, 0);
-        }
         // No-wait: only what the page cache holds (EAGAIN at the first page it lacks; where the
         // filesystem cannot tell, EOPNOTSUPP); the caller then goes on from there, blocking.
         let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
@@ -492,8 +434,11 @@ impl Share {
                 let compress_ok = r.compress && !self.no_compress.load(Ordering::Relaxed);
                 // A big read the page cache lacks: from the disk straight into the buffer,
                 // on the blocking pool.
-                let direct = match self.direct_for(r.file, r.offset, r.len) {
-                    Ok(Some(f)) => {
+                // A hole of a sparse file is zeros: not read at all.
+                let hole = self.read_in_hole(&r);
+                let direct = match (!hole).then(|| self.direct_for(r.file, r.offset, r.len)) {
+                    None => Ok(None),
+                    Some(Ok(Some(f))) => {
                         let (me, r) = (self.clone(), r.clone());
                         tokio::task::spawn_blocking(move || {
                             let read = me.read_direct(r.file, r.offset, r.len, room, &f)?;
@@ -505,8 +450,8 @@ impl Share {
                         .await
                         .unwrap_or_else(|e| Err(fail(ErrorCode::Io, e.to_string()).into()))
                     }
-                    Ok(None) => Ok(None),
-                    Err(f) => Err(f.into()),
+                    Some(Ok(None)) => Ok(None),
+                    Some(Err(f)) => Err(f.into()),
                 };
                 let mut at = room.before;
                 let read = match direct {
@@ -515,6 +460,7 @@ impl Share {
                         Ok((buf, hash))
                     }
                     Err(e) => Err(e),
+                    Ok(None) if hole => self.read_hole(&r, room),
                     Ok(None) => self.read_cached_or_not(r, room).await,
                 };
                 // A run of zeros (a sparse file's hole, a preallocated region) goes as its

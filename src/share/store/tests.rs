@@ -242,3 +242,54 @@ fn holes_are_found_and_read_as_zeros() {
     };
     assert_eq!(code(share.seek(&none)), ErrorCode::NoSuchFile as i32);
 }
+
+/// Bytes this thread has read through system calls (`rchar`).
+fn thread_rchar() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A read inside a hole is answered as its count of zeros without a byte read from the file,
+/// and a whole-file hash reads only the data (counted on this thread: a small read of an
+/// uncached range would be read right here).
+#[test]
+fn holes_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("img");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(16 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[7u8; 1 << 20], 4 << 20).unwrap();
+    drop(f);
+    let share = Arc::new(Share::new(
+        LocalTree::build(std::slice::from_ref(&p)).unwrap(),
+    ));
+    let id = share.tree().entries[0].id;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let read = Request {
+        id: 1,
+        op: Some(request::Op::Read(crate::proto::Read {
+            file: id,
+            offset: 8 << 20,
+            len: 64 << 10,
+            zeros: true,
+            ..Default::default()
+        })),
+    };
+    let before = thread_rchar();
+    let answer = rt.block_on(share.clone().answer(read));
+    assert!(thread_rchar() - before < 4096, "the hole was read");
+    assert!(matches!(answer, Answer::Other(r) if r.zeros == 64 << 10 && r.error.is_none()));
+    let before = thread_rchar();
+    share.hash_blocking(id).unwrap();
+    let read = thread_rchar() - before;
+    assert!(
+        (1 << 20..2 << 20).contains(&read),
+        "{read} bytes read to hash"
+    );
+}
