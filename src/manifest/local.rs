@@ -331,7 +331,7 @@ impl LocalTree {
             mtime_sec: meta.mtime(),
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             target,
-            allocated: (kind == Kind::File).then(|| meta.blocks().saturating_mul(512)),
+            allocated: (kind == Kind::File).then(|| allocated(path, meta)),
         });
         self.sources.push((kind == Kind::File).then(|| Source {
             path: path.to_path_buf(),
@@ -370,6 +370,59 @@ impl LocalTree {
 
 /// Whether this process may read the file at `path`: at once when everyone may (no system
 /// call for the usual file), else as the kernel decides.
+/// A file's `Entry.allocated`: `st_blocks × 512` when that covers its size. Below it the file
+/// has holes, or its filesystem counts it compressed (ZFS): then the bytes its data extents
+/// span (`lseek` with `SEEK_DATA` / `SEEK_HOLE`, which see through compression), so only a file
+/// with real holes counts as sparse, and a receiver looks for room for its data as it will be
+/// written. Any doubt (it cannot be opened, `lseek` fails) keeps `st_blocks × 512`.
+fn allocated(path: &Path, meta: &std::fs::Metadata) -> u64 {
+    let blocks = meta.blocks().saturating_mul(512);
+    if blocks >= meta.len() {
+        return blocks;
+    }
+    match data_extents(path, meta.len()) {
+        Ok(data) => data.max(blocks),
+        Err(_) => blocks,
+    }
+}
+
+/// The bytes of `path`'s first `size` that lie in data extents, walked with `lseek`; past
+/// `MAX_EXTENTS` extents the rest counts as data (a few ms of system calls at most per file).
+fn data_extents(path: &Path, size: u64) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    const MAX_EXTENTS: u32 = 65_536;
+    // Not following a link, not waiting on a FIFO that took the file's place since its stat.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let seek = |at: u64, whence| -> std::io::Result<Option<u64>> {
+        let at = i64::try_from(at).map_err(std::io::Error::other)?;
+        // SAFETY: lseek on a descriptor this function owns.
+        match unsafe { libc::lseek(f.as_raw_fd(), at, whence) } {
+            r if r >= 0 => Ok(Some(r as u64)),
+            _ => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+                e => Err(e),
+            },
+        }
+    };
+    let (mut at, mut data) = (0u64, 0u64);
+    for _ in 0..MAX_EXTENTS {
+        let Some(start) = seek(at, libc::SEEK_DATA)?.filter(|&s| s < size) else {
+            return Ok(data);
+        };
+        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
+        data += end.saturating_sub(start);
+        at = end;
+        if at >= size || end <= start {
+            return Ok(data);
+        }
+    }
+    Ok(data + (size - at))
+}
+
 fn readable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     if meta.mode() & 0o004 != 0 {
         return Ok(());
@@ -449,5 +502,30 @@ mod tests {
         let (names, _) = scanned(std::slice::from_ref(&repo), &Rules::default());
         assert!(names.contains(&"repo/.git".to_string()), "{names:?}");
         assert!(Rules::check(&ex(&["[z-a]"])).is_err());
+    }
+
+    /// `allocated` is the bytes of a file's data: its holes left out, and a file without
+    /// holes never below its size (what a filesystem that counts compressed blocks would say).
+    #[test]
+    fn allocated_counts_the_data_extents_of_a_file_with_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sparse, dense) = (dir.path().join("sparse"), dir.path().join("dense"));
+        let f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        for mib in [3u64, 40] {
+            f.write_all_at(&vec![7u8; 1 << 20], mib << 20).unwrap();
+        }
+        f.sync_all().unwrap();
+        std::fs::write(&dense, vec![1u8; 3 << 20]).unwrap();
+        let at = |p: &Path| allocated(p, &std::fs::metadata(p).unwrap());
+        let data = at(&sparse);
+        assert!((2 << 20..4 << 20).contains(&data), "{data}");
+        assert_eq!(data_extents(&sparse, 64 << 20).unwrap(), data);
+        // Walked only to the size asked about; a file past its data has none.
+        assert_eq!(data_extents(&sparse, 3 << 20).unwrap(), 0);
+        assert!(at(&dense) >= 3 << 20);
+        // As a filesystem that reports compressed blocks would have it: no hole, all data.
+        assert_eq!(data_extents(&dense, 3 << 20).unwrap(), 3 << 20);
     }
 }
