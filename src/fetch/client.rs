@@ -394,12 +394,16 @@ impl Client {
     }
 
     /// Where the next data (`hole` false) or hole of a sparse `file` begins at or after
-    /// `offset`, as the sender's `lseek(2)` says (its size: no data after `offset`); unchecked.
-    pub async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<u64> {
+    /// `offset`, as the sender's `lseek(2)` says (its size: no data after `offset`), and the
+    /// edges between data and hole that follow; unchecked.
+    pub async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<super::SeekAnswer> {
         let resp = self
             .call(request::Op::Seek(Seek { file, offset, hole }))
             .await?;
-        Ok(resp.position)
+        Ok(super::SeekAnswer {
+            position: resp.position,
+            edges: resp.extents,
+        })
     }
 
     /// Whether at least one data stream is usable, or may still be (streams being opened).

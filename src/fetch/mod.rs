@@ -13,7 +13,7 @@ mod source;
 pub use client::Client;
 pub use remote::{Remote, RemoteEvent};
 pub use session::Session;
-pub use source::FileSource;
+pub use source::{FileSource, SeekAnswer};
 
 use libp2p::PeerId;
 

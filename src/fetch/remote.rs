@@ -327,7 +327,7 @@ impl FileSource for Arc<Remote> {
         .await
     }
 
-    async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+    async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<Option<super::SeekAnswer>> {
         self.with_client(true, |c| async move { c.seek(file, offset, hole).await })
             .await
             .map(Some)

@@ -9,6 +9,14 @@ use bytes::Bytes;
 use super::Client;
 use crate::error::Result;
 
+/// A sender's answer to a `Seek` (SPEC §11.7), unchecked: the offset found, and where the file
+/// changes between data and hole after it (none when the sender did not say).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeekAnswer {
+    pub position: u64,
+    pub edges: Vec<u64>,
+}
+
 /// Where file bytes come from.
 pub trait FileSource: Clone + Send + Sync + 'static {
     /// `len` bytes of `file` at `offset`, and the whole-file hash if the sender attached it.
@@ -43,14 +51,14 @@ pub trait FileSource: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<[u8; 32]>> + Send;
     /// Where the next data (`hole` false) or hole of a sparse `file` begins at or after
     /// `offset`, as the sender's `lseek(2)` says: at most the file's size (no data after
-    /// `offset`), unchecked. `None`: this source cannot tell (the caller then treats the
-    /// whole file as data, as `lseek` may).
+    /// `offset`), unchecked, with the edges that follow. `None`: this source cannot tell (the
+    /// caller then treats the whole file as data, as `lseek` may).
     fn seek(
         &self,
         _file: u64,
         _offset: u64,
         _hole: bool,
-    ) -> impl Future<Output = Result<Option<u64>>> + Send {
+    ) -> impl Future<Output = Result<Option<SeekAnswer>>> + Send {
         async { Ok(None) }
     }
 }
@@ -84,7 +92,7 @@ impl FileSource for Client {
     ) -> impl Future<Output = Result<[u8; 32]>> + Send {
         Client::range_hash(self, file, offset, len)
     }
-    async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+    async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<Option<SeekAnswer>> {
         Client::seek(self, file, offset, hole).await.map(Some)
     }
 }

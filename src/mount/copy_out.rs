@@ -29,7 +29,12 @@ impl<S: FileSource> FileSource for CacheSource<S> {
     async fn range_hash(&self, file: u64, offset: u64, len: u64) -> Result<[u8; 32]> {
         self.0.source().range_hash(file, offset, len).await
     }
-    async fn seek(&self, file: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+    async fn seek(
+        &self,
+        file: u64,
+        offset: u64,
+        hole: bool,
+    ) -> Result<Option<crate::fetch::SeekAnswer>> {
         self.0.source().seek(file, offset, hole).await
     }
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 
 use super::cache::{assemble, Blocks, Part, SharedRun, BLOCK};
+use super::extents::Extents;
 use super::readahead::{ReadAhead, DIR_PREFETCH_BYTES, SMALL_FILE};
 use super::tree::{Attr, Tree};
 use super::Errno;
@@ -38,7 +39,13 @@ pub struct MountFs<S: FileSource> {
     readahead: ReadAhead,
     timeout: Duration,
     failures: Arc<Failures>,
+    /// What the sender said of sparse files' extents, for the last [`EXTENT_FILES`] files
+    /// sought in.
+    extents: Arc<Mutex<lru::LruCache<u64, Extents>>>,
 }
+
+/// How many files' [`Extents`] the mount keeps (each at most ~0.5 KiB).
+const EXTENT_FILES: usize = 64;
 
 /// Reads that failed, said once per change: while the sender is away every read fails the
 /// same way, and a `cp -r` or a file manager would otherwise print one warning per read.
@@ -76,6 +83,9 @@ impl<S: FileSource> MountFs<S> {
             readahead,
             timeout,
             failures: Arc::default(),
+            extents: Arc::new(Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(EXTENT_FILES).expect("not zero"),
+            ))),
         })
     }
 
@@ -198,7 +208,8 @@ impl<S: FileSource> MountFs<S> {
 
     /// `lseek(2)` with `SEEK_DATA` or `SEEK_HOLE` (`hole`) from `offset` in file `ino`. A
     /// file the sender said has no holes is all data, answered here; a sparse one is asked of
-    /// the sender (within the timeout). Any answer it cannot give or that is out of range
+    /// the sender (within the timeout) unless its last answer about the file covers `offset`
+    /// (one answer tells up to 64 extents). Any answer it cannot give or that is out of range
     /// counts the file as all data, which `lseek` allows. `ENXIO`: no data after `offset`, or
     /// `offset` at or past the end.
     pub fn begin_seek(&self, ino: u64, offset: i64, hole: bool) -> Seeking {
@@ -218,15 +229,32 @@ impl<S: FileSource> MountFs<S> {
         if !e.sparse() {
             return Seeking::Done(Ok(all_data));
         }
-        let (src, timeout) = (self.source().clone(), self.timeout);
+        let said = move |p| match p {
+            p if p == size && !hole => Err(libc::ENXIO),
+            p => Ok(p),
+        };
+        let known = self.extents.lock().expect("lock").get(&id).cloned();
+        if let Some(p) = known.and_then(|x| x.answer(offset, hole)) {
+            return Seeking::Done(said(p));
+        }
+        let (src, timeout, extents) = (self.source().clone(), self.timeout, self.extents.clone());
         Seeking::Wait(
             async move {
                 let found = match tokio::time::timeout(timeout, src.seek(id, offset, hole)).await {
-                    Ok(Ok(Some(p))) if (offset..=size).contains(&p) => p,
-                    Ok(Ok(Some(p))) => {
-                        tracing::debug!("seek answered out of range ({p}); all data");
-                        all_data
-                    }
+                    Ok(Ok(Some(a))) => match Extents::from_answer(offset, hole, size, &a) {
+                        Some(x) => {
+                            let p = x.answer(offset, hole).unwrap_or(all_data);
+                            extents.lock().expect("lock").put(id, x);
+                            p
+                        }
+                        None => {
+                            tracing::debug!(
+                                "seek answered out of range ({}); all data",
+                                a.position
+                            );
+                            all_data
+                        }
+                    },
                     Ok(Ok(None)) => all_data,
                     Ok(Err(e)) => {
                         tracing::debug!("seek failed ({e}); all data");
@@ -234,10 +262,7 @@ impl<S: FileSource> MountFs<S> {
                     }
                     Err(_) => all_data,
                 };
-                match found {
-                    p if p == size && !hole => Err(libc::ENXIO),
-                    p => Ok(p),
-                }
+                said(found)
             }
             .boxed(),
         )

@@ -6,6 +6,7 @@
 
 pub(crate) mod cache;
 pub(crate) mod copy_out;
+mod extents;
 pub mod fs;
 mod fuse;
 mod mounted;

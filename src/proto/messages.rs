@@ -325,7 +325,15 @@ pub struct Response {
     /// `offset`, or the hole at the end of the file).
     #[prost(uint64, tag = "7")]
     pub position: u64,
+    /// With a [`Seek`]'s `position`, optionally: the offsets after it where the file changes
+    /// between data and hole, increasing, at most [`MAX_EDGES`], none above its size
+    /// (`position..extents[0]` is of the kind sought, the next span of the other kind, ...).
+    #[prost(uint64, repeated, tag = "8")]
+    pub extents: Vec<u64>,
 }
+
+/// The most `Response.extents` a sender gives (SPEC §11.7).
+pub const MAX_EDGES: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
 #[repr(i32)]

@@ -106,6 +106,7 @@ async fn fake_sender_offering(
                                 zeros,
                                 compressed,
                                 position: 0,
+                                extents: vec![],
                             };
                             if w.send_now(Msg::Response(resp)).await.is_err() {
                                 break;

@@ -29,7 +29,7 @@ struct Fake {
     log: Arc<Mutex<Vec<(u64, u64, u32)>>>,
     hangs: Arc<AtomicU64>,
     /// What a `Seek` is answered with (`None`: the source cannot tell), and how many came.
-    seek: Arc<Mutex<(Option<u64>, u32)>>,
+    seek: Arc<Mutex<(Option<crate::fetch::SeekAnswer>, u32)>>,
 }
 
 impl FileSource for Fake {
@@ -57,10 +57,15 @@ impl FileSource for Fake {
         let d = &self.files[&file];
         Ok(*blake3::hash(&d[offset as usize..(offset + len) as usize]).as_bytes())
     }
-    async fn seek(&self, _file: u64, _offset: u64, _hole: bool) -> crate::Result<Option<u64>> {
+    async fn seek(
+        &self,
+        _file: u64,
+        _offset: u64,
+        _hole: bool,
+    ) -> crate::Result<Option<crate::fetch::SeekAnswer>> {
         let mut s = self.seek.lock().unwrap();
         s.1 += 1;
-        Ok(s.0)
+        Ok(s.0.clone())
     }
 }
 
@@ -324,25 +329,47 @@ async fn seeks_ask_the_sender_only_for_sparse_files_and_check_its_answer() {
         assert_eq!(seek(name, 100, false).await, Ok(100));
         assert_eq!(seek(name, 100, true).await, Ok(1 << 20));
     }
-    assert_eq!(fake.seek.lock().unwrap().1, 0, "no request");
-    fake.seek.lock().unwrap().0 = Some(65536);
-    assert_eq!(seek(b"sparse", 100, false).await, Ok(65536));
-    // The sender's size for data: none after the offset.
-    fake.seek.lock().unwrap().0 = Some(1 << 20);
-    assert_eq!(seek(b"sparse", 100, false).await, Err(libc::ENXIO));
-    assert_eq!(seek(b"sparse", 100, true).await, Ok(1 << 20));
-    // Out of range (before the offset, past the end) or no answer: all data.
-    for lie in [Some(5), Some(2 << 20), None] {
-        fake.seek.lock().unwrap().0 = lie;
-        assert_eq!(seek(b"sparse", 100, false).await, Ok(100), "{lie:?}");
-        assert_eq!(seek(b"sparse", 100, true).await, Ok(1 << 20), "{lie:?}");
+    let asked = || fake.seek.lock().unwrap().1;
+    assert_eq!(asked(), 0, "no request");
+    let says = |position: u64, edges: &[u64]| {
+        fake.seek.lock().unwrap().0 = Some(crate::fetch::SeekAnswer {
+            position,
+            edges: edges.to_vec(),
+        })
+    };
+    // Data at 64 KiB to 128 KiB and at 192 KiB to 256 KiB, then none: walked as `cp` does,
+    // SEEK_DATA and SEEK_HOLE by turns, with one request.
+    let k = 1024;
+    says(64 * k, &[128 * k, 192 * k, 256 * k, 1 << 20]);
+    let mut walked = vec![];
+    let mut at = 100;
+    while let Ok(data) = seek(b"sparse", at, false).await {
+        at = seek(b"sparse", data as i64, true).await.unwrap() as i64;
+        walked.push((data, at as u64));
     }
-    assert_eq!(fake.seek.lock().unwrap().1, 9);
+    assert_eq!(walked, [(64 * k, 128 * k), (192 * k, 256 * k)]);
+    assert_eq!(asked(), 1);
+    assert_eq!(seek(b"sparse", 150 * k as i64, true).await, Ok(150 * k));
+    // Before what was said: asked again. The sender's size for data: none after the offset.
+    says(1 << 20, &[]);
+    assert_eq!(seek(b"sparse", 10, false).await, Err(libc::ENXIO));
+    assert_eq!(seek(b"sparse", 10, true).await, Ok(10));
+    assert_eq!(asked(), 2);
+    // Out of range (before the offset, past the end) or no answer: all data, nothing kept.
+    for lie in [Some(5), Some(2 << 20), None] {
+        fake.seek.lock().unwrap().0 = lie.map(|p| crate::fetch::SeekAnswer {
+            position: p,
+            edges: vec![],
+        });
+        assert_eq!(seek(b"sparse", 7, false).await, Ok(7), "{lie:?}");
+        assert_eq!(seek(b"sparse", 7, true).await, Ok(1 << 20), "{lie:?}");
+    }
+    assert_eq!(asked(), 8);
     // At or past the end, or before the start: ENXIO, asked of no one; a folder: EINVAL.
     for off in [1 << 20, 5 << 20, -1] {
         assert_eq!(seek(b"sparse", off, false).await, Err(libc::ENXIO));
     }
-    assert_eq!(fake.seek.lock().unwrap().1, 9);
+    assert_eq!(asked(), 8);
     assert!(matches!(
         fs.begin_seek(ROOT_INO, 0, false),
         Seeking::Done(Err(libc::EINVAL))

@@ -23,7 +23,7 @@ fn golden_messages() {
         assert_eq!(got, want, "message {name}");
         checked += 1;
     }
-    assert_eq!(checked, 25);
+    assert_eq!(checked, 26);
 }
 
 /// The plain handshake messages, hex-encoded, by vector name.
@@ -178,6 +178,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 zeros: 0,
                 compressed: 0,
                 position: 0,
+                extents: vec![],
             })),
         ),
         (
@@ -190,6 +191,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 zeros: 1 << 20,
                 compressed: 0,
                 position: 0,
+                extents: vec![],
             })),
         ),
         (
@@ -217,6 +219,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 zeros: 0,
                 compressed: 65536,
                 position: 0,
+                extents: vec![],
             })),
         ),
         (
@@ -265,6 +268,20 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 zeros: 0,
                 compressed: 0,
                 position: 1 << 30,
+                extents: vec![],
+            })),
+        ),
+        (
+            "position-extents",
+            enc(envelope::Msg::Response(Response {
+                id: 15,
+                data: Bytes::new(),
+                hash: vec![],
+                error: None,
+                zeros: 0,
+                compressed: 0,
+                position: 1 << 30,
+                extents: vec![1 << 31, 3 << 30],
             })),
         ),
         (
@@ -280,6 +297,7 @@ fn golden_envelopes() -> Vec<(&'static str, String)> {
                 zeros: 0,
                 compressed: 0,
                 position: 0,
+                extents: vec![],
             })),
         ),
         ("done", enc(envelope::Msg::Done(Done {}))),
@@ -354,8 +372,9 @@ proptest! {
 
     #[test]
     fn responses_round_trip(id: u64, data in proptest::collection::vec(any::<u8>(), 0..2000),
-                            hash in proptest::collection::vec(any::<u8>(), 0..33), compressed: u64, position: u64) {
-        let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None, zeros: 0, compressed, position });
+                            hash in proptest::collection::vec(any::<u8>(), 0..33), compressed: u64, position: u64,
+                            extents in proptest::collection::vec(any::<u64>(), 0..65)) {
+        let msg = envelope::Msg::Response(Response { id, data: Bytes::from(data), hash, error: None, zeros: 0, compressed, position, extents });
         let mut buf = Vec::new();
         encode_envelope(msg.clone(), &mut buf);
         prop_assert_eq!(decode_envelope(Bytes::from(buf)).unwrap(), msg);

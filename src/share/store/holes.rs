@@ -5,7 +5,7 @@
 use std::fs::File;
 
 use super::{fail, ReadBytes, ReadError, Room, Share};
-use crate::proto::{ErrorCode, Failure, Read, MAX_READ};
+use crate::proto::{ErrorCode, Failure, Read, MAX_EDGES, MAX_READ};
 
 impl Share {
     /// `lseek(2)` of `f` from `offset` to the next data (`hole` false) or hole: `None` where
@@ -76,8 +76,13 @@ impl Share {
     }
 
     /// Answers a [`Seek`](crate::proto::Seek): where the next data or hole of a file begins, at
-    /// `offset` or after, at most its size (the size: no data after `offset`).
-    pub(crate) fn seek(&self, s: &crate::proto::Seek) -> std::result::Result<u64, Failure> {
+    /// `offset` or after, at most its size (the size: no data after `offset`), and the edges
+    /// between data and hole that follow, up to [`MAX_EDGES`] (so a reader walking the file's
+    /// extents, as `cp` does, asks once for many).
+    pub(crate) fn seek(
+        &self,
+        s: &crate::proto::Seek,
+    ) -> std::result::Result<(u64, Vec<u64>), Failure> {
         let size = self.source(s.file)?.size;
         if s.offset >= size {
             return Err(fail(
@@ -88,7 +93,21 @@ impl Share {
         let f = self.file(s.file)?;
         let found = Self::lseek(&f, s.offset, s.hole)
             .map_err(|e| fail(ErrorCode::Io, format!("seek failed: {e}")))?;
+        let position = found.unwrap_or(size).clamp(s.offset, size);
+        // From `position` on, spans of the kind sought and the other by turns: each ends where
+        // the other kind begins (no more data: at the size). Any doubt ends the list.
+        let (mut edges, mut at, mut hole) = (Vec::new(), position, s.hole);
+        while at < size && edges.len() < MAX_EDGES {
+            match Self::lseek(&f, at, !hole) {
+                Ok(end) if end.is_none_or(|e| e > at) => {
+                    at = end.unwrap_or(size).min(size);
+                    edges.push(at);
+                    hole = !hole;
+                }
+                _ => break,
+            }
+        }
         self.check_unchanged(s.file, &f)?;
-        Ok(found.unwrap_or(size).clamp(s.offset, size))
+        Ok((position, edges))
     }
 }

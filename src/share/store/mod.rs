@@ -518,7 +518,10 @@ impl Share {
                     Err(e) => Err(fail(ErrorCode::Io, e.to_string())),
                 }
             }
-            Some(request::Op::Seek(s)) => self.seek(&s).map(|p| resp.position = p),
+            Some(request::Op::Seek(s)) => self.seek(&s).map(|(p, edges)| {
+                resp.position = p;
+                resp.extents = edges;
+            }),
             None => Err(fail(ErrorCode::Unspecified, "unknown request")),
         };
         if let Err(f) = result {

@@ -217,11 +217,13 @@ fn holes_are_found_and_read_as_zeros() {
             hole,
         })
     };
-    assert_eq!(seek(0, false), Ok(4 << 20));
-    assert_eq!(seek(0, true), Ok(0));
-    assert_eq!(seek(4 << 20, true), Ok(5 << 20));
-    // No data after 5 MiB: the size.
-    assert_eq!(seek(5 << 20, false), Ok(16 << 20));
+    // The position, then where data and hole alternate after it, up to the size.
+    let (m, size) = (1u64 << 20, 16u64 << 20);
+    assert_eq!(seek(0, false), Ok((4 * m, vec![5 * m, size])));
+    assert_eq!(seek(0, true), Ok((0, vec![4 * m, 5 * m, size])));
+    assert_eq!(seek(4 * m + 1, true), Ok((5 * m, vec![size])));
+    // No data after 5 MiB: the size, and nothing after it.
+    assert_eq!(seek(5 * m, false), Ok((size, vec![])));
     // Hashes, the holes hashed as zeros without reading them.
     let mut whole = vec![0u8; 16 << 20];
     whole[4 << 20..5 << 20].fill(7);
@@ -233,7 +235,7 @@ fn holes_are_found_and_read_as_zeros() {
         share.range_hash(e.id, 3 << 20, 6 << 20).unwrap(),
         *blake3::hash(&whole[3 << 20..9 << 20]).as_bytes()
     );
-    let code = |r: std::result::Result<u64, Failure>| r.unwrap_err().code;
+    let code = |r: std::result::Result<(u64, Vec<u64>), Failure>| r.unwrap_err().code;
     assert_eq!(code(seek(16 << 20, false)), ErrorCode::BadRange as i32);
     let none = crate::proto::Seek {
         file: 99,
