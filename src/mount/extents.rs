@@ -55,6 +55,16 @@ impl Extents {
         let data = self.first_data ^ (i % 2 == 1);
         Some(if data != hole { offset } else { self.edges[i] })
     }
+
+    /// The data spans these extents tell of from `offset` on (the first cut at `offset`).
+    pub fn data_from(&self, offset: u64) -> impl Iterator<Item = std::ops::Range<u64>> + '_ {
+        let starts = std::iter::once(self.from).chain(self.edges.iter().copied());
+        starts
+            .zip(self.edges.iter().copied())
+            .enumerate()
+            .filter(move |&(i, (_, end))| self.first_data ^ (i % 2 == 1) && end > offset)
+            .map(move |(_, (start, end))| start.max(offset)..end)
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +76,10 @@ mod tests {
             position,
             edges: edges.to_vec(),
         }
+    }
+
+    fn spans(e: &Extents, from: u64) -> Vec<(u64, u64)> {
+        e.data_from(from).map(|r| (r.start, r.end)).collect()
     }
 
     /// A 100-byte file: hole 0..10, data 10..20, hole 20..30, data 30..40, hole to the end.
@@ -82,6 +96,7 @@ mod tests {
         // No data after 40: the size, which the caller says as ENXIO.
         assert_eq!((data(40), hole(99)), (Some(100), Some(99)));
         assert_eq!(data(100), None);
+        assert_eq!(spans(&e, 15), [(15, 20), (30, 40)]);
         // Seeking a hole from 12: data before the position.
         let e = Extents::from_answer(12, true, 100, &answer(20, &[30])).unwrap();
         assert_eq!(
@@ -92,6 +107,7 @@ mod tests {
             (e.answer(25, false), e.answer(25, true)),
             (Some(30), Some(25))
         );
+        assert_eq!(spans(&e, 0), [(12, 20)]);
         // Past what was said, or before it: ask again.
         assert_eq!((e.answer(30, true), e.answer(11, true)), (None, None));
         // The position at the offset: an empty first span.

@@ -47,6 +47,9 @@ pub struct MountFs<S: FileSource> {
 /// How many files' [`Extents`] the mount keeps (each at most ~0.5 KiB).
 const EXTENT_FILES: usize = 64;
 
+/// How much of the data after a `SEEK_DATA` answer is fetched ahead of the reader that asked.
+pub const SEEK_PREFETCH_BYTES: u64 = 8 << 20;
+
 /// Reads that failed, said once per change: while the sender is away every read fails the
 /// same way, and a `cp -r` or a file manager would otherwise print one warning per read.
 /// A repeat is counted and said with the next different failure, or after [`Failures::QUIET`].
@@ -234,16 +237,19 @@ impl<S: FileSource> MountFs<S> {
             p => Ok(p),
         };
         let known = self.extents.lock().expect("lock").get(&id).cloned();
-        if let Some(p) = known.and_then(|x| x.answer(offset, hole)) {
+        if let Some((x, p)) = known.and_then(|x| x.answer(offset, hole).map(|p| (x, p))) {
+            self.prefetch_data(id, size, &x, hole, p);
             return Seeking::Done(said(p));
         }
-        let (src, timeout, extents) = (self.source().clone(), self.timeout, self.extents.clone());
+        let (src, timeout) = (self.source().clone(), self.timeout);
+        let (extents, blocks) = (self.extents.clone(), self.blocks.clone());
         Seeking::Wait(
             async move {
                 let found = match tokio::time::timeout(timeout, src.seek(id, offset, hole)).await {
                     Ok(Ok(Some(a))) => match Extents::from_answer(offset, hole, size, &a) {
                         Some(x) => {
                             let p = x.answer(offset, hole).unwrap_or(all_data);
+                            Self::prefetch_data_of(&blocks, id, size, &x, hole, p);
                             extents.lock().expect("lock").put(id, x);
                             p
                         }
@@ -266,6 +272,37 @@ impl<S: FileSource> MountFs<S> {
             }
             .boxed(),
         )
+    }
+
+    /// After `SEEK_DATA` found data at `at`: a reader walking a sparse file's extents (`cp`,
+    /// `tar --sparse`) reads each next, and between them asks where they are, so the data
+    /// spans the sender told of from `at` on are fetched now, up to [`SEEK_PREFETCH_BYTES`]
+    /// (an eighth of the cache at most), in pipelined requests. Each `SEEK_DATA` moves the
+    /// window; what is cached or on its way is not asked for again.
+    fn prefetch_data(&self, id: u64, size: u64, x: &Extents, hole: bool, at: u64) {
+        Self::prefetch_data_of(&self.blocks, id, size, x, hole, at);
+    }
+
+    fn prefetch_data_of(
+        blocks: &Arc<Blocks<S>>,
+        id: u64,
+        size: u64,
+        x: &Extents,
+        hole: bool,
+        at: u64,
+    ) {
+        if hole || at >= size {
+            return;
+        }
+        let mut budget = (blocks.capacity() / 8).min(SEEK_PREFETCH_BYTES);
+        for span in x.data_from(at) {
+            if budget == 0 {
+                break;
+            }
+            let end = span.end.min(span.start + budget);
+            budget -= end - span.start;
+            blocks.ensure(id, size, span.start / BLOCK..end.div_ceil(BLOCK), false);
+        }
     }
 
     /// A read by file id through the cache, for copy-out.

@@ -181,6 +181,8 @@ impl<S: FileSource> Filesystem for Adapter<S> {
             libc::SEEK_HOLE => true,
             _ => return reply.error(Errno::EINVAL),
         };
+        // Data found may be fetched ahead of its reader (spawned tasks).
+        let _rt = self.rt.enter();
         let answer = |r: Result<u64, i32>, reply: ReplyLseek| match r {
             Ok(p) => reply.offset(p as i64),
             Err(e) => reply.error(errno(e)),

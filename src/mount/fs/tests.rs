@@ -308,7 +308,10 @@ async fn seeks_ask_the_sender_only_for_sparse_files_and_check_its_answer() {
         dense,
         entry(4, 1, "unsaid", Kind::File, 1 << 20),
     ];
-    let fake = Fake::default();
+    let fake = Fake {
+        files: Arc::new(HashMap::from([(2, vec![0; 1 << 20])])),
+        ..Fake::default()
+    };
     let m = Arc::new(Manifest::validate(entries).unwrap());
     let fs = MountFs::new(m, fake.clone(), 1 << 20, Duration::from_secs(5));
     let seek = |name: &[u8], off: i64, hole: bool| {
@@ -349,6 +352,11 @@ async fn seeks_ask_the_sender_only_for_sparse_files_and_check_its_answer() {
     }
     assert_eq!(walked, [(64 * k, 128 * k), (192 * k, 256 * k)]);
     assert_eq!(asked(), 1);
+    // The data found was fetched at once, for the reader that comes next, and the holes not.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut reads = fake.log.lock().unwrap().clone();
+    reads.sort();
+    assert_eq!(reads, [(2, 64 * k, 64 * k as u32), (2, 192 * k, 64 * k as u32)]);
     assert_eq!(seek(b"sparse", 150 * k as i64, true).await, Ok(150 * k));
     // Before what was said: asked again. The sender's size for data: none after the offset.
     says(1 << 20, &[]);
