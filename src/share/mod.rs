@@ -4,6 +4,7 @@
 //! ([`send`]: node, announcements, serving, reported as events).
 
 mod limits;
+pub(crate) mod linger;
 pub(crate) mod send;
 mod serve;
 pub mod spool;

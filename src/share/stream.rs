@@ -15,6 +15,7 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Attempts;
+use super::linger::LINGER_AFTER;
 use super::serve::{Outcome, SessionState, Sessions, ShareEvent, Transfer, MAX_STREAMS};
 use super::store::{Answer, Share};
 use super::tickets::{Refusal, TICKET_IDLE};
@@ -376,7 +377,10 @@ impl StreamCtx {
                     // out, so none waits for a slower one behind it.
                     let mut next = Some(resp);
                     let mut sent = Ok(());
+                    // Only small answers are followed by polling: see `Linger`.
+                    let mut small = true;
                     while let Some(answer) = next.take() {
+                        small &= answer.wire_len() <= LINGER_AFTER;
                         if let Some(rate) = &self.rate {
                             rate.take(answer.wire_len() as u64).await;
                         }
@@ -392,6 +396,9 @@ impl StreamCtx {
                     }
                     if sent.is_ok() {
                         sent = writer.flush().await;
+                        if small {
+                            self.share.answered();
+                        }
                     }
                     if let Err(e) = sent {
                         break Err(e);

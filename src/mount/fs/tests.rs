@@ -356,7 +356,10 @@ async fn seeks_ask_the_sender_only_for_sparse_files_and_check_its_answer() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut reads = fake.log.lock().unwrap().clone();
     reads.sort();
-    assert_eq!(reads, [(2, 64 * k, 64 * k as u32), (2, 192 * k, 64 * k as u32)]);
+    assert_eq!(
+        reads,
+        [(2, 64 * k, 64 * k as u32), (2, 192 * k, 64 * k as u32)]
+    );
     assert_eq!(seek(b"sparse", 150 * k as i64, true).await, Ok(150 * k));
     // Before what was said: asked again. The sender's size for data: none after the offset.
     says(1 << 20, &[]);

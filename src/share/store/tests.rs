@@ -61,6 +61,49 @@ fn reads_from_the_page_cache_or_the_disk_agree() {
     ));
 }
 
+/// Small reads of pages the page cache does not hold (dropped with `POSIX_FADV_DONTNEED`)
+/// wait for the disk polling (the first no-wait try started the read) and get the right bytes,
+/// whole or in part cached.
+#[tokio::test]
+async fn small_reads_from_the_disk_poll_for_their_pages() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i * 13 % 251) as u8).collect();
+    let (share, id) = share_of(dir.path(), &data);
+    let share = Arc::new(share);
+    let f = std::fs::File::open(dir.path().join("f")).unwrap();
+    f.sync_all().unwrap();
+    for (off, len) in [
+        (0u64, 4096u32),
+        (1 << 20, 4096),
+        (3 << 20, 65536),
+        (5_000_000, 10_000),
+    ] {
+        // SAFETY: fadvise on an open descriptor.
+        assert_eq!(
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) },
+            0
+        );
+        let r = crate::proto::Read {
+            file: id,
+            offset: off,
+            len,
+            hash: false,
+            zeros: false,
+            compress: false,
+        };
+        let (buf, _) = share
+            .read_cached_or_not(r, Room::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            buf,
+            &data[off as usize..(off + len as u64) as usize],
+            "at {off}"
+        );
+    }
+}
+
 /// A receive's reads (`Read.hash`) bring the file's hash with the one that completes it,
 /// whatever order they complete in; reads without the flag bring none. Once known, it
 /// comes with the last read of a later receive and answers a `HashRequest` at once.
