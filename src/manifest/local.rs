@@ -368,8 +368,6 @@ impl LocalTree {
     }
 }
 
-/// Whether this process may read the file at `path`: at once when everyone may (no system
-/// call for the usual file), else as the kernel decides.
 /// A file's `Entry.allocated`: `st_blocks × 512` when that covers its size. Below it the file
 /// has holes, or its filesystem counts it compressed (ZFS): then the bytes its data extents
 /// span (`lseek` with `SEEK_DATA` / `SEEK_HOLE`, which see through compression), so only a file
@@ -423,6 +421,8 @@ fn data_extents(path: &Path, size: u64) -> std::io::Result<u64> {
     Ok(data + (size - at))
 }
 
+/// Whether this process may read the file at `path`: at once when everyone may (no system
+/// call for the usual file), else as the kernel decides.
 fn readable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     if meta.mode() & 0o004 != 0 {
         return Ok(());

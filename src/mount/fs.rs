@@ -238,7 +238,7 @@ impl<S: FileSource> MountFs<S> {
         };
         let known = self.extents.lock().expect("lock").get(&id).cloned();
         if let Some((x, p)) = known.and_then(|x| x.answer(offset, hole).map(|p| (x, p))) {
-            self.prefetch_data(id, size, &x, hole, p);
+            Self::prefetch_data(&self.blocks, id, size, &x, hole, p);
             return Seeking::Done(said(p));
         }
         let (src, timeout) = (self.source().clone(), self.timeout);
@@ -249,7 +249,7 @@ impl<S: FileSource> MountFs<S> {
                     Ok(Ok(Some(a))) => match Extents::from_answer(offset, hole, size, &a) {
                         Some(x) => {
                             let p = x.answer(offset, hole).unwrap_or(all_data);
-                            Self::prefetch_data_of(&blocks, id, size, &x, hole, p);
+                            Self::prefetch_data(&blocks, id, size, &x, hole, p);
                             extents.lock().expect("lock").put(id, x);
                             p
                         }
@@ -279,11 +279,7 @@ impl<S: FileSource> MountFs<S> {
     /// spans the sender told of from `at` on are fetched now, up to [`SEEK_PREFETCH_BYTES`]
     /// (an eighth of the cache at most), in pipelined requests. Each `SEEK_DATA` moves the
     /// window; what is cached or on its way is not asked for again.
-    fn prefetch_data(&self, id: u64, size: u64, x: &Extents, hole: bool, at: u64) {
-        Self::prefetch_data_of(&self.blocks, id, size, x, hole, at);
-    }
-
-    fn prefetch_data_of(
+    fn prefetch_data(
         blocks: &Arc<Blocks<S>>,
         id: u64,
         size: u64,
