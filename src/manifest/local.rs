@@ -387,7 +387,6 @@ fn allocated(path: &Path, meta: &std::fs::Metadata) -> u64 {
 /// The bytes of `path`'s first `size` that lie in data extents, walked with `lseek`; past
 /// `MAX_EXTENTS` extents the rest counts as data (a few ms of system calls at most per file).
 fn data_extents(path: &Path, size: u64) -> std::io::Result<u64> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     const MAX_EXTENTS: u32 = 65_536;
     // Not following a link, not waiting on a FIFO that took the file's place since its stat.
@@ -395,23 +394,12 @@ fn data_extents(path: &Path, size: u64) -> std::io::Result<u64> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    let seek = |at: u64, whence| -> std::io::Result<Option<u64>> {
-        let at = i64::try_from(at).map_err(std::io::Error::other)?;
-        // SAFETY: lseek on a descriptor this function owns.
-        match unsafe { libc::lseek(f.as_raw_fd(), at, whence) } {
-            r if r >= 0 => Ok(Some(r as u64)),
-            _ => match std::io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-                e => Err(e),
-            },
-        }
-    };
     let (mut at, mut data) = (0u64, 0u64);
     for _ in 0..MAX_EXTENTS {
-        let Some(start) = seek(at, libc::SEEK_DATA)?.filter(|&s| s < size) else {
+        let Some(start) = lseek(&f, at, false)?.filter(|&s| s < size) else {
             return Ok(data);
         };
-        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
+        let end = lseek(&f, start, true)?.unwrap_or(size).min(size);
         data += end.saturating_sub(start);
         at = end;
         if at >= size || end <= start {
@@ -419,6 +407,27 @@ fn data_extents(path: &Path, size: u64) -> std::io::Result<u64> {
         }
     }
     Ok(data + (size - at))
+}
+
+/// `lseek(2)` of `f` from `offset` to the next data (`hole` false, `SEEK_DATA`) or hole
+/// (`SEEK_HOLE`): `None` where there is none (`ENXIO`: no data after `offset`). Callers read
+/// with positioned calls only, so the descriptor's own offset is nobody's.
+pub(crate) fn lseek(f: &std::fs::File, offset: u64, hole: bool) -> std::io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    let whence = if hole {
+        libc::SEEK_HOLE
+    } else {
+        libc::SEEK_DATA
+    };
+    let off = i64::try_from(offset).map_err(std::io::Error::other)?;
+    // SAFETY: lseek on an open descriptor.
+    match unsafe { libc::lseek(f.as_raw_fd(), off, whence) } {
+        r if r >= 0 => Ok(Some(r as u64)),
+        _ => match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+            e => Err(e),
+        },
+    }
 }
 
 /// Whether this process may read the file at `path`: at once when everyone may (no system

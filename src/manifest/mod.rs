@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::proto::{Entry, Kind, MAX_ENTRIES, MAX_NAME, MAX_TARGET};
 
+pub(crate) use local::lseek;
 pub use local::{access, LocalTree, Root, Rules, Source};
 
 /// A manifest that passed [`Manifest::validate`]: every name is a single safe path component,

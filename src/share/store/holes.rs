@@ -5,32 +5,10 @@
 use std::fs::File;
 
 use super::{fail, ReadBytes, ReadError, Room, Share};
+use crate::manifest::lseek;
 use crate::proto::{ErrorCode, Failure, Read, MAX_EDGES, MAX_READ};
 
 impl Share {
-    /// `lseek(2)` of `f` from `offset` to the next data (`hole` false) or hole: `None` where
-    /// there is none (`ENXIO`: no data after `offset`).
-    fn lseek(f: &File, offset: u64, hole: bool) -> std::io::Result<Option<u64>> {
-        use std::os::fd::AsRawFd;
-        let whence = if hole {
-            libc::SEEK_HOLE
-        } else {
-            libc::SEEK_DATA
-        };
-        let off = i64::try_from(offset).map_err(std::io::Error::other)?;
-        // SAFETY: lseek on an open descriptor; every read of the share is positioned
-        // (`preadv2`), so the descriptor's own offset is not used by anyone.
-        let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENXIO) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        Ok(Some(r as u64))
-    }
-
     /// Whether `offset..offset + want` of file `id` (open as `f`) lies in a hole: for a file
     /// with holes (`Entry::sparse`), so its holes are answered without reading them (the page
     /// cache would fill with pages of zeros). Any doubt (an error, a filesystem that cannot
@@ -39,7 +17,7 @@ impl Share {
         if want == 0 || !self.entry(id).is_some_and(|e| e.sparse()) {
             return false;
         }
-        match Self::lseek(f, offset, false) {
+        match lseek(f, offset, false) {
             Ok(None) => true,
             Ok(Some(data)) => data >= offset.saturating_add(want),
             Err(_) => false,
@@ -91,14 +69,14 @@ impl Share {
             ));
         }
         let f = self.file(s.file)?;
-        let found = Self::lseek(&f, s.offset, s.hole)
+        let found = lseek(&f, s.offset, s.hole)
             .map_err(|e| fail(ErrorCode::Io, format!("seek failed: {e}")))?;
         let position = found.unwrap_or(size).clamp(s.offset, size);
         // From `position` on, spans of the kind sought and the other by turns: each ends where
         // the other kind begins (no more data: at the size). Any doubt ends the list.
         let (mut edges, mut at, mut hole) = (Vec::new(), position, s.hole);
         while at < size && edges.len() < MAX_EDGES {
-            match Self::lseek(&f, at, !hole) {
+            match lseek(&f, at, !hole) {
                 Ok(end) if end.is_none_or(|e| e > at) => {
                     at = end.unwrap_or(size).min(size);
                     edges.push(at);

@@ -232,16 +232,21 @@ async fn compressed_where_asked_and_worth_it() {
     assert_eq!(share.unpacked.lock().unwrap().get(&id), None);
 }
 
+/// A 16 MiB file in `dir` holding 1 MiB of 7s at 4 MiB, holes around it.
+fn sparse_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("img");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(16 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[7u8; 1 << 20], 4 << 20).unwrap();
+    p
+}
+
 /// A sparse file: the manifest says what it takes on disk, a read inside a hole is zeros, and
 /// `Seek` answers as `lseek` does, refusing offsets at or past the end.
 #[test]
 fn holes_are_found_and_read_as_zeros() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("img");
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(16 << 20).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &[7u8; 1 << 20], 4 << 20).unwrap();
-    drop(f);
+    let p = sparse_image(dir.path());
     let share = Share::new(LocalTree::build(std::slice::from_ref(&p)).unwrap());
     let e = &share.tree().entries[0];
     // The data's blocks (a filesystem may allocate a little more around them).
@@ -304,11 +309,7 @@ fn thread_rchar() -> u64 {
 #[test]
 fn holes_are_not_read() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("img");
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(16 << 20).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &[7u8; 1 << 20], 4 << 20).unwrap();
-    drop(f);
+    let p = sparse_image(dir.path());
     let share = Arc::new(Share::new(
         LocalTree::build(std::slice::from_ref(&p)).unwrap(),
     ));
