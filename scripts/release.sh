@@ -6,8 +6,10 @@
 #   target/dist/pcp-VERSION-x86_64-linux-musl.tar.gz   (+ .sha256)
 #
 # Needs: the Rust target (`rustup target add x86_64-unknown-linux-musl`) and a C compiler for
-# it, because aws-lc-sys and ring compile C: musl-gcc from Debian's musl-tools
-# (`apt-get install musl-tools`). The script checks both first and says what is missing.
+# it, because aws-lc-sys, ring and OpenSSL compile C: musl-gcc from Debian's musl-tools
+# (`apt-get install musl-tools`); for a musl target, also perl and make, which build the OpenSSL
+# that is linked in (feature `vendored-openssl`: musl has no system libcrypto to link to). The
+# script checks all of them first and says what is missing.
 #
 # aarch64 (a Raspberry Pi 4/5, an ARM server), cross-built from x86_64:
 #   rustup target add aarch64-unknown-linux-musl
@@ -56,11 +58,11 @@ target_env=$(echo "$target" | tr 'a-z-' 'A-Z_')
 cc_var=CC_$(echo "$target" | tr '-' '_')
 case $target in
 x86_64-unknown-linux-musl)
-    # Rust links musl binaries with its own startup files; the C in aws-lc-sys and ring needs a
-    # compiler that targets musl.
+    # Rust links musl binaries with its own startup files; the C in aws-lc-sys, ring and
+    # OpenSSL needs a compiler that targets musl.
     if [ -z "${!cc_var:-}" ]; then
         command -v musl-gcc >/dev/null ||
-            die "musl-gcc is missing: the C code of aws-lc-sys and ring needs a C compiler for
+            die "musl-gcc is missing: the C code of aws-lc-sys, ring and OpenSSL needs a C compiler for
   $target (Debian: \`apt-get install musl-tools\`), or set $cc_var"
         export "$cc_var=musl-gcc"
     fi
@@ -81,6 +83,15 @@ esac
 for tool in tar gzip sha256sum readelf; do
     command -v $tool >/dev/null || die "$tool is missing"
 done
+features=()
+case $target in
+*-linux-musl*)
+    for tool in perl make; do
+        command -v $tool >/dev/null || die "$tool is missing: it builds the OpenSSL linked into a musl binary"
+    done
+    features=(--features vendored-openssl)
+    ;;
+esac
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
@@ -88,7 +99,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 # Stripped by the linker (works for cross targets too), with no debug info to strip.
 echo "Building pcp $version for $target..." >&2
 CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=0 \
-    cargo build --release --locked --target "$target" --bin pcp
+    cargo build --release --locked --target "$target" --bin pcp "${features[@]}"
 bin=${CARGO_TARGET_DIR:-$root/target}/$target/release/pcp
 [ -x "$bin" ] || die "the build produced no $bin"
 
