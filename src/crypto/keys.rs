@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroize;
 
-use super::record::{Opener, Sealer};
+use super::aead::{Opener, Sealer};
 use crate::proto::Role;
 
 /// Keys of one authenticated session.
