@@ -21,7 +21,7 @@ fn nonce(counter: u64) -> [u8; 12] {
 /// algorithm (RFC 8439) either way, so the choice is local and changes no byte on the wire.
 /// OpenSSL's assembly uses AVX-512 where the CPU has it: 3.4 against AWS-LC's 2.1 GB/s on this
 /// project's machines for a 1 MiB answer, but a small message costs it 0.7 µs against 0.18
-/// (its context is set up again for every nonce), and the mount's random 4 KiB reads lost 6%
+/// (its EVP interface's fixed cost per message), and the mount's random 4 KiB reads lost 6%
 /// with OpenSSL on every frame (`scripts/BENCHMARKS.md`).
 pub(crate) const SMALL_FRAME: usize = 64 * 1024;
 
@@ -32,13 +32,13 @@ const PIECE: usize = 64 * 1024;
 
 /// One direction's ChaCha20-Poly1305 key in both implementations; each cleanses its copy of
 /// the key when dropped.
-struct Cipher2 {
+struct DirectionKey {
     small: LessSafeKey,
     big: CipherCtx,
 }
 
-impl Cipher2 {
-    fn new(key: &[u8; 32], seal: bool) -> Cipher2 {
+impl DirectionKey {
+    fn new(key: &[u8; 32], seal: bool) -> DirectionKey {
         let small =
             LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key"));
         let mut big = CipherCtx::new().expect("an OpenSSL cipher context");
@@ -49,7 +49,7 @@ impl Cipher2 {
             big.decrypt_init(alg, Some(key), None)
         }
         .expect("ChaCha20-Poly1305 with a 32-byte key");
-        Cipher2 { small, big }
+        DirectionKey { small, big }
     }
 
     fn seal(&mut self, n: [u8; 12], buf: &mut [u8]) -> Result<[u8; TAG]> {
@@ -107,14 +107,14 @@ fn update_in_pieces(
 
 /// Encrypts outgoing frames of one stream direction; the counter is the nonce.
 pub struct Sealer {
-    cipher: Cipher2,
+    cipher: DirectionKey,
     counter: u64,
 }
 
 impl Sealer {
     pub(crate) fn new(key: &[u8; 32]) -> Sealer {
         Sealer {
-            cipher: Cipher2::new(key, true),
+            cipher: DirectionKey::new(key, true),
             counter: 0,
         }
     }
@@ -137,14 +137,14 @@ impl Sealer {
 /// Decrypts incoming frames of one stream direction; any failure is fatal to the session, so a
 /// dropped, replayed or reordered frame cannot go unnoticed.
 pub struct Opener {
-    cipher: Cipher2,
+    cipher: DirectionKey,
     counter: u64,
 }
 
 impl Opener {
     pub(crate) fn new(key: &[u8; 32]) -> Opener {
         Opener {
-            cipher: Cipher2::new(key, false),
+            cipher: DirectionKey::new(key, false),
             counter: 0,
         }
     }
