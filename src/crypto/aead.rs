@@ -23,7 +23,7 @@ fn nonce(counter: u64) -> [u8; 12] {
 /// project's machines for a 1 MiB answer, but a small message costs it 0.7 µs against 0.18
 /// (its EVP interface's fixed cost per message), and the mount's random 4 KiB reads lost 6%
 /// with OpenSSL on every frame (`scripts/BENCHMARKS.md`).
-pub(crate) const SMALL_FRAME: usize = 64 * 1024;
+const SMALL_FRAME: usize = 64 * 1024;
 
 /// OpenSSL runs ChaCha20 over what it is given, then Poly1305 over the result: given a whole
 /// frame (up to 1 MiB) the second pass reads it back from memory. Given pieces that fit the
