@@ -19,6 +19,7 @@ pub mod code;
 pub mod crypto;
 pub mod error;
 pub mod fetch;
+mod linger;
 pub mod manifest;
 pub mod mount;
 pub mod net;

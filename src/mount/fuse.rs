@@ -1,8 +1,9 @@
 //! The FUSE adapter: each callback translates to one call of [`MountFs`] and maps the result
-//! to a reply. Metadata calls and cached reads answer at once from memory; reads that wait for
-//! the sender reply from the tokio runtime, so a slow network never blocks a FUSE thread. Every
-//! change is refused with EROFS. Nothing here panics or waits without a bound. Mounting and
-//! unmounting are in `mounted`.
+//! to a reply. The callbacks run on the tokio runtime, which reads the kernel's requests itself
+//! (see `mounted`), so none may block: metadata calls and cached reads answer at once from
+//! memory, and reads that wait for the sender reply from their own task. Every change is
+//! refused with EROFS. Nothing here panics or waits without a bound. Mounting and unmounting
+//! are in `mounted`.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -20,6 +21,7 @@ use fuser::{
 use super::fs::{MountFs, Reading, Seeking};
 use super::tree::Attr;
 use crate::fetch::FileSource;
+use crate::linger::{Linger, LINGER_AFTER};
 use crate::proto::{Kind, MAX_READ};
 
 /// Kernel read-ahead asked for (and FUSE request size for sequential reads).
@@ -48,6 +50,8 @@ macro_rules! refuse_changes {
 pub(super) struct Adapter<S: FileSource> {
     pub(super) fs: Arc<MountFs<S>>,
     pub(super) rt: tokio::runtime::Handle,
+    /// Polling after answers that waited for the sender.
+    pub(super) linger: Arc<Linger>,
     pub(super) uid: u32,
     pub(super) gid: u32,
 }
@@ -149,17 +153,23 @@ impl<S: FileSource> Filesystem for Adapter<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // Cached data is answered from this thread; a miss is answered from the runtime when
-        // the sender's reply arrives, so this thread is free again at once.
+        // Cached data is answered at once; a miss by its own task when the sender's reply
+        // arrives, so the next request is read meanwhile. After a small answer that waited, the
+        // worker polls a while (see `Linger`): the reader's next request, and the sender's
+        // answer to it, then find it running.
         let _rt = self.rt.enter();
         match self.fs.begin_read(ino.0, offset, size) {
             Reading::Done(Ok(b)) => reply.data(&b),
             Reading::Done(Err(e)) => reply.error(errno(e)),
             Reading::Wait(f) => {
+                let linger = self.linger.clone();
                 self.rt.spawn(async move {
                     match f.await {
                         Ok(b) => reply.data(&b),
                         Err(e) => reply.error(errno(e)),
+                    }
+                    if size as usize <= LINGER_AFTER {
+                        linger.answered();
                     }
                 });
             }

@@ -1,12 +1,16 @@
 //! Mounting and unmounting: the mount options (read-only, nosuid, nodev, a filesystem name
 //! that never carries the code), the stale-mountpoint check, and a [`Mounted`] handle that
-//! unmounts (lazily if busy) when dropped, never waiting long for FUSE threads.
+//! unmounts (lazily if busy) when dropped, never waiting long; the task that reads the kernel's
+//! requests on the runtime (no FUSE threads).
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fuser::{Config, MountOption, SessionACL};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use super::fs::MountFs;
 use super::fuse::{Adapter, READAHEAD};
@@ -102,11 +106,17 @@ fn check_folder(path: &Path) -> Result<()> {
 
 /// A live mount; unmounted (lazily if busy) when dropped.
 pub struct Mounted {
-    session: Option<fuser::BackgroundSession>,
+    serving: Option<Serving>,
     path: PathBuf,
 }
 
-/// Mounts `fs` read-only at `path`. Its reads run on `rt`.
+/// The runtime's task that reads the kernel's requests, and how to unmount.
+struct Serving {
+    task: tokio::task::JoinHandle<()>,
+    unmount: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+}
+
+/// Mounts `fs` read-only at `path`. The kernel's requests are read and answered on `rt`.
 pub fn mount<S: FileSource>(
     fs: Arc<MountFs<S>>,
     path: &Path,
@@ -116,7 +126,13 @@ pub fn mount<S: FileSource>(
     check_folder(path)?;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let adapter = Adapter { fs, rt, uid, gid };
+    let adapter = Adapter {
+        fs,
+        rt: rt.clone(),
+        linger: crate::linger::Linger::new(),
+        uid,
+        gid,
+    };
     let mut config = Config::default();
     // The filesystem name shows in /proc/mounts: never anything of the code.
     config.mount_options = vec![
@@ -133,9 +149,7 @@ pub fn mount<S: FileSource>(
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(4);
-    config.clone_fd = true;
-    let session = fuser::spawn_mount(adapter, path, &config).map_err(|e| {
+    let fail = |e: std::io::Error| {
         let e = match e.kind() {
             std::io::ErrorKind::PermissionDenied => std::io::Error::other(format!(
                 "{e}: mounting needs /dev/fuse and the right to mount: run as root, or install \
@@ -147,12 +161,87 @@ pub fn mount<S: FileSource>(
             _ => e,
         };
         Error::io(format!("cannot mount on {}", path.display()), e)
-    })?;
+    };
+    let session = fuser::Session::new(adapter, path, &config).map_err(fail)?;
+    let driver = Arc::new(session.into_driver());
+    set_nonblocking(driver.as_fd()).map_err(fail)?;
+    let task = {
+        let _rt = rt.enter();
+        // ERROR too: once unmounted the device polls as EPOLLERR only, and the read then
+        // ends the task with ENODEV.
+        // SAFETY: `Device` holds the driver, so the descriptor stays open while registered.
+        let afd = unsafe {
+            AsyncFd::register_with_interest(Device(driver.clone()), INTEREST)
+                .map_err(|e| fail(e.into_parts().1))?
+        };
+        rt.spawn(serve(afd))
+    };
     raise_readahead(path);
     Ok(Mounted {
-        session: Some(session),
+        serving: Some(Serving {
+            task,
+            unmount: Box::new(move || driver.unmount()),
+        }),
         path: path.to_path_buf(),
     })
+}
+
+/// What the runtime's poller waits for on the FUSE device.
+const INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
+
+/// The FUSE device of a mount, for the runtime's poller.
+struct Device<F: fuser::Filesystem>(Arc<fuser::Driver<F>>);
+
+impl<F: fuser::Filesystem> AsRawFd for Device<F> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with flags it returned.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Reads the kernel's requests as they come and answers each on this runtime: the thread the
+/// kernel wakes for a request is the one that asks the sender, with no FUSE thread between
+/// them. Answers from memory are written at once; reads that wait for the sender are answered
+/// by their own task. Ends when the kernel ends the session (unmounted).
+async fn serve<F: fuser::Filesystem + Send + Sync + 'static>(afd: AsyncFd<Device<F>>) {
+    let driver = afd.get_ref().0.clone();
+    let mut buf = fuser::Driver::<F>::buffer();
+    loop {
+        let mut ready = match afd.ready(INTEREST).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("waiting for FUSE requests failed: {e}");
+                return;
+            }
+        };
+        match ready.try_io(|_| driver.read(&mut buf)) {
+            Err(_would_block) => continue,
+            Ok(Ok(req)) => match driver.dispatch(&buf[req]) {
+                Ok(fuser::Dispatched::More) => {}
+                Ok(fuser::Dispatched::Destroyed) => return,
+                Err(e) => {
+                    tracing::debug!("a FUSE request we cannot read: {e}");
+                    return;
+                }
+            },
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENODEV) => return,
+            Ok(Err(e)) => {
+                tracing::debug!("reading FUSE requests failed: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// FUSE cannot ask for more than the kernel's default read-ahead (128 KiB), so sequential
@@ -177,9 +266,7 @@ impl Mounted {
 
     /// Whether the kernel still has us mounted (false after an outside `umount`).
     pub fn is_alive(&self) -> bool {
-        self.session
-            .as_ref()
-            .is_some_and(|s| !s.guard.is_finished())
+        self.serving.as_ref().is_some_and(|s| !s.task.is_finished())
     }
 
     /// Unmounts; if the mount is busy it is detached lazily (it goes away when its last user
@@ -189,22 +276,23 @@ impl Mounted {
     }
 
     fn do_unmount(&mut self) -> bool {
-        let Some(s) = self.session.take() else {
+        let Some(s) = self.serving.take() else {
             return false;
         };
-        if s.guard.is_finished() {
+        if s.task.is_finished() {
             return false;
         }
-        // The join after a successful unmount can wait for as long as another mount namespace
-        // still holds a copy of the mount; never let that hold up exiting.
+        // Unmounting can wait for as long as another mount namespace still holds a copy of
+        // the mount; never let that hold up exiting.
         let (tx, rx) = std::sync::mpsc::channel();
+        let unmount = s.unmount;
         std::thread::spawn(move || {
-            let _ = tx.send(s.umount_and_join());
+            let _ = tx.send(unmount());
         });
         let result = match rx.recv_timeout(std::time::Duration::from_secs(3)) {
             Ok(r) => r,
             Err(_) => {
-                tracing::debug!("unmounted, but the FUSE threads did not stop within 3 s");
+                tracing::debug!("the unmount did not finish within 3 s");
                 Ok(())
             }
         };

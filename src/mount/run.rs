@@ -149,8 +149,8 @@ impl LiveMount {
     /// Unmounts (lazily if busy) while telling the sender we are done (waiting at most a
     /// second for it to hear it). Returns whether the mount had to be detached lazily.
     pub async fn unmount(self) -> bool {
-        // Off the runtime: unmounting waits (boundedly) for FUSE threads whose reads the
-        // runtime may still have to answer.
+        // Off the runtime: unmounting may wait (boundedly), and meanwhile the runtime must
+        // go on answering the kernel's requests, which it reads itself.
         let mounted = self.mounted;
         let unmounting = tokio::task::spawn_blocking(move || mounted.unmount());
         self.remote.finish(Duration::from_secs(1)).await;

@@ -4,7 +4,6 @@
 //! ([`send`]: node, announcements, serving, reported as events).
 
 mod limits;
-pub(crate) mod linger;
 pub(crate) mod send;
 mod serve;
 pub mod spool;

@@ -15,7 +15,6 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
 use super::limits::Attempts;
-use super::linger::LINGER_AFTER;
 use super::serve::{Outcome, SessionState, Sessions, ShareEvent, Transfer, MAX_STREAMS};
 use super::store::{Answer, Share};
 use super::tickets::{Refusal, TICKET_IDLE};
@@ -24,6 +23,7 @@ use crate::crypto::{
     HANDSHAKE_TIMEOUT,
 };
 use crate::error::{Error, Result};
+use crate::linger::LINGER_AFTER;
 use crate::net::Node;
 use crate::proto::{
     envelope::Msg, opening, read_opening, Hello, Join, ManifestChunk, Ready, Request, Role,

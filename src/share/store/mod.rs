@@ -48,7 +48,7 @@ pub struct Share {
     trees: Mutex<LruCache<u64, TreeHash>>,
     served: AtomicU64,
     /// Polling after answers, for the reader that asks again at once (one per process).
-    linger: Arc<crate::share::linger::Linger>,
+    linger: Arc<crate::linger::Linger>,
 }
 
 /// Reads up to this size wait for the disk on the serving task instead of the blocking pool.
@@ -177,7 +177,7 @@ impl Share {
             unpacked: Mutex::new(LruCache::new(OPEN_FILES.try_into().expect("nonzero"))),
             trees: Mutex::new(LruCache::new(TREE_HASHES.try_into().expect("nonzero"))),
             served: AtomicU64::new(0),
-            linger: crate::share::linger::Linger::new(),
+            linger: crate::linger::Linger::new(),
         }
     }
 

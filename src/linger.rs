@@ -4,9 +4,11 @@
 //! sleep in between must be woken for it: on a VM that is a halted vCPU woken through the
 //! host, 30-45 µs, on bare metal a deep C-state. So after each answer the runtime's worker keeps
 //! polling for [`LINGER`] (one task yielding, which makes the worker check its sockets without
-//! sleeping) before it sleeps. Other tasks run as usual meanwhile; an idle share polls for
+//! sleeping) before it sleeps. Other tasks run as usual meanwhile; an idle runtime polls for
 //! at most [`LINGER`] after its last answer, and only answers of at most [`LINGER_AFTER`]
-//! bytes start it.
+//! bytes start it. Both peers use it: the sender after it answers a request, the mount after
+//! it answers a read that waited for the sender (its runtime reads the kernel's requests
+//! itself, so polling there catches both the next read and the sender's answer).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
