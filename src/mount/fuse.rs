@@ -49,6 +49,8 @@ macro_rules! refuse_changes {
 
 pub(super) struct Adapter<S: FileSource> {
     pub(super) fs: Arc<MountFs<S>>,
+    /// The runtime these callbacks run on (it reads the kernel's requests), for the tasks that
+    /// answer reads and seeks waiting for the sender.
     pub(super) rt: tokio::runtime::Handle,
     /// Polling after answers that waited for the sender.
     pub(super) linger: Arc<Linger>,
@@ -157,7 +159,6 @@ impl<S: FileSource> Filesystem for Adapter<S> {
         // arrives, so the next request is read meanwhile. After a small answer that waited, the
         // worker polls a while (see `Linger`): the reader's next request, and the sender's
         // answer to it, then find it running.
-        let _rt = self.rt.enter();
         match self.fs.begin_read(ino.0, offset, size) {
             Reading::Done(Ok(b)) => reply.data(&b),
             Reading::Done(Err(e)) => reply.error(errno(e)),
@@ -191,8 +192,6 @@ impl<S: FileSource> Filesystem for Adapter<S> {
             libc::SEEK_HOLE => true,
             _ => return reply.error(Errno::EINVAL),
         };
-        // Data found may be fetched ahead of its reader (spawned tasks).
-        let _rt = self.rt.enter();
         let answer = |r: Result<u64, i32>, reply: ReplyLseek| match r {
             Ok(p) => reply.offset(p as i64),
             Err(e) => reply.error(errno(e)),
