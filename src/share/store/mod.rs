@@ -404,10 +404,10 @@ impl Share {
     ) -> std::result::Result<ReadBytes, ReadError> {
         let start = std::time::Instant::now();
         while start.elapsed() < POLL_READ {
-            // About a microsecond between tries, so a read is not a storm of system calls.
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
+            // Between tries the CPU goes to whoever else is ready to run (a microsecond or so
+            // when nobody is), so a read is not a storm of system calls and does not hold up
+            // the peer or the reader sharing this CPU.
+            crate::linger::yield_cpu();
             match self.read_into(r.file, r.offset, r.len, room, got, true) {
                 Err(ReadError::WouldBlock(back, true)) => got = back,
                 Err(ReadError::WouldBlock(back, false)) => {
