@@ -12,9 +12,9 @@
 //!
 //! A polling worker gives its CPU away at every turn ([`yield_cpu`]). The reader, woken by the
 //! answer, usually lands on a CPU where a worker is polling, and the kernel's scheduler (EEVDF)
-//! lets a running task finish its slice (about 0.7 ms) before a woken one preempts it: without
-//! the yield, 1 read in 20 to 1 in 100 waited that long (a tail at 700-740 µs on the mount's
-//! random 4 KiB reads, against a median of 90-120 µs), and the mean doubled.
+//! lets a running task finish its slice before a woken one preempts it. Without the yield, 1
+//! read in 20 to 1 in 100 of the mount's random 4 KiB reads waited about that long: a 99th
+//! percentile of 707-764 µs against a median of 89-121 µs (`scripts/BENCHMARKS.md`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
