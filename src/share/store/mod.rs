@@ -403,11 +403,13 @@ impl Share {
         mut got: Vec<u8>,
     ) -> std::result::Result<ReadBytes, ReadError> {
         let start = std::time::Instant::now();
-        while start.elapsed() < POLL_READ {
+        let mut polling = self.linger.may_poll();
+        while polling && start.elapsed() < POLL_READ {
             // Between tries the CPU goes to whoever else is ready to run (a microsecond or so
             // when nobody is), so a read is not a storm of system calls and does not hold up
-            // the peer or the reader sharing this CPU.
-            crate::linger::yield_cpu();
+            // the peer or the reader sharing this CPU; a CPU busy with other work ends the
+            // polling (see `Linger::turn`).
+            polling = self.linger.turn();
             match self.read_into(r.file, r.offset, r.len, room, got, true) {
                 Err(ReadError::WouldBlock(back, true)) => got = back,
                 Err(ReadError::WouldBlock(back, false)) => {
