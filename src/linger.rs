@@ -181,7 +181,13 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             let until = Duration::from_micros(l.until.load(Ordering::Acquire));
-            assert!(l.base.elapsed() >= until, "stopped before its time");
+            // Other tests share the CPUs: a turn that found them busy ends the polling early,
+            // as it should; otherwise it ran to its time.
+            assert!(
+                l.base.elapsed() >= until || !l.may_poll(),
+                "stopped before its time"
+            );
+            l.quiet_until.store(0, Ordering::Release);
         }
     }
 }
