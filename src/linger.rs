@@ -36,11 +36,16 @@ pub(crate) const LINGER_AFTER: usize = 64 * 1024;
 /// between reads, and the other peer's, take tens of µs.
 const BUSY_CPU: Duration = Duration::from_micros(300);
 
-/// After the CPU was found busy, no polling for this long. With two CPU-bound programs
-/// running beside a mount's random reads, polling again after 20 ms gave 1,733-2,642 IOPS,
-/// after 250 ms 2,643-3,232, and no polling at all 2,929-3,064 (polling without this check:
-/// 487-4,039, and 1,495-2,639 spinning without yielding).
-const BACK_OFF: Duration = Duration::from_millis(250);
+/// After the CPU was found busy, no polling for this long at first, twice as long each time
+/// it is found busy again, up to [`BACK_OFF_MAX`]; a polling spell that runs its course
+/// without finding it busy starts over from here. So a moment of other work (a process
+/// starting, a flush) costs a mount's reads 10 ms of polling, and a CPU that stays busy sees a
+/// try about once a second. With two CPU-bound programs beside a mount's random reads,
+/// polling again after a fixed 20 ms gave 1,733-2,642 IOPS, after 250 ms 2,643-3,232, and no
+/// polling at all 2,929-3,064 (polling without this check: 487-4,039, and 1,495-2,639
+/// spinning without yielding).
+const BACK_OFF: Duration = Duration::from_millis(10);
+const BACK_OFF_MAX: Duration = Duration::from_secs(1);
 
 pub(crate) struct Linger {
     base: Instant,
@@ -50,6 +55,8 @@ pub(crate) struct Linger {
     running: AtomicBool,
     /// No polling before this, in µs since `base`: the CPU was found busy with other work.
     quiet_until: AtomicU64,
+    /// The next back-off, µs.
+    back_off: AtomicU64,
 }
 
 impl Linger {
@@ -59,6 +66,7 @@ impl Linger {
             until: AtomicU64::new(0),
             running: AtomicBool::new(false),
             quiet_until: AtomicU64::new(0),
+            back_off: AtomicU64::new(BACK_OFF.as_micros() as u64),
         })
     }
 
@@ -80,8 +88,15 @@ impl Linger {
         if took < BUSY_CPU {
             return true;
         }
-        let quiet = self.now() + BACK_OFF.as_micros() as u64;
-        self.quiet_until.fetch_max(quiet, Ordering::AcqRel);
+        let max = BACK_OFF_MAX.as_micros() as u64;
+        let back_off = self
+            .back_off
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some((b * 2).min(max))
+            })
+            .unwrap_or(max);
+        self.quiet_until
+            .fetch_max(self.now() + back_off, Ordering::AcqRel);
         false
     }
 
@@ -112,6 +127,9 @@ impl Linger {
                     return;
                 }
             }
+            // A spell that ran its course: the next busy CPU backs off briefly again.
+            self.back_off
+                .store(BACK_OFF.as_micros() as u64, Ordering::Release);
             self.running.store(false, Ordering::Release);
             // An answer that came after the last look and saw this task running started none.
             if self.now() >= self.until.load(Ordering::Acquire)
@@ -159,9 +177,24 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(5), "still backing off");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(t.elapsed() >= BACK_OFF - Duration::from_millis(20));
+        assert!(t.elapsed() >= BACK_OFF - Duration::from_millis(5));
+        // Found busy again: twice as long.
+        assert!(!l.after_yield(BUSY_CPU));
+        let quiet = l.quiet_until.load(Ordering::Acquire) - l.now();
+        assert!(quiet > BACK_OFF.as_micros() as u64 * 3 / 2, "{quiet} µs");
+        l.quiet_until.store(0, Ordering::Release);
         l.answered();
         assert!(l.running());
+        // A spell that runs its course starts the back-off over.
+        while l.running() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if l.may_poll() {
+            assert_eq!(
+                l.back_off.load(Ordering::Acquire),
+                BACK_OFF.as_micros() as u64
+            );
+        }
     }
 
     /// Answers keep the worker polling until [`LINGER`] after the last of them, then it stops;
