@@ -77,9 +77,10 @@ impl Linger {
 
     /// One turn of a polling loop: gives the CPU away ([`yield_cpu`]) and says whether to go
     /// on polling. When the CPU went to other work for a while (a build, a video decoder,
-    /// another program polling), it says no, and [`may_poll`](Self::may_poll) says no for
-    /// [`BACK_OFF`]: on a busy CPU a poller only takes turns with that work, and misses the
-    /// quick wake-up the scheduler gives a thread that slept.
+    /// another program polling), it says no, and [`may_poll`](Self::may_poll) says no for a
+    /// while ([`BACK_OFF`], growing while the CPU stays busy): on a busy CPU a poller only
+    /// takes turns with that work, and misses the quick wake-up the scheduler gives a thread
+    /// that slept.
     pub(crate) fn turn(&self) -> bool {
         self.after_yield(yield_cpu())
     }
