@@ -4,8 +4,8 @@
 //! only; both run the cipher in software, on the same two cores as pcp's own record layer. This
 //! transport speaks the same `/tls/1.0.0` protocol (the libp2p TLS handshake: a self-signed
 //! certificate carrying the libp2p key's signature, checked by libp2p-tls's own parser), but
-//! lists AES-128-GCM first, which AWS-LC runs with the CPU's AES and carry-less multiply
-//! instructions, and keeps rustls's key exchange order (hybrid X25519MLKEM768 first), so TCP
+//! lists AES-128-GCM first, which AWS-LC (or ring, on CPUs where its code is the faster one:
+//! [`aes_gcm_suites`]) runs with the CPU's AES and carry-less multiply instructions, and keeps rustls's key exchange order (hybrid X25519MLKEM768 first), so TCP
 //! connections between pcp peers are post-quantum at the transport too.
 //!
 //! A dial proposes TLS alone, lazily (multistream-select `V1Lazy`: no round trip of its own);
@@ -39,6 +39,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
+use rustls::SupportedCipherSuite;
 use rustls::{CommonState, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::coalesce::Coalesce;
@@ -184,6 +185,46 @@ where
     Ok((peer, StreamMuxerBox::new(Lazy::new(muxer))))
 }
 
+/// TLS 1.3's two AES-GCM suites from whichever implementation runs them faster on this CPU.
+/// The same algorithm either way, so the choice is local and changes no byte on the wire.
+///
+/// AWS-LC's assembly uses the vector AES instructions (VAES) only with AVX-512; on a CPU that
+/// has VAES and AVX2 but no AVX-512 (AMD Zen 3, Intel Alder Lake and later desktops) it falls
+/// back to one 128-bit block per AES instruction, where ring's VAES/AVX2 code runs twice as
+/// fast: 6.0 against 3.1 GB/s sealing 16 KiB records (TLS's largest) on an AMD EPYC without
+/// AVX-512 (`scripts/BENCHMARKS.md`, 2026-12-02). Elsewhere (AVX-512, or no VAES) AWS-LC's
+/// code is at least as fast and stays.
+fn aes_gcm_suites() -> [SupportedCipherSuite; 2] {
+    if vaes_without_avx512() {
+        return [
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        ];
+    }
+    [
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+    ]
+}
+
+/// Whether the CPU has 256-bit AES and carry-less multiply (VAES, VPCLMULQDQ) with AVX2 but
+/// not the AVX-512 set AWS-LC's AES-GCM needs to use them (F, DQ, BW, VL and IFMA).
+fn vaes_without_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let vaes = has!("vaes") && has!("vpclmulqdq") && has!("avx2");
+        let avx512 = has!("avx512f")
+            && has!("avx512dq")
+            && has!("avx512bw")
+            && has!("avx512vl")
+            && has!("avx512ifma");
+        vaes && !avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Both ends of the libp2p TLS handshake, with AES-GCM first.
 #[derive(Clone)]
 struct Tls {
@@ -193,13 +234,18 @@ struct Tls {
 
 impl Tls {
     fn new(key: &identity::Keypair) -> Result<Tls, BoxError> {
+        Tls::with_aes_gcm(key, aes_gcm_suites())
+    }
+
+    /// With `aes`, the two AES-GCM suites of one implementation, first.
+    fn with_aes_gcm(
+        key: &identity::Keypair,
+        aes: [SupportedCipherSuite; 2],
+    ) -> Result<Tls, BoxError> {
         let (cert, private) = certificate::generate(key)?;
         let mut provider = aws_lc_rs::default_provider();
-        provider.cipher_suites = vec![
-            cipher_suite::TLS13_AES_128_GCM_SHA256,
-            cipher_suite::TLS13_AES_256_GCM_SHA384,
-            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-        ];
+        let [aes128, aes256] = aes;
+        provider.cipher_suites = vec![aes128, aes256, cipher_suite::TLS13_CHACHA20_POLY1305_SHA256];
         let provider = Arc::new(provider);
         // The certificate's critical libp2p extension is unknown to webpki, so it is handed
         // out as is rather than through rustls's checked `with_single_cert`.
@@ -388,105 +434,4 @@ impl ClientCertVerifier for Libp2pCert {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use futures::{AsyncReadExt, AsyncWriteExt};
-    use tokio_util::compat::TokioAsyncReadCompatExt;
-
-    /// A yamux client over `io`, one stream opened on it, and the task that drives it.
-    async fn client_stream(
-        io: tokio::io::DuplexStream,
-    ) -> (yamux::Stream, tokio::task::JoinHandle<bool>) {
-        let mut client =
-            yamux::Connection::new(io.compat(), yamux::Config::default(), yamux::Mode::Client);
-        let out = futures::future::poll_fn(|cx| client.poll_new_outbound(cx))
-            .await
-            .unwrap();
-        let drive = tokio::spawn(async move {
-            futures::future::poll_fn(|cx| client.poll_next_inbound(cx))
-                .await
-                .is_none()
-        });
-        (out, drive)
-    }
-
-    /// The yamux under the TCP transport is vendor/yamux (PCP-PATCH.md): a stream grants its
-    /// remote 2 MiB of credit as soon as it is read, not the specification's 256 KiB, so a
-    /// sender on a lossy long path is not held to 256 KiB a stream while auto-tuning catches
-    /// up. Here the receiving side reads one byte and then nothing: the sender must still get
-    /// 2 MiB out (an unpatched yamux blocks it after 256 KiB).
-    #[tokio::test]
-    async fn a_yamux_stream_grants_two_mib_at_once() {
-        let (a, b) = tokio::io::duplex(8 << 20);
-        let (mut out, drive_client) = client_stream(a).await;
-        let cfg = yamux::Config::default();
-        let mut server = yamux::Connection::new(b.compat(), cfg, yamux::Mode::Server);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let drive_server = tokio::spawn(async move {
-            let mut s = futures::future::poll_fn(|cx| server.poll_next_inbound(cx))
-                .await
-                .unwrap()
-                .unwrap();
-            let mut one = [0u8; 1];
-            s.read_exact(&mut one).await.unwrap();
-            let _ = tx.send(s);
-            futures::future::poll_fn(|cx| server.poll_next_inbound(cx))
-                .await
-                .is_none()
-        });
-        out.write_all(b"x").await.unwrap();
-        out.flush().await.unwrap();
-        let _held = rx.await.unwrap();
-        let piece = vec![7u8; 64 << 10];
-        let window = 2 << 20;
-        let mut sent = 1;
-        while sent < window {
-            let n = piece.len().min(window - sent);
-            let w = tokio::time::timeout(Duration::from_secs(5), out.write_all(&piece[..n])).await;
-            assert!(w.is_ok(), "blocked after {sent} bytes");
-            sent += n;
-        }
-        // And not a byte more: the window is what was granted.
-        let more = tokio::time::timeout(Duration::from_millis(300), out.write_all(b"y")).await;
-        assert!(more.is_err(), "wrote past the granted window");
-        drive_client.abort();
-        drive_server.abort();
-    }
-
-    /// vendor/yamux also sends data in frames of up to 64 KiB (upstream: 16 KiB): a 1 MiB answer
-    /// is 16 frames, not 64. Read raw off the wire: the 256 KiB a new stream may send before any
-    /// window update go out as four full frames.
-    #[tokio::test]
-    async fn yamux_sends_data_in_frames_of_64_kib() {
-        use tokio::io::AsyncReadExt as _;
-        let (a, mut raw) = tokio::io::duplex(8 << 20);
-        let (mut out, drive_client) = client_stream(a).await;
-        let credit = 256 << 10;
-        let write = tokio::spawn(async move {
-            out.write_all(&vec![7u8; credit]).await.unwrap();
-            out.flush().await.unwrap();
-            out
-        });
-        let mut frames = Vec::new();
-        let mut data = 0;
-        while data < credit {
-            let mut header = [0u8; 12];
-            tokio::time::timeout(Duration::from_secs(5), raw.read_exact(&mut header))
-                .await
-                .expect("the stream's credit arrives")
-                .unwrap();
-            let len = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
-            // Type 0 is data; its length counts the body that follows.
-            if header[1] == 0 {
-                let mut body = vec![0u8; len];
-                raw.read_exact(&mut body).await.unwrap();
-                frames.push(len);
-                data += len;
-            }
-        }
-        assert_eq!(frames, [64 << 10; 4]);
-        drop(write);
-        drive_client.abort();
-    }
-}
+mod tests;

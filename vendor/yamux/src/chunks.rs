@@ -10,6 +10,45 @@
 
 use std::{collections::VecDeque, io};
 
+use parking_lot::Mutex;
+
+/// Frame bodies read to the end, kept to hold the next frames read (PCP-PATCH, see
+/// PCP-PATCH.md): a new body of a data frame is otherwise allocated zeroed, a `memset` of up to
+/// 64 KiB per frame that is overwritten at once by the frame's bytes.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Bodies kept at most (of at most [`SPARE_MAX_CAPACITY`] each: 2 MiB in all).
+const SPARE_MAX: usize = 32;
+/// Bodies smaller than this are not worth keeping; bigger ones are not kept either.
+const SPARE_MIN_CAPACITY: usize = 4 * 1024;
+const SPARE_MAX_CAPACITY: usize = 64 * 1024;
+
+/// A buffer of `len` bytes for a frame body, to be filled whole before it is used: a spare
+/// one when there is one, its old bytes left in place (only bytes past its old length are
+/// zeroed), else a new zeroed one.
+pub(crate) fn frame_body(len: usize) -> Vec<u8> {
+    if (SPARE_MIN_CAPACITY..=SPARE_MAX_CAPACITY).contains(&len) {
+        if let Some(mut v) = SPARE.lock().pop() {
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, 0);
+            }
+            return v;
+        }
+    }
+    vec![0; len]
+}
+
+/// Keeps a body whose bytes were all read for a next [`frame_body`], or drops it.
+pub(crate) fn recycle(v: Vec<u8>) {
+    if (SPARE_MIN_CAPACITY..=SPARE_MAX_CAPACITY).contains(&v.capacity()) {
+        let mut spare = SPARE.lock();
+        if spare.len() < SPARE_MAX {
+            spare.push(v);
+        }
+    }
+}
+
 /// A sequence of [`Chunk`] values.
 ///
 /// [`Chunks::len`] considers all [`Chunk`] elements and computes the total

@@ -332,7 +332,10 @@ impl AsyncRead for Stream {
         let mut n = 0;
         while let Some(chunk) = shared.buffer.front_mut() {
             if chunk.is_empty() {
-                shared.buffer.pop();
+                // PCP-PATCH: the body read out is kept for a next frame.
+                if let Some(c) = shared.buffer.pop() {
+                    crate::chunks::recycle(c.into_vec());
+                }
                 continue;
             }
             let k = std::cmp::min(chunk.len(), buf.len() - n);

@@ -245,7 +245,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for Io<T> {
                         this.read_state = ReadState::Body {
                             header,
                             offset: 0,
-                            buffer: vec![0; body_len],
+                            // PCP-PATCH: a kept body, not a new zeroed one.
+                            buffer: crate::chunks::frame_body(body_len),
                         };
 
                         continue;
