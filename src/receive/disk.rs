@@ -16,7 +16,7 @@ use lru::LruCache;
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::pages::{self, Page, PAGE};
+use crate::pages::PAGE;
 use crate::proto::Entry;
 
 /// Folder handles kept open for the files being written.
@@ -207,88 +207,6 @@ pub(super) fn hole(f: &File, off: u64, len: u64) -> io::Result<bool> {
         // The zeros get written instead, over the same range: the grown size stays right.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-/// Writes of a big file's data that go around the page cache (`O_DIRECT`): the disk reads
-/// them from pcp's own page-aligned memory instead of the kernel copying them into pages it
-/// allocates for the cache and writes back later (on a 2-core VM, that copy into new pages
-/// was 14-28% of the CPU both peers spent on a 1 GiB receive). What cannot go direct (an
-/// unaligned start, a file's last bytes, a filesystem that refuses) is written as usual.
-pub(super) struct DirectWriter {
-    /// The same file, opened again for direct writes; `None` once it refused one.
-    direct: Option<File>,
-    /// Where bytes that do not start on a page go through.
-    buf: Vec<Page>,
-}
-
-impl DirectWriter {
-    /// For `f`, reopened through `/proc/self/fd` (so the very same file); `None` where that
-    /// or `O_DIRECT` is not possible.
-    pub(super) fn open(f: &File) -> Option<DirectWriter> {
-        let path = format!("/proc/self/fd/{}", f.as_raw_fd());
-        let c = CString::new(path).ok()?;
-        // SAFETY: a NUL-terminated path; the descriptor returned is owned below.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_WRONLY | libc::O_DIRECT | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: `fd` was just opened and is owned by nobody else.
-        let direct = unsafe { File::from_raw_fd(fd) };
-        Some(DirectWriter {
-            direct: Some(direct),
-            buf: Vec::new(),
-        })
-    }
-
-    /// Writes `data` at `off` of `f`: the whole pages of it straight to the disk when `off` is
-    /// page-aligned (from `data` itself when it starts on a page, else from an aligned copy),
-    /// the rest through `f`.
-    pub(super) fn write_at(&mut self, f: &File, data: &[u8], off: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let whole = data.len() / PAGE * PAGE;
-        let mut done = 0;
-        if let Some(d) = &self.direct {
-            if whole > 0 && off.is_multiple_of(PAGE as u64) {
-                // Bytes on a page boundary (a pooled frame's) go as they are; others are
-                // copied to one first.
-                let aligned = if (data.as_ptr() as usize).is_multiple_of(PAGE) {
-                    &data[..whole]
-                } else {
-                    if self.buf.len() < whole / PAGE {
-                        self.buf.resize(whole / PAGE, Page::ZERO);
-                    }
-                    let buf = &mut pages::bytes_mut(&mut self.buf)[..whole];
-                    buf.copy_from_slice(&data[..whole]);
-                    buf
-                };
-                while done < whole {
-                    match d.write_at(&aligned[done..], off + done as u64) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) if n.is_multiple_of(PAGE) => done += n,
-                        // A short write off the page grid: the rest the usual way.
-                        Ok(n) => {
-                            done += n;
-                            break;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        // An alignment this disk does not take: the usual way from now on.
-                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                            self.direct = None;
-                            self.buf = Vec::new();
-                            break;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        f.write_all_at(&data[done..], off + done as u64)
     }
 }
 

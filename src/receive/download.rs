@@ -11,6 +11,7 @@ use std::sync::Arc;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 
+use super::direct::{self, DirectWriter, Pace};
 use super::disk::{self, join_err, part_name, safe_mode};
 use super::resume::verify_prefix;
 use super::{window_units, Progress, CHUNK, PER_FILE_CHUNKS};
@@ -161,9 +162,10 @@ impl<S: FileSource> Download<'_, S> {
         let mut next_off = from;
         let mut pending = FuturesOrdered::new();
         let mut written = 0u64;
+        let mut pace = Pace::default();
         let mut direct = {
             let f = f.clone();
-            tokio::task::spawn_blocking(move || disk::DirectWriter::open(&f))
+            tokio::task::spawn_blocking(move || DirectWriter::open(&f))
                 .await
                 .map_err(join_err)?
         };
@@ -222,9 +224,18 @@ impl<S: FileSource> Download<'_, S> {
                 (w, r.ctx(|| format!("cannot write {}", path.display())))
             });
             hasher.update(&data);
+            let waiting = std::time::Instant::now();
             let (w, r) = write.await.map_err(join_err)?;
             r?;
             direct = w;
+            if direct.is_some() && !hole {
+                let now = std::time::Instant::now();
+                if pace.too_slow(now, data.len() as u64, now - waiting) {
+                    tracing::debug!("the disk is slower than the data coming in: writes go through the page cache from here on");
+                    direct::stop_for_this_run();
+                    direct = None;
+                }
+            }
             written += data.len() as u64;
             self.progress.moved(&data);
         }

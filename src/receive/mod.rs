@@ -5,6 +5,7 @@
 //! mount's copy-out share this code; bytes come from any [`FileSource`]. A share of one file
 //! can go to a byte stream instead ([`to_stream`]: `--stdout`, text messages).
 
+mod direct;
 mod disk;
 pub use disk::check_out_folder;
 mod download;

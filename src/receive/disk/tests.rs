@@ -23,43 +23,6 @@ fn the_out_folder_is_checked_up_to_what_exists() {
     }
 }
 
-/// Direct writes put the same bytes where buffered ones would: whole pages around the
-/// page cache, an unaligned start and a last partial page through the file itself.
-#[test]
-fn direct_writes_land_where_buffered_ones_would() {
-    use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f");
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap();
-    let mut w = DirectWriter::open(&f)
-        .expect("the temporary folder's filesystem takes O_DIRECT (ext4, xfs, tmpfs 6.6+)");
-    let data: Vec<u8> = (0..3 * PAGE as u32 * 100 + 777)
-        .map(|i| (i * 17 % 253) as u8)
-        .collect();
-    let cut = PAGE * 100;
-    // Out of order, as a resume may: the middle, the start, then a last partial page.
-    w.write_at(&f, &data[cut..2 * cut], cut as u64).unwrap();
-    w.write_at(&f, &data[..cut], 0).unwrap();
-    w.write_at(&f, &data[2 * cut..], 2 * cut as u64).unwrap();
-    assert!(w.direct.is_some(), "a direct write was refused");
-    // Bytes that start on a page (a pooled frame's) go without the copy.
-    let mut aligned = pages::take(cut);
-    pages::bytes_mut(&mut aligned)[..cut].copy_from_slice(&data[cut..2 * cut]);
-    w.write_at(&f, &pages::bytes(&aligned)[..cut], cut as u64)
-        .unwrap();
-    // An unaligned start goes the usual way, and so the file is its bytes.
-    w.write_at(&f, &data[5..PAGE + 9], 5).unwrap();
-    let mut got = vec![0; data.len()];
-    f.read_exact_at(&mut got, 0).unwrap();
-    assert!(got == data, "the file differs from what was written");
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), data.len() as u64);
-}
-
 #[test]
 fn a_part_is_kept_for_resuming_or_emptied_for_a_whole_rewrite() {
     let t = tempfile::tempdir().unwrap();
