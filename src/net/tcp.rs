@@ -5,8 +5,9 @@
 //! transport speaks the same `/tls/1.0.0` protocol (the libp2p TLS handshake: a self-signed
 //! certificate carrying the libp2p key's signature, checked by libp2p-tls's own parser), but
 //! lists AES-128-GCM first, which AWS-LC (or ring, on CPUs where its code is the faster one:
-//! [`aes_gcm_suites`]) runs with the CPU's AES and carry-less multiply instructions, and keeps rustls's key exchange order (hybrid X25519MLKEM768 first), so TCP
-//! connections between pcp peers are post-quantum at the transport too.
+//! [`aes_gcm_suites`]) runs with the CPU's AES and carry-less multiply instructions, and
+//! keeps rustls's key exchange order (hybrid X25519MLKEM768 first), so TCP connections
+//! between pcp peers are post-quantum at the transport too.
 //!
 //! A dial proposes TLS alone, lazily (multistream-select `V1Lazy`: no round trip of its own);
 //! an inbound connection may also choose Noise, so older pcp releases and Noise-only libp2p
@@ -191,7 +192,7 @@ where
 /// AWS-LC's assembly uses the vector AES instructions (VAES) only with AVX-512; on a CPU that
 /// has VAES and AVX2 but no AVX-512 (AMD Zen 3, Intel Alder Lake and later desktops) it falls
 /// back to one 128-bit block per AES instruction, where ring's VAES/AVX2 code runs twice as
-/// fast: 6.0 against 3.1 GB/s sealing 16 KiB records (TLS's largest) on an AMD EPYC without
+/// fast: 5.1-6.6 against 2.1-3.5 GB/s sealing 16 KiB records (TLS's largest) on an AMD EPYC without
 /// AVX-512 (`scripts/BENCHMARKS.md`, 2026-12-02). Elsewhere (AVX-512, or no VAES) AWS-LC's
 /// code is at least as fast and stays.
 fn aes_gcm_suites() -> [SupportedCipherSuite; 2] {

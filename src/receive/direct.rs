@@ -42,10 +42,12 @@ impl Pace {
     /// `now`; true when direct writes should stop (then also for the files opened later:
     /// [`stop_for_this_run`]).
     pub(super) fn too_slow(&mut self, now: Instant, bytes: u64, waited: Duration) -> bool {
-        let since = *self.since.get_or_insert(now - waited);
+        let since = *self
+            .since
+            .get_or_insert(now.checked_sub(waited).unwrap_or(now));
         self.bytes += bytes;
         self.waited += waited;
-        self.bytes >= Self::SETTLE && self.waited * 4 > now - since
+        self.bytes >= Self::SETTLE && self.waited * 4 > now.saturating_duration_since(since)
     }
 }
 
