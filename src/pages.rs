@@ -1,7 +1,7 @@
 //! Page-aligned buffers for direct disk I/O, and a bounded pool of them for big frames: a
 //! frame read into one is not zeroed first (a page is zeroed once, when the pool first grows
 //! it), and the file bytes it carries can go to the disk without a copy when they start on a
-//! page boundary (see `receive::disk::DirectWriter`).
+//! page boundary (see `receive::direct::DirectWriter`).
 
 use std::sync::Mutex;
 

@@ -1,68 +1,29 @@
-//! Direct writes (`O_DIRECT`) of a big file's data, while the disk keeps up with them.
+//! Direct writes (`O_DIRECT`) of a big file's data, as many as the disk takes.
 //!
 //! A write through the page cache is a copy into memory; the disk gets the bytes later, after
 //! pcp has exited if the file fits in what the kernel lets wait (as with `cp` or `scp`). A
-//! direct write saves that copy but holds the receive to the disk's own speed: where the disk
-//! is slower than the link (a busy or slow disk, or one that also serves the sender, as on a
-//! single test machine), it made a 1 GiB receive 20-40% slower than writing to the cache.
-//! [`Pace`] watches how long the download waits for the disk and turns direct writes off for
-//! the rest of the run when that wait is a real share of its time.
+//! direct write saves that copy (on a 2-core VM, the copy into pages the kernel allocates was
+//! 14-43% of the receiver's CPU) but takes the disk's own time, during which the download
+//! would wait. So a download keeps one direct write in flight and does not wait for it: a piece
+//! that arrives while the disk is still busy goes through the page cache. A disk faster than
+//! the link takes most pieces; a slow or busy one (one that also serves the sender, as on a
+//! single test machine) takes few, and the receive goes at the speed of the page cache, as
+//! scp's does. Waiting for every direct write made a 1 GiB receive 20-40% slower where the
+//! disk was the slower side; switching to the page cache for good once the disk held the
+//! download up made it 20-50% slower where the page cache's copy was (`scripts/BENCHMARKS.md`).
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use crate::pages::{self, Page, PAGE};
-
-/// Set once a download found direct writes holding it up: later files write through the page
-/// cache from the start.
-static TOO_SLOW: AtomicBool = AtomicBool::new(false);
-
-/// When direct writes stop paying: after at least [`Pace::SETTLE`] bytes written direct, once
-/// the download has waited for the disk (after doing everything else it had to, hashing the
-/// same bytes among it) for more than a quarter of the time since its first direct write.
-/// On a disk faster than the link that wait is a few percent; on one slower than the link it
-/// is most of the time.
-#[derive(Debug, Default)]
-pub(super) struct Pace {
-    since: Option<Instant>,
-    bytes: u64,
-    waited: Duration,
-}
-
-impl Pace {
-    /// Bytes written direct before the wait is judged: the first writes of a file find an
-    /// idle disk and say little.
-    const SETTLE: u64 = 16 << 20;
-
-    /// Counts a direct write of `bytes` that the download then waited `waited` for, at
-    /// `now`; true when direct writes should stop (then also for the files opened later:
-    /// [`stop_for_this_run`]).
-    pub(super) fn too_slow(&mut self, now: Instant, bytes: u64, waited: Duration) -> bool {
-        let since = *self
-            .since
-            .get_or_insert(now.checked_sub(waited).unwrap_or(now));
-        self.bytes += bytes;
-        self.waited += waited;
-        self.bytes >= Self::SETTLE && self.waited * 4 > now.saturating_duration_since(since)
-    }
-}
-
-/// Turns direct writes off for the rest of the run: files opened from now on write through
-/// the page cache.
-pub(super) fn stop_for_this_run() {
-    TOO_SLOW.store(true, Ordering::Relaxed);
-}
 
 /// Writes of a big file's data that go around the page cache (`O_DIRECT`): the disk reads
 /// them from pcp's own page-aligned memory instead of the kernel copying them into pages it
 /// allocates for the cache and writes back later (on a 2-core VM, that copy into new pages
 /// was 14-28% of the CPU both peers spent on a 1 GiB receive). What cannot go direct (an
-/// unaligned start, a file's last bytes, a filesystem that refuses) is written as usual, and
-/// so is everything once the disk is found slower than the data coming in ([`Pace`]).
+/// unaligned start, a file's last bytes, a filesystem that refuses) is written as usual.
 pub(super) struct DirectWriter {
     /// The same file, opened again for direct writes; `None` once it refused one.
     direct: Option<File>,
@@ -74,9 +35,6 @@ impl DirectWriter {
     /// For `f`, reopened through `/proc/self/fd` (so the very same file); `None` where that
     /// or `O_DIRECT` is not possible.
     pub(super) fn open(f: &File) -> Option<DirectWriter> {
-        if TOO_SLOW.load(Ordering::Relaxed) {
-            return None;
-        }
         let path = format!("/proc/self/fd/{}", f.as_raw_fd());
         let c = CString::new(path).ok()?;
         // SAFETY: a NUL-terminated path; the descriptor returned is owned below.
@@ -182,28 +140,5 @@ mod tests {
         f.read_exact_at(&mut got, 0).unwrap();
         assert!(got == data, "the file differs from what was written");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), data.len() as u64);
-    }
-
-    /// A disk that keeps the download waiting most of the time turns direct writes off once
-    /// 16 MiB went direct; one that makes it wait a few percent never does.
-    #[test]
-    fn direct_writes_stop_only_when_the_disk_holds_the_download_up() {
-        let t0 = Instant::now();
-        let mib = 1 << 20;
-        let ms = Duration::from_millis;
-        // Fast disk: 1 MiB every 4 ms, 0.2 ms of which waiting for it.
-        let mut fast = Pace::default();
-        for i in 1..=1000u32 {
-            assert!(!fast.too_slow(t0 + ms(4) * i, mib, Duration::from_micros(200)));
-        }
-        // Slow disk: 1 MiB every 5 ms, 4 of them waiting; judged only from 16 MiB on.
-        let mut slow = Pace::default();
-        for i in 1..=15u32 {
-            assert!(
-                !slow.too_slow(t0 + ms(5) * i, mib, ms(4)),
-                "judged at {i} MiB"
-            );
-        }
-        assert!(slow.too_slow(t0 + ms(80), mib, ms(4)));
     }
 }

@@ -11,13 +11,24 @@ use std::sync::Arc;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 
-use super::direct::{self, DirectWriter, Pace};
+use super::direct::DirectWriter;
 use super::disk::{self, join_err, part_name, safe_mode};
 use super::resume::verify_prefix;
 use super::{window_units, Progress, CHUNK, PER_FILE_CHUNKS};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::FileSource;
 use crate::proto::Entry;
+
+/// A direct write's writer, given back, and its outcome.
+type DirectWrite = (DirectWriter, Result<()>);
+
+/// Waits for the direct write in flight, if any, and gives the writer back.
+async fn landed(w: Option<tokio::task::JoinHandle<DirectWrite>>) -> Result<Option<DirectWriter>> {
+    let Some(w) = w else { return Ok(None) };
+    let (w, r) = w.await.map_err(join_err)?;
+    r?;
+    Ok(Some(w))
+}
 
 /// One file to download and what it shares with the others.
 pub(super) struct Download<'a, S> {
@@ -162,13 +173,16 @@ impl<S: FileSource> Download<'_, S> {
         let mut next_off = from;
         let mut pending = FuturesOrdered::new();
         let mut written = 0u64;
-        let mut pace = Pace::default();
+        // The direct writer when idle; while it writes, the pieces that arrive go through the
+        // page cache: the disk takes what it can, the page cache the rest (see `direct`).
         let mut direct = {
             let f = f.clone();
             tokio::task::spawn_blocking(move || DirectWriter::open(&f))
                 .await
                 .map_err(join_err)?
         };
+        let mut in_flight: Option<tokio::task::JoinHandle<DirectWrite>> = None;
+        let (mut went_direct, mut went_cached) = (0u64, 0u64);
         loop {
             while pending.len() < PER_FILE_CHUNKS && next_off < size {
                 let len = (size - next_off).min(CHUNK as u64) as u32;
@@ -209,36 +223,47 @@ impl<S: FileSource> Download<'_, S> {
             if h.is_some() {
                 got_hash = h;
             }
-            let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
-            let mut w = direct.take();
+            if in_flight.as_ref().is_some_and(|w| w.is_finished()) {
+                direct = landed(in_flight.take()).await?;
+            }
             // A run of zeros (the sender's hole, or zeros it had written) becomes a hole here
             // too, where the filesystem can make one: no disk space, no write.
             let hole = data.len() >= crate::pages::ZERO_RUN
                 && (crate::pages::is_counted_zeros(&data) || crate::pages::is_zero(&data));
-            let write = tokio::task::spawn_blocking(move || {
-                let r = match &mut w {
-                    _ if hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) => Ok(()),
-                    Some(w) => w.write_at(&f, &data2, off),
-                    None => f.write_all_at(&data2, off),
-                };
-                (w, r.ctx(|| format!("cannot write {}", path.display())))
-            });
-            hasher.update(&data);
-            let waiting = std::time::Instant::now();
-            let (w, r) = write.await.map_err(join_err)?;
-            r?;
-            direct = w;
-            if direct.is_some() && !hole {
-                let now = std::time::Instant::now();
-                if pace.too_slow(now, data.len() as u64, now - waiting) {
-                    tracing::debug!("the disk is slower than the data coming in: writes go through the page cache from here on");
-                    direct::stop_for_this_run();
-                    direct = None;
+            let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
+            match direct.take() {
+                Some(mut w) if !hole => {
+                    went_direct += data.len() as u64;
+                    in_flight = Some(tokio::task::spawn_blocking(move || {
+                        let r = w.write_at(&f, &data2, off);
+                        (w, r.ctx(|| format!("cannot write {}", path.display())))
+                    }));
+                    hasher.update(&data);
+                }
+                w => {
+                    went_cached += if hole { 0 } else { data.len() as u64 };
+                    direct = w;
+                    let write = tokio::task::spawn_blocking(move || {
+                        match hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) {
+                            true => Ok(()),
+                            false => f.write_all_at(&data2, off),
+                        }
+                        .ctx(|| format!("cannot write {}", path.display()))
+                    });
+                    hasher.update(&data);
+                    write.await.map_err(join_err)??;
                 }
             }
             written += data.len() as u64;
             self.progress.moved(&data);
         }
+        landed(in_flight).await?;
+        tracing::debug!(
+            "{}: {} MiB written around the page cache, {} MiB through it",
+            crate::text::printable(&self.path.display().to_string()),
+            went_direct >> 20,
+            went_cached >> 20
+        );
         Ok((written, got_hash))
     }
 
