@@ -210,6 +210,33 @@ pub(super) fn hole(f: &File, off: u64, len: u64) -> io::Result<bool> {
     }
 }
 
+/// A file in `dir` with no name yet (`O_TMPFILE`), to be named by [`link_new`] once it is
+/// whole: its creation does not hold the folder locked (a named create does, while the file
+/// system looks for a free inode), and naming it is one change to the folder where a
+/// temporary name and a rename are two. `None` where the file system or kernel has no such
+/// files.
+pub(super) fn unnamed(dir: &File) -> Option<File> {
+    open_at(dir, b".", libc::O_TMPFILE | libc::O_RDWR, 0o600).ok()
+}
+
+/// Gives the [`unnamed`] file `f` the name `name` in `dir`; fails if the name is taken
+/// (`AlreadyExists`), so nothing already there is replaced. Through `/proc/self/fd` (linking
+/// the descriptor itself, `AT_EMPTY_PATH`, takes a privilege).
+pub(super) fn link_new(f: &File, dir: &File, name: &[u8]) -> io::Result<()> {
+    let from = cstr(format!("/proc/self/fd/{}", f.as_raw_fd()).as_bytes())?;
+    let to = cstr(name)?;
+    // SAFETY: valid paths and dirfd.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+}
+
 /// [`open_part`], emptied if an earlier run left it (for a file rewritten whole).
 pub(super) fn open_empty_part(dir: &File, name: &[u8]) -> io::Result<File> {
     open_part_with(dir, name, libc::O_TRUNC)

@@ -67,3 +67,24 @@ fn nothing_is_followed_and_nothing_is_replaced() {
     assert!(stat(&out, b"a").unwrap().is_none());
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
 }
+
+/// An unnamed file shows up only once linked, with what was written to it, and linking it
+/// over a name that is taken fails without touching what is there.
+#[test]
+fn an_unnamed_file_appears_whole_and_never_over_a_taken_name() {
+    use std::os::unix::fs::FileExt;
+    let t = tempfile::tempdir().unwrap();
+    let out = File::open(t.path()).unwrap();
+    let f = unnamed(&out).expect("the temporary folder's file system has O_TMPFILE");
+    f.write_all_at(b"whole", 0).unwrap();
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+    link_new(&f, &out, b"a").unwrap();
+    assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"whole");
+    std::fs::write(t.path().join("b"), b"theirs").unwrap();
+    let g = unnamed(&out).unwrap();
+    g.write_all_at(b"ours", 0).unwrap();
+    let e = link_new(&g, &out, b"b").unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!(std::fs::read(t.path().join("b")).unwrap(), b"theirs");
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 2);
+}
