@@ -5,9 +5,10 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 
@@ -18,6 +19,36 @@ use super::{window_units, Progress, CHUNK, PER_FILE_CHUNKS};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::FileSource;
 use crate::proto::Entry;
+
+/// The most bytes one direct write takes: pieces that arrive while the disk is busy with the
+/// last are held back (up to this, less the piece that then comes) to go with the next.
+const DIRECT_BATCH: usize = 4 << 20;
+
+/// Bytes of received pieces held back for the disk, over all files at once.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+const HELD_MAX: usize = 16 << 20;
+
+/// A share of [`HELD`], given back when dropped.
+#[derive(Default)]
+struct Held(usize);
+
+impl Held {
+    /// Takes `n` more bytes, if all files together stay within [`HELD_MAX`].
+    fn grow(&mut self, n: usize) -> bool {
+        if HELD.fetch_add(n, Ordering::Relaxed) + n > HELD_MAX {
+            HELD.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.0 += n;
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
 
 /// A direct write's writer, given back, and its outcome.
 type DirectWrite = (DirectWriter, Result<()>);
@@ -183,6 +214,10 @@ impl<S: FileSource> Download<'_, S> {
         };
         let mut in_flight: Option<tokio::task::JoinHandle<DirectWrite>> = None;
         let (mut went_direct, mut went_cached) = (0u64, 0u64);
+        // Pieces held back while the disk was busy, from `held_off` on, and their share of
+        // the bytes all files may hold.
+        let (mut held, mut held_off, mut held_bytes) = (Vec::new(), 0u64, 0usize);
+        let mut budget = Held::default();
         loop {
             while pending.len() < PER_FILE_CHUNKS && next_off < size {
                 let len = (size - next_off).min(CHUNK as u64) as u32;
@@ -230,34 +265,68 @@ impl<S: FileSource> Download<'_, S> {
             // too, where the filesystem can make one: no disk space, no write.
             let hole = data.len() >= crate::pages::ZERO_RUN
                 && (crate::pages::is_counted_zeros(&data) || crate::pages::is_zero(&data));
-            let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
-            match direct.take() {
-                Some(mut w) if !hole => {
-                    went_direct += data.len() as u64;
-                    in_flight = Some(tokio::task::spawn_blocking(move || {
-                        let r = w.write_at(&f, &data2, off);
-                        (w, r.ctx(|| format!("cannot write {}", path.display())))
-                    }));
-                    hasher.update(&data);
+            let joins = held.is_empty() || held_off + held_bytes as u64 == off;
+            if !hole && direct.is_some() && !held.is_empty() && !joins {
+                // The held pieces cannot take this one along: they go alone.
+                let w = direct.take().expect("checked");
+                in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
+                held_bytes = 0;
+            }
+            if !hole && direct.is_some() {
+                if held.is_empty() {
+                    held_off = off;
                 }
-                w => {
-                    went_cached += if hole { 0 } else { data.len() as u64 };
-                    direct = w;
-                    let write = tokio::task::spawn_blocking(move || {
-                        match hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) {
-                            true => Ok(()),
-                            false => f.write_all_at(&data2, off),
-                        }
-                        .ctx(|| format!("cannot write {}", path.display()))
-                    });
-                    hasher.update(&data);
-                    write.await.map_err(join_err)??;
+                held.push(data.clone());
+                went_direct += data.len() as u64;
+                let w = direct.take().expect("checked");
+                in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
+                held_bytes = 0;
+                hasher.update(&data);
+            } else if !hole
+                && in_flight.is_some()
+                && joins
+                && held_bytes + data.len() < DIRECT_BATCH
+                && budget.grow(data.len())
+            {
+                // The disk is busy: held back, to go with the next piece in one bigger write.
+                if held.is_empty() {
+                    held_off = off;
                 }
+                held_bytes += data.len();
+                held.push(data.clone());
+                went_direct += data.len() as u64;
+                hasher.update(&data);
+            } else {
+                went_cached += if hole { 0 } else { data.len() as u64 };
+                let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
+                let write = tokio::task::spawn_blocking(move || {
+                    match hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) {
+                        true => Ok(()),
+                        false => f.write_all_at(&data2, off),
+                    }
+                    .ctx(|| format!("cannot write {}", path.display()))
+                });
+                hasher.update(&data);
+                write.await.map_err(join_err)??;
             }
             written += data.len() as u64;
             self.progress.moved(&data);
         }
-        landed(in_flight).await?;
+        if let Some(w) = landed(in_flight).await? {
+            direct = Some(w);
+        }
+        if !held.is_empty() {
+            // What the disk was still busy for when the last piece came.
+            let w = direct.unwrap_or_else(DirectWriter::unavailable);
+            landed(Some(self.write_direct(
+                w,
+                f,
+                &mut held,
+                held_off,
+                &mut budget,
+            )))
+            .await?;
+        }
         tracing::debug!(
             "{}: {} MiB written around the page cache, {} MiB through it",
             crate::text::printable(&self.path.display().to_string()),
@@ -265,6 +334,25 @@ impl<S: FileSource> Download<'_, S> {
             went_cached >> 20
         );
         Ok((written, got_hash))
+    }
+
+    /// Starts the direct write of the `held` pieces, from `off`, taking them and their
+    /// share of the budget along.
+    fn write_direct(
+        &self,
+        mut w: DirectWriter,
+        f: &Arc<File>,
+        held: &mut Vec<Bytes>,
+        off: u64,
+        budget: &mut Held,
+    ) -> tokio::task::JoinHandle<DirectWrite> {
+        let (f, path) = (f.clone(), self.path.to_path_buf());
+        let (pieces, budget) = (std::mem::take(held), std::mem::take(budget));
+        tokio::task::spawn_blocking(move || {
+            let r = w.write_pieces(&f, &pieces, off);
+            drop(budget);
+            (w, r.ctx(|| format!("cannot write {}", path.display())))
+        })
     }
 
     /// A file that one read covers: fetched and checked against its hash before anything is
