@@ -170,19 +170,25 @@ impl DirectWriter {
 mod tests {
     use super::*;
 
+    /// A new file "f" in a new temporary folder, open for reading and writing.
+    fn new_file() -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        (dir, f)
+    }
+
     /// Direct writes put the same bytes where buffered ones would: whole pages around the
     /// page cache, an unaligned start and a last partial page through the file itself.
     #[test]
     fn direct_writes_land_where_buffered_ones_would() {
         use std::os::unix::fs::FileExt;
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, f) = new_file();
         let path = dir.path().join("f");
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
         let mut w = DirectWriter::open(&f)
             .expect("the temporary folder's filesystem takes O_DIRECT (ext4, xfs, tmpfs 6.6+)");
         let data: Vec<u8> = (0..3 * PAGE as u32 * 100 + 777)
@@ -212,14 +218,7 @@ mod tests {
     #[test]
     fn pieces_land_back_to_back_in_one_write_or_one_by_one() {
         use std::os::unix::fs::FileExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
+        let (_dir, f) = new_file();
         let mut w = DirectWriter::open(&f).expect("the temporary folder takes O_DIRECT");
         let data: Vec<u8> = (0..8 * PAGE as u32 * 64 + 333)
             .map(|i| (i * 31 % 251) as u8)
