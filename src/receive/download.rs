@@ -218,115 +218,121 @@ impl<S: FileSource> Download<'_, S> {
         // the bytes all files may hold.
         let (mut held, mut held_off, mut held_bytes) = (Vec::new(), 0u64, 0usize);
         let mut budget = Held::default();
-        loop {
-            while pending.len() < PER_FILE_CHUNKS && next_off < size {
-                let len = (size - next_off).min(CHUNK as u64) as u32;
-                let off = next_off;
-                let client = self.client.clone();
-                // Wait for a place only while holding none: a file that waited with requests
-                // of its own not yet sent (they go out when polled) could hold places that
-                // every other file waits for, and nothing would move.
-                let units = window_units(len as u64);
-                let permit = if pending.is_empty() {
-                    self.window
-                        .clone()
-                        .acquire_many_owned(units)
-                        .await
-                        .expect("never closed")
-                } else {
-                    match self.window.clone().try_acquire_many_owned(units) {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    }
-                };
-                pending.push_back(async move {
-                    let r = if toward_hash {
-                        client.read_toward_hash(id, off, len).await
+        // Everything that arrived is written before the download ends, also when it fails:
+        // what the message of an interrupted receive counts as kept is on the disk.
+        let run: Result<()> = async {
+            loop {
+                while pending.len() < PER_FILE_CHUNKS && next_off < size {
+                    let len = (size - next_off).min(CHUNK as u64) as u32;
+                    let off = next_off;
+                    let client = self.client.clone();
+                    // Wait for a place only while holding none: a file that waited with requests
+                    // of its own not yet sent (they go out when polled) could hold places that
+                    // every other file waits for, and nothing would move.
+                    let units = window_units(len as u64);
+                    let permit = if pending.is_empty() {
+                        self.window
+                            .clone()
+                            .acquire_many_owned(units)
+                            .await
+                            .expect("never closed")
                     } else {
-                        client.read(id, off, len).await
+                        match self.window.clone().try_acquire_many_owned(units) {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        }
                     };
-                    drop(permit);
-                    r.map(|(d, h)| (off, len, d, h))
-                });
-                next_off += len as u64;
-            }
-            let Some(r) = pending.next().await else { break };
-            let (off, len, data, h) = r?;
-            if data.len() != len as usize {
-                return Err(self.wrong_length(data.len(), off, len as u64));
-            }
-            if h.is_some() {
-                got_hash = h;
-            }
-            if in_flight.as_ref().is_some_and(|w| w.is_finished()) {
-                direct = landed(in_flight.take()).await?;
-            }
-            // A run of zeros (the sender's hole, or zeros it had written) becomes a hole here
-            // too, where the filesystem can make one: no disk space, no write.
-            let hole = data.len() >= crate::pages::ZERO_RUN
-                && (crate::pages::is_counted_zeros(&data) || crate::pages::is_zero(&data));
-            let joins = held.is_empty() || held_off + held_bytes as u64 == off;
-            if !hole && direct.is_some() && !held.is_empty() && !joins {
-                // The held pieces cannot take this one along: they go alone.
-                let w = direct.take().expect("checked");
-                in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
-                held_bytes = 0;
-            }
-            if !hole && direct.is_some() {
-                if held.is_empty() {
-                    held_off = off;
+                    pending.push_back(async move {
+                        let r = if toward_hash {
+                            client.read_toward_hash(id, off, len).await
+                        } else {
+                            client.read(id, off, len).await
+                        };
+                        drop(permit);
+                        r.map(|(d, h)| (off, len, d, h))
+                    });
+                    next_off += len as u64;
                 }
-                held.push(data.clone());
-                went_direct += data.len() as u64;
-                let w = direct.take().expect("checked");
-                in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
-                held_bytes = 0;
-                hasher.update(&data);
-            } else if !hole
-                && in_flight.is_some()
-                && joins
-                && held_bytes + data.len() < DIRECT_BATCH
-                && budget.grow(data.len())
-            {
-                // The disk is busy: held back, to go with the next piece in one bigger write.
-                if held.is_empty() {
-                    held_off = off;
+                let Some(r) = pending.next().await else { break };
+                let (off, len, data, h) = r?;
+                if data.len() != len as usize {
+                    return Err(self.wrong_length(data.len(), off, len as u64));
                 }
-                held_bytes += data.len();
-                held.push(data.clone());
-                went_direct += data.len() as u64;
-                hasher.update(&data);
-            } else {
-                went_cached += if hole { 0 } else { data.len() as u64 };
-                let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
-                let write = tokio::task::spawn_blocking(move || {
-                    match hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) {
-                        true => Ok(()),
-                        false => f.write_all_at(&data2, off),
+                if h.is_some() {
+                    got_hash = h;
+                }
+                if in_flight.as_ref().is_some_and(|w| w.is_finished()) {
+                    direct = landed(in_flight.take()).await?;
+                }
+                // A run of zeros (the sender's hole, or zeros it had written) becomes a hole here
+                // too, where the filesystem can make one: no disk space, no write.
+                let hole = data.len() >= crate::pages::ZERO_RUN
+                    && (crate::pages::is_counted_zeros(&data) || crate::pages::is_zero(&data));
+                let joins = held.is_empty() || held_off + held_bytes as u64 == off;
+                if !hole && direct.is_some() && !held.is_empty() && !joins {
+                    // The held pieces cannot take this one along: they go alone.
+                    let w = direct.take().expect("checked");
+                    in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
+                    held_bytes = 0;
+                }
+                if !hole && direct.is_some() {
+                    if held.is_empty() {
+                        held_off = off;
                     }
-                    .ctx(|| format!("cannot write {}", path.display()))
-                });
-                hasher.update(&data);
-                write.await.map_err(join_err)??;
+                    held.push(data.clone());
+                    went_direct += data.len() as u64;
+                    let w = direct.take().expect("checked");
+                    in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
+                    held_bytes = 0;
+                    hasher.update(&data);
+                } else if !hole
+                    && in_flight.is_some()
+                    && joins
+                    && held_bytes + data.len() < DIRECT_BATCH
+                    && budget.grow(data.len())
+                {
+                    // The disk is busy: held back, to go with the next piece in one bigger write.
+                    if held.is_empty() {
+                        held_off = off;
+                    }
+                    held_bytes += data.len();
+                    held.push(data.clone());
+                    went_direct += data.len() as u64;
+                    hasher.update(&data);
+                } else {
+                    went_cached += if hole { 0 } else { data.len() as u64 };
+                    let (f, path, data2) = (f.clone(), self.path.to_path_buf(), data.clone());
+                    let write = tokio::task::spawn_blocking(move || {
+                        match hole && disk::hole(&f, off, data2.len() as u64).unwrap_or(false) {
+                            true => Ok(()),
+                            false => f.write_all_at(&data2, off),
+                        }
+                        .ctx(|| format!("cannot write {}", path.display()))
+                    });
+                    hasher.update(&data);
+                    write.await.map_err(join_err)??;
+                }
+                written += data.len() as u64;
+                self.progress.moved(&data);
             }
-            written += data.len() as u64;
-            self.progress.moved(&data);
+            Ok(())
         }
-        if let Some(w) = landed(in_flight).await? {
-            direct = Some(w);
+        .await;
+        let settled = async {
+            if let Some(w) = landed(in_flight).await? {
+                direct = Some(w);
+            }
+            if !held.is_empty() {
+                // What the disk was still busy for when the last piece came.
+                let w = direct.unwrap_or_else(DirectWriter::unavailable);
+                let write = self.write_direct(w, f, &mut held, held_off, &mut budget);
+                landed(Some(write)).await?;
+            }
+            Ok::<_, Error>(())
         }
-        if !held.is_empty() {
-            // What the disk was still busy for when the last piece came.
-            let w = direct.unwrap_or_else(DirectWriter::unavailable);
-            landed(Some(self.write_direct(
-                w,
-                f,
-                &mut held,
-                held_off,
-                &mut budget,
-            )))
-            .await?;
-        }
+        .await;
+        run?;
+        settled?;
         tracing::debug!(
             "{}: {} MiB written around the page cache, {} MiB through it",
             crate::text::printable(&self.path.display().to_string()),
