@@ -51,13 +51,18 @@ impl Drop for Held {
 }
 
 /// A direct write's writer, given back, and its outcome.
-type DirectWrite = (DirectWriter, Result<()>);
+type DirectWrite = (DirectWriter, Result<()>, usize);
 
-/// Waits for the direct write in flight, if any, and gives the writer back.
-async fn landed(w: Option<tokio::task::JoinHandle<DirectWrite>>) -> Result<Option<DirectWriter>> {
+/// Waits for the direct write in flight, if any, counts its bytes as received (only now: what
+/// an interrupted receive says it keeps is on the disk) and gives the writer back.
+async fn landed(
+    w: Option<tokio::task::JoinHandle<DirectWrite>>,
+    progress: &Progress,
+) -> Result<Option<DirectWriter>> {
     let Some(w) = w else { return Ok(None) };
-    let (w, r) = w.await.map_err(join_err)?;
+    let (w, r, n) = w.await.map_err(join_err)?;
     r?;
+    progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
     Ok(Some(w))
 }
 
@@ -262,7 +267,7 @@ impl<S: FileSource> Download<'_, S> {
                     got_hash = h;
                 }
                 if in_flight.as_ref().is_some_and(|w| w.is_finished()) {
-                    direct = landed(in_flight.take()).await?;
+                    direct = landed(in_flight.take(), self.progress).await?;
                 }
                 // A run of zeros (the sender's hole, or zeros it had written) becomes a hole here
                 // too, where the filesystem can make one: no disk space, no write.
@@ -311,22 +316,22 @@ impl<S: FileSource> Download<'_, S> {
                     });
                     hasher.update(&data);
                     write.await.map_err(join_err)??;
+                    self.progress.moved(&data);
                 }
                 written += data.len() as u64;
-                self.progress.moved(&data);
             }
             Ok(())
         }
         .await;
         let settled = async {
-            if let Some(w) = landed(in_flight).await? {
+            if let Some(w) = landed(in_flight, self.progress).await? {
                 direct = Some(w);
             }
             if !held.is_empty() {
                 // What the disk was still busy for when the last piece came.
                 let w = direct.unwrap_or_else(DirectWriter::unavailable);
                 let write = self.write_direct(w, f, &mut held, held_off, &mut budget);
-                landed(Some(write)).await?;
+                landed(Some(write), self.progress).await?;
             }
             Ok::<_, Error>(())
         }
@@ -357,7 +362,8 @@ impl<S: FileSource> Download<'_, S> {
         tokio::task::spawn_blocking(move || {
             let r = w.write_pieces(&f, &pieces, off);
             drop(budget);
-            (w, r.ctx(|| format!("cannot write {}", path.display())))
+            let n = pieces.iter().map(|p| p.len()).sum();
+            (w, r.ctx(|| format!("cannot write {}", path.display())), n)
         })
     }
 
