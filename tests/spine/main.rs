@@ -216,12 +216,36 @@ async fn an_interrupted_receive_resumes_with_a_new_share() {
         inner: s.client(4).await.unwrap(),
         left: Arc::new((total as i64 / 2).into()),
     };
-    let r = receive_into(&cut, &m, out.path()).await;
+    let progress = Arc::new(Progress::default());
+    let opts = ReceiveOptions {
+        out: out.path().to_path_buf(),
+        overwrite: false,
+    };
+    let r = within(60, receive::receive_all(&cut, &m, &opts, progress.clone())).await;
     assert!(r.is_err(), "the cut must fail the first run");
     sender.task.abort();
     // Nothing incomplete under a final name; the partial data is kept for later.
     assert!(!out.path().join("data/big").exists());
     assert!(part_of(&out.path().join("data"), "big").exists());
+    // What the run counts as kept (what an interrupted receive's message says) is on the
+    // disk: whole files under their names, and the sender's bytes from the start of each
+    // temporary file.
+    let mut on_disk = 0u64;
+    for e in std::fs::read_dir(&d).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        let theirs = std::fs::read(d.join(&name)).unwrap();
+        let whole = out.path().join("data").join(&name);
+        if whole.exists() {
+            on_disk += std::fs::metadata(&whole).unwrap().len();
+        } else if let Ok(ours) = std::fs::read(part_of(&out.path().join("data"), &name)) {
+            on_disk += ours.iter().zip(&theirs).take_while(|(a, b)| a == b).count() as u64;
+        }
+    }
+    assert!(
+        progress.kept() <= on_disk,
+        "counted {} as kept, the disk holds {on_disk}",
+        progress.kept()
+    );
 
     // Second run: a new share of the same files (new code), into the same folder.
     let (_sender, mut s, m) = accepted(std::slice::from_ref(&d)).await;
