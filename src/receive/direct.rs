@@ -9,9 +9,10 @@
 //! piece in one bigger write (a disk takes those faster), and what comes beyond that goes
 //! through the page cache. A disk faster than the link takes most pieces; a slow or busy one
 //! (one that also serves the sender, as on a single test machine) takes fewer, and the rest
-//! goes at the speed of the page cache, as scp's does. Waiting for every direct write made a 1 GiB receive 20-40% slower where the
-//! disk was the slower side; switching to the page cache for good once the disk held the
-//! download up made it 20-50% slower where the page cache's copy was (`scripts/BENCHMARKS.md`).
+//! goes at the speed of the page cache, as scp's does. Waiting for every direct write made a
+//! 1 GiB receive 20-40% slower where the disk was the slower side; switching to the page cache
+//! for good once the disk held the download up made it 20-50% slower where the page cache's
+//! copy was the slower side (`scripts/BENCHMARKS.md`).
 
 use std::ffi::CString;
 use std::fs::File;
