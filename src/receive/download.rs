@@ -26,6 +26,7 @@ const DIRECT_BATCH: usize = 4 << 20;
 
 /// Bytes of received pieces held back for the disk, over all files at once.
 static HELD: AtomicUsize = AtomicUsize::new(0);
+/// The most bytes [`HELD`] may reach: beyond it, pieces go through the page cache.
 const HELD_MAX: usize = 16 << 20;
 
 /// A share of [`HELD`], given back when dropped.
