@@ -222,10 +222,11 @@ impl<S: FileSource> Download<'_, S> {
         let (mut went_direct, mut went_cached) = (0u64, 0u64);
         // Pieces held back while the disk was busy, from `held_off` on, and their share of
         // the bytes all files may hold.
-        let (mut held, mut held_off, mut held_bytes) = (Vec::new(), 0u64, 0usize);
+        let (mut held, mut held_off) = (Vec::<Bytes>::new(), 0u64);
         let mut budget = Held::default();
-        // Everything that arrived is written before the download ends, also when it fails:
-        // what the message of an interrupted receive counts as kept is on the disk.
+        // A download that fails still writes what it held back before it returns; one that is
+        // cancelled loses it, but direct pieces count as received only once on the disk
+        // (`landed`), so what an interrupted receive says it keeps is there either way.
         let run: Result<()> = async {
             loop {
                 while pending.len() < PER_FILE_CHUNKS && next_off < size {
@@ -274,12 +275,12 @@ impl<S: FileSource> Download<'_, S> {
                 // too, where the filesystem can make one: no disk space, no write.
                 let hole = data.len() >= crate::pages::ZERO_RUN
                     && (crate::pages::is_counted_zeros(&data) || crate::pages::is_zero(&data));
-                let joins = held.is_empty() || held_off + held_bytes as u64 == off;
+                let held_bytes = |held: &[Bytes]| held.iter().map(Bytes::len).sum::<usize>();
+                let joins = held.is_empty() || held_off + held_bytes(&held) as u64 == off;
                 if !hole && direct.is_some() && !held.is_empty() && !joins {
                     // The held pieces cannot take this one along: they go alone.
                     let w = direct.take().expect("checked");
                     in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
-                    held_bytes = 0;
                 }
                 if !hole && direct.is_some() {
                     if held.is_empty() {
@@ -289,19 +290,17 @@ impl<S: FileSource> Download<'_, S> {
                     went_direct += data.len() as u64;
                     let w = direct.take().expect("checked");
                     in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
-                    held_bytes = 0;
                     hasher.update(&data);
                 } else if !hole
                     && in_flight.is_some()
                     && joins
-                    && held_bytes + data.len() < DIRECT_BATCH
+                    && held_bytes(&held) + data.len() < DIRECT_BATCH
                     && budget.grow(data.len())
                 {
                     // The disk is busy: held back, to go with the next piece in one bigger write.
                     if held.is_empty() {
                         held_off = off;
                     }
-                    held_bytes += data.len();
                     held.push(data.clone());
                     went_direct += data.len() as u64;
                     hasher.update(&data);
