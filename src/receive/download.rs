@@ -52,18 +52,13 @@ impl Drop for Held {
 }
 
 /// A direct write's writer, given back, and its outcome.
-type DirectWrite = (DirectWriter, Result<()>, usize);
+type DirectWrite = (DirectWriter, Result<()>);
 
-/// Waits for the direct write in flight, if any, counts its bytes as received (only now: what
-/// an interrupted receive says it keeps is on the disk) and gives the writer back.
-async fn landed(
-    w: Option<tokio::task::JoinHandle<DirectWrite>>,
-    progress: &Progress,
-) -> Result<Option<DirectWriter>> {
+/// Waits for the direct write in flight, if any, and gives the writer back.
+async fn landed(w: Option<tokio::task::JoinHandle<DirectWrite>>) -> Result<Option<DirectWriter>> {
     let Some(w) = w else { return Ok(None) };
-    let (w, r, n) = w.await.map_err(join_err)?;
+    let (w, r) = w.await.map_err(join_err)?;
     r?;
-    progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
     Ok(Some(w))
 }
 
@@ -78,7 +73,7 @@ pub(super) struct Download<'a, S> {
     pub(super) overwrite: bool,
     /// Read requests in flight over the whole transfer.
     pub(super) window: &'a Arc<Semaphore>,
-    pub(super) progress: &'a Progress,
+    pub(super) progress: &'a Arc<Progress>,
 }
 
 impl<S: FileSource> Download<'_, S> {
@@ -225,8 +220,8 @@ impl<S: FileSource> Download<'_, S> {
         let (mut held, mut held_off) = (Vec::<Bytes>::new(), 0u64);
         let mut budget = Held::default();
         // A download that fails still writes what it held back before it returns; one that is
-        // cancelled loses it, but direct pieces count as received only once on the disk
-        // (`landed`), so what an interrupted receive says it keeps is there either way.
+        // cancelled loses it, but direct pieces count as received only once they are on the
+        // disk (`write_direct`), so what an interrupted receive says it keeps is there.
         let run: Result<()> = async {
             loop {
                 while pending.len() < PER_FILE_CHUNKS && next_off < size {
@@ -269,7 +264,7 @@ impl<S: FileSource> Download<'_, S> {
                     got_hash = h;
                 }
                 if in_flight.as_ref().is_some_and(|w| w.is_finished()) {
-                    direct = landed(in_flight.take(), self.progress).await?;
+                    direct = landed(in_flight.take()).await?;
                 }
                 // A run of zeros (the sender's hole, or zeros it had written) becomes a hole here
                 // too, where the filesystem can make one: no disk space, no write.
@@ -324,14 +319,14 @@ impl<S: FileSource> Download<'_, S> {
         }
         .await;
         let settled = async {
-            if let Some(w) = landed(in_flight, self.progress).await? {
+            if let Some(w) = landed(in_flight).await? {
                 direct = Some(w);
             }
             if !held.is_empty() {
                 // What the disk was still busy for when the last piece came.
                 let w = direct.unwrap_or_else(DirectWriter::unavailable);
                 let write = self.write_direct(w, f, &mut held, held_off, &mut budget);
-                landed(Some(write), self.progress).await?;
+                landed(Some(write)).await?;
             }
             Ok::<_, Error>(())
         }
@@ -348,7 +343,8 @@ impl<S: FileSource> Download<'_, S> {
     }
 
     /// Starts the direct write of the `held` pieces, from `off`, taking them and their
-    /// share of the budget along.
+    /// share of the budget along; their bytes count as received once written (not before:
+    /// what an interrupted receive says it keeps is on the disk).
     fn write_direct(
         &self,
         mut w: DirectWriter,
@@ -357,13 +353,15 @@ impl<S: FileSource> Download<'_, S> {
         off: u64,
         budget: &mut Held,
     ) -> tokio::task::JoinHandle<DirectWrite> {
-        let (f, path) = (f.clone(), self.path.to_path_buf());
+        let (f, path, progress) = (f.clone(), self.path.to_path_buf(), self.progress.clone());
         let (pieces, budget) = (std::mem::take(held), std::mem::take(budget));
         tokio::task::spawn_blocking(move || {
             let r = w.write_pieces(&f, &pieces, off);
             drop(budget);
-            let n = pieces.iter().map(|p| p.len()).sum();
-            (w, r.ctx(|| format!("cannot write {}", path.display())), n)
+            if r.is_ok() {
+                pieces.iter().for_each(|p| progress.moved(p));
+            }
+            (w, r.ctx(|| format!("cannot write {}", path.display())))
         })
     }
 

@@ -201,7 +201,7 @@ pub async fn receive_all<S: FileSource>(
         .filter(|e| e.kind == Kind::File as i32)
         .cloned()
         .collect();
-    let (out, window, progress) = (&out, &window, &*progress);
+    let (out, window, progress) = (&out, &window, &progress);
     let mut downloads = futures::stream::iter(
         files
             .into_iter()
@@ -226,7 +226,7 @@ async fn download_one<S: FileSource>(
     opts: &ReceiveOptions,
     entry: Entry,
     window: &Arc<Semaphore>,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<(u64, u64)> {
     let path = target(&opts.out, m, entry.id);
     let dir = out
