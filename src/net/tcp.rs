@@ -14,8 +14,9 @@
 //! nodes can still reach this one.
 //!
 //! Buffers on both sides of TLS keep system calls and TCP segments few: the socket is read 64
-//! KiB at a time (rustls asks for 4 KiB), and yamux's frames go out through
-//! [`Coalesce`](super::coalesce::Coalesce).
+//! KiB at a time (rustls asks for 4 KiB), yamux's frames go out through
+//! [`Coalesce`](super::coalesce::Coalesce), and rustls takes 256 KiB of records before a write
+//! waits (its default, 64 KiB, cut each 128 KiB frame in two system calls).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
@@ -51,6 +52,9 @@ const NOISE: &str = "/noise";
 const YAMUX: &str = "/yamux/1.0.0";
 /// ALPN of the libp2p TLS handshake.
 const ALPN: &[u8] = b"libp2p";
+/// Sealed TLS records a connection takes before its writes report the socket full: rustls's
+/// 64 KiB made each system call carry at most one yamux frame.
+const TLS_SEND_BUFFER: usize = 256 * 1024;
 /// A connection that has not finished its handshakes by then is dropped.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -277,9 +281,10 @@ impl Tls {
     {
         // The libp2p TLS spec: no server name (SNI) is sent.
         let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-        let s = futures_rustls::TlsConnector::from(self.client.clone())
+        let mut s = futures_rustls::TlsConnector::from(self.client.clone())
             .connect(name, io)
             .await?;
+        s.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let peer = peer_id(s.get_ref().1)?;
         Ok((peer, s.into()))
     }
@@ -288,9 +293,10 @@ impl Tls {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let s = futures_rustls::TlsAcceptor::from(self.server.clone())
+        let mut s = futures_rustls::TlsAcceptor::from(self.server.clone())
             .accept(io)
             .await?;
+        s.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let peer = peer_id(s.get_ref().1)?;
         Ok((peer, s.into()))
     }

@@ -94,7 +94,7 @@ async fn yamux_frames_in_kept_bodies_arrive_intact() {
             let _ = tx.send(s).await;
         }
     });
-    // Stream `k` carries bytes `(i * 31 + k) mod 251` in writes of 1 byte to 64 KiB + 1.
+    // Stream `k` carries bytes `(i * 31 + k) mod 251` in writes of 1 byte to 128 KiB + 1.
     let total = 3 << 20;
     let pattern = |k: usize, i: usize| ((i * 31 + k) % 251) as u8;
     let mut writers = Vec::new();
@@ -107,7 +107,7 @@ async fn yamux_frames_in_kept_bodies_arrive_intact() {
                 out.write_all(&data[at..end]).await.unwrap();
                 out.flush().await.unwrap();
                 at = end;
-                n = n * 7 % ((64 << 10) + 2) + 1;
+                n = n * 7 % ((128 << 10) + 2) + 1;
             }
             out
         }));
@@ -186,11 +186,11 @@ async fn tls_with_ring_and_aws_lc_aes_gcm_interoperate() {
     }
 }
 
-/// vendor/yamux also sends data in frames of up to 64 KiB (upstream: 16 KiB): a 1 MiB answer
-/// is 16 frames, not 64. Read raw off the wire: the 256 KiB a new stream may send before any
-/// window update go out as four full frames.
+/// vendor/yamux also sends data in frames of up to 128 KiB (upstream: 16 KiB): a 1 MiB answer
+/// is 8 frames, not 64. Read raw off the wire: the 256 KiB a new stream may send before any
+/// window update go out as two full frames.
 #[tokio::test]
-async fn yamux_sends_data_in_frames_of_64_kib() {
+async fn yamux_sends_data_in_frames_of_128_kib() {
     use tokio::io::AsyncReadExt as _;
     let (a, mut raw) = tokio::io::duplex(8 << 20);
     let (mut out, drive_client) = client_stream(a).await;
@@ -217,7 +217,47 @@ async fn yamux_sends_data_in_frames_of_64_kib() {
             data += len;
         }
     }
-    assert_eq!(frames, [64 << 10; 4]);
+    assert_eq!(frames, [128 << 10; 2]);
     drop(write);
     drive_client.abort();
+}
+
+/// The TLS under the TCP transport takes up to 256 KiB of records before a write waits for the
+/// socket (rustls's default: 64 KiB), so each of yamux's 128 KiB frames, with the header that
+/// leads it, is one system call. Here the socket takes almost nothing: one write of 192 KiB is
+/// still taken whole.
+#[tokio::test]
+async fn tls_takes_a_whole_frame_in_one_write() {
+    let suites = [
+        rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    ];
+    let (kd, kl) = (
+        libp2p::identity::Keypair::generate_ed25519(),
+        libp2p::identity::Keypair::generate_ed25519(),
+    );
+    let d = super::Tls::with_aes_gcm(&kd, suites).unwrap();
+    let l = super::Tls::with_aes_gcm(&kl, suites).unwrap();
+    let (a, b) = tokio::io::duplex(16 << 10);
+    let (dialed, accepted) = tokio::join!(d.connect(a.compat()), l.accept(b.compat()));
+    let ((_, mut x), (_, mut y)) = (dialed.unwrap(), accepted.unwrap());
+    let data = vec![5u8; 192 << 10];
+    let n = tokio::time::timeout(Duration::from_secs(5), x.write(&data))
+        .await
+        .expect("a write is taken without the socket draining")
+        .unwrap();
+    assert_eq!(
+        n,
+        data.len(),
+        "the write was cut to what rustls buffers by default"
+    );
+    // And it all arrives.
+    let recv = async {
+        let mut got = vec![0u8; data.len()];
+        y.read_exact(&mut got).await.unwrap();
+        got
+    };
+    let (flushed, got) = tokio::join!(x.flush(), recv);
+    flushed.unwrap();
+    assert!(got == data);
 }

@@ -14,13 +14,13 @@ use parking_lot::Mutex;
 
 /// Frame bodies read to the end, kept to hold the next frames read (PCP-PATCH, see
 /// PCP-PATCH.md): a new body of a data frame is otherwise allocated zeroed, a `memset` of up to
-/// 64 KiB per frame that is overwritten at once by the frame's bytes.
+/// 128 KiB per frame that is overwritten at once by the frame's bytes.
 static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// Bodies kept at most (of at most [`SPARE_MAX_CAPACITY`] each: 2 MiB in all).
-const SPARE_MAX: usize = 32;
+const SPARE_MAX: usize = 16;
 /// Bodies smaller than this are not worth keeping; bigger ones are not kept either.
 const SPARE_MIN_CAPACITY: usize = 4 * 1024;
-const SPARE_MAX_CAPACITY: usize = 64 * 1024;
+const SPARE_MAX_CAPACITY: usize = 128 * 1024;
 
 /// A buffer of `len` bytes for a frame body, to be filled whole before it is used: a spare
 /// one when there is one, its old bytes left in place (only bytes past its old length are
