@@ -138,6 +138,28 @@ async fn yamux_frames_in_kept_bodies_arrive_intact() {
     drive_server.abort();
 }
 
+/// A TLS stream pair over an in-memory pipe of `pipe` bytes: the dialer's (`dialer` suites,
+/// key `kd`) and the listener's (`listener`, `kl`), each with the peer it authenticated.
+async fn tls_pair(
+    (kd, dialer): (
+        &libp2p::identity::Keypair,
+        [rustls::SupportedCipherSuite; 2],
+    ),
+    (kl, listener): (
+        &libp2p::identity::Keypair,
+        [rustls::SupportedCipherSuite; 2],
+    ),
+    pipe: usize,
+) -> ((libp2p::PeerId, TlsOverPipe), (libp2p::PeerId, TlsOverPipe)) {
+    let d = super::Tls::with_aes_gcm(kd, dialer).unwrap();
+    let l = super::Tls::with_aes_gcm(kl, listener).unwrap();
+    let (a, b) = tokio::io::duplex(pipe);
+    let (dialed, accepted) = tokio::join!(d.connect(a.compat()), l.accept(b.compat()));
+    (dialed.unwrap(), accepted.unwrap())
+}
+
+type TlsOverPipe = futures_rustls::TlsStream<tokio_util::compat::Compat<tokio::io::DuplexStream>>;
+
 /// The TLS under the TCP transport takes AES-GCM from ring on some CPUs and from AWS-LC on
 /// others ([`super::aes_gcm_suites`]): a handshake between one of each agrees on
 /// AES-128-GCM, and 4 MiB cross it both ways intact.
@@ -157,11 +179,8 @@ async fn tls_with_ring_and_aws_lc_aes_gcm_interoperate() {
             libp2p::identity::Keypair::generate_ed25519(),
             libp2p::identity::Keypair::generate_ed25519(),
         );
-        let d = super::Tls::with_aes_gcm(&kd, dialer).unwrap();
-        let l = super::Tls::with_aes_gcm(&kl, listener).unwrap();
-        let (a, b) = tokio::io::duplex(256 << 10);
-        let (dialed, accepted) = tokio::join!(d.connect(a.compat()), l.accept(b.compat()));
-        let ((peer_l, mut x), (peer_d, mut y)) = (dialed.unwrap(), accepted.unwrap());
+        let ((peer_l, mut x), (peer_d, mut y)) =
+            tls_pair((&kd, dialer), (&kl, listener), 256 << 10).await;
         assert_eq!(
             (peer_l, peer_d),
             (kl.public().to_peer_id(), kd.public().to_peer_id())
@@ -232,15 +251,8 @@ async fn tls_takes_a_whole_frame_in_one_write() {
         rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
         rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
     ];
-    let (kd, kl) = (
-        libp2p::identity::Keypair::generate_ed25519(),
-        libp2p::identity::Keypair::generate_ed25519(),
-    );
-    let d = super::Tls::with_aes_gcm(&kd, suites).unwrap();
-    let l = super::Tls::with_aes_gcm(&kl, suites).unwrap();
-    let (a, b) = tokio::io::duplex(16 << 10);
-    let (dialed, accepted) = tokio::join!(d.connect(a.compat()), l.accept(b.compat()));
-    let ((_, mut x), (_, mut y)) = (dialed.unwrap(), accepted.unwrap());
+    let key = libp2p::identity::Keypair::generate_ed25519;
+    let ((_, mut x), (_, mut y)) = tls_pair((&key(), suites), (&key(), suites), 16 << 10).await;
     let data = vec![5u8; 192 << 10];
     let n = tokio::time::timeout(Duration::from_secs(5), x.write(&data))
         .await
