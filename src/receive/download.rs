@@ -271,33 +271,29 @@ impl<S: FileSource> Download<'_, S> {
                 let hole = data.len() >= crate::pages::ZERO_RUN
                     && (crate::pages::is_counted_zeros(&data) || crate::pages::is_zero(&data));
                 let held_bytes = |held: &[Bytes]| held.iter().map(Bytes::len).sum::<usize>();
-                let joins = held.is_empty() || held_off + held_bytes(&held) as u64 == off;
-                if !hole && direct.is_some() && !held.is_empty() && !joins {
+                let joins = |held: &[Bytes]| held_off + held_bytes(held) as u64 == off;
+                if !hole && direct.is_some() && !held.is_empty() && !joins(&held) {
                     // The held pieces cannot take this one along: they go alone.
                     let w = direct.take().expect("checked");
                     in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
                 }
-                if !hole && direct.is_some() {
+                // To the disk at once when it is idle; while it is busy, held back to go with
+                // the next piece in one bigger write, within the bounds; else the page cache.
+                let to_disk = !hole
+                    && (direct.is_some()
+                        || (in_flight.is_some()
+                            && (held.is_empty() || joins(&held))
+                            && held_bytes(&held) + data.len() < DIRECT_BATCH
+                            && budget.grow(data.len())));
+                if to_disk {
                     if held.is_empty() {
                         held_off = off;
                     }
                     held.push(data.clone());
                     went_direct += data.len() as u64;
-                    let w = direct.take().expect("checked");
-                    in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
-                    hasher.update(&data);
-                } else if !hole
-                    && in_flight.is_some()
-                    && joins
-                    && held_bytes(&held) + data.len() < DIRECT_BATCH
-                    && budget.grow(data.len())
-                {
-                    // The disk is busy: held back, to go with the next piece in one bigger write.
-                    if held.is_empty() {
-                        held_off = off;
+                    if let Some(w) = direct.take() {
+                        in_flight = Some(self.write_direct(w, f, &mut held, held_off, &mut budget));
                     }
-                    held.push(data.clone());
-                    went_direct += data.len() as u64;
                     hasher.update(&data);
                 } else {
                     went_cached += if hole { 0 } else { data.len() as u64 };
